@@ -1,0 +1,1008 @@
+/*
+ * cp_client.c - the client requests the controlplane serves: register,
+ * login, link, update_account, unlink, set_unified, ack.  The dataplane
+ * forwards them as CPM_CLIENT_REQ with the frame as it came.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "im_proto.h"
+#include "cp_int.h"
+
+/* One request being served. */
+struct req {
+    struct cp_core *c;
+    uint32_t conn, gen;
+    uint64_t uid;
+    uint64_t id;
+    struct cl_msg msg;
+    const char *peer;
+};
+
+#define MAX_UNIFIED         10000
+#define MAX_MEMBERS         64
+#define MAX_OPTIONS         32
+
+bool
+cp_user_name_ok(const char *s, size_t n)
+{
+    if (n < 1 || n > CP_NAME_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char ch = s[i];
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+            return false;
+    }
+    return true;
+}
+
+static void
+bad(struct req *r, const char *key, const char *why)
+{
+    char msg[256];
+    snprintf(msg, sizeof(msg), "%s: %s", key, why);
+    cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
+}
+
+/* Typed field access that answers bad_request itself; 0 present, 1 absent, -1 answered. */
+static int
+str_field(struct req *r, const msgpack_object *map, const char *key, uint32_t min, uint32_t max,
+          bool required, struct im_str *out)
+{
+    const char *why;
+    int rc = cl_get_str(map, key, min, max, out, &why);
+    if (rc == 0)
+        return 0;
+    if (rc == -IM_ENOTFOUND && !required)
+        return 1;
+    bad(r, key, rc == -IM_ENOTFOUND ? "is required" : why);
+    return -1;
+}
+
+static int
+uint_field(struct req *r, const msgpack_object *map, const char *key, bool required, uint64_t *out)
+{
+    const char *why;
+    int rc = cl_get_uint(map, key, out, &why);
+    if (rc == 0)
+        return 0;
+    if (rc == -IM_ENOTFOUND && !required)
+        return 1;
+    bad(r, key, rc == -IM_ENOTFOUND ? "is required" : why);
+    return -1;
+}
+
+static char *
+vdup(struct im_str v)
+{
+    char *s = cl_strdup(v);
+    if (!s)
+        abort();
+    return s;
+}
+
+static void
+be64(uint8_t out[8], uint64_t v)
+{
+    for (int i = 7; i >= 0; i--, v >>= 8)
+        out[i] = (uint8_t)v;
+}
+
+static void
+seal_aad(uint8_t aad[16], uint64_t uid, uint64_t account)
+{
+    be64(aad, uid);
+    be64(aad + 8, account);
+}
+
+/* ------------------------------------------------------------------------ */
+/* register                                                                  */
+
+static void
+register_done(void *ctx, struct cp_auth_job *j)
+{
+    struct cp_core *c = ctx;
+    struct cp_txn *t = cp_txn(c);
+    struct cp_user u;
+    int rc;
+
+    if (j->result < 0 || !t) {
+        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL, "cannot hash the password");
+        return;
+    }
+    memset(&u, 0, sizeof(u));
+    im_strlcpy(u.name, j->user, sizeof(u.name));
+    im_strlcpy(u.hash, j->newhash, sizeof(u.hash));
+    rc = cp_user_add(t, &u);
+    if (rc == -IM_EEXIST) {
+        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_EXISTS, "user exists");
+        return;
+    }
+    if (rc < 0) {
+        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL, cp_store_strerror(rc));
+        return;
+    }
+    LOG(IM_LOG_INFO, "user %s registered from %s", j->user, j->peer);
+    cp_client_ok(c, j->conn, j->gen, j->req_id);
+}
+
+static void
+op_register(struct req *r)
+{
+    struct im_str user, pw;
+    struct cp_user u;
+
+    if (!r->c->cfg->open_registration) {
+        cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_UNSUPPORTED,
+                        "open registration is off: ask the operator for an account");
+        return;
+    }
+    if (str_field(r, &r->msg.root, "user", 1, CP_NAME_MAX, true, &user) ||
+        str_field(r, &r->msg.root, "password", 1, 1024, true, &pw))
+        return;
+    if (!cp_user_name_ok(user.p, user.len)) {
+        bad(r, "user", "must be 1-64 characters of a-z, 0-9, '.', '_' and '-'");
+        return;
+    }
+    struct cp_txn *t = cp_txn(r->c);
+    char name[CP_NAME_MAX + 1];
+    snprintf(name, sizeof(name), "%.*s", (int)user.len, user.p);
+    if (t && cp_user_get(t, name, &u) == 0) {
+        cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_EXISTS, "user exists");
+        return;
+    }
+    struct cp_auth_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        abort();
+    j->kind = CP_AUTH_HASH;
+    j->password = vdup(pw);
+    j->pwlen = pw.len;
+    j->done = register_done;
+    j->ctx = r->c;
+    j->conn = r->conn;
+    j->gen = r->gen;
+    j->req_id = r->id;
+    im_strlcpy(j->user, name, sizeof(j->user));
+    im_strlcpy(j->peer, r->peer, sizeof(j->peer));
+    cp_auth_submit(r->c->auth, j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* login                                                                     */
+
+static void
+addr_key(char *out, size_t n, const char *peer)
+{
+    /* "a:" + the address without the port */
+    const char *colon = strrchr(peer, ':');
+    size_t len = colon ? (size_t)(colon - peer) : strlen(peer);
+    snprintf(out, n, "a:%.*s", (int)len, peer);
+}
+
+struct replay_ctx {
+    struct cp_core *c;
+    uint32_t conn, gen;
+};
+
+static int
+replay_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
+{
+    struct replay_ctx *rc = ud;
+    struct dp_msg d = { .type = DPM_DELIVER, .uid = uid, .a = seq, .conn = rc->conn,
+                        .gen = rc->gen, .len = (uint32_t)n };
+    d.data = malloc(n);
+    if (!d.data)
+        abort();
+    memcpy(d.data, v, n);
+    cp_after_commit(rc->c, &d, NULL, NULL);
+    return 0;
+}
+
+static void
+login_done(void *ctx, struct cp_auth_job *j)
+{
+    struct cp_core *c = ctx;
+    struct cp_txn *t = cp_txn(c);
+    struct cp_user u;
+    char ukey[CP_NAME_MAX + 3], akey[80];
+    uint64_t now = im_mono_ms();
+
+    snprintf(ukey, sizeof(ukey), "u:%s", j->user);
+    addr_key(akey, sizeof(akey), j->peer);
+    if (j->result < 0 || !t || cp_user_get(t, j->user, &u) < 0 || u.uid != j->uid) {
+        cp_ratelim_fail(c->rl_user, ukey, now);
+        cp_ratelim_fail(c->rl_addr, akey, now);
+        LOG(IM_LOG_INFO, "login of %s from %s failed", j->user, j->peer);
+        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_AUTH_FAILED, "wrong user name or password");
+        return;
+    }
+    cp_ratelim_ok(c->rl_user, ukey);
+    cp_ratelim_ok(c->rl_addr, akey);
+
+    uint64_t queued = 0;
+    (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
+    struct cl_enc e;
+    cl_enc_init(&e);
+    msgpack_pack_map(&e.pk, 4);
+    cl_pack_kstr(&e, "user", u.name);
+    cl_pack_kuint(&e, "id", j->req_id);
+    cl_pack_kstr(&e, "device", j->device);
+    cl_pack_key(&e, "unified");
+    cp_pack_unified(c, t, u.uid, &e);
+    struct dp_msg ok = { .type = DPM_LOGIN_OK, .conn = j->conn, .gen = j->gen, .uid = u.uid,
+                         .a = queued };
+    cp_msg_payload(&ok, &e);
+    cp_after_commit(c, &ok, NULL, NULL);
+
+    struct replay_ctx rc = { c, j->conn, j->gen };
+    (void)cp_blob_each(t, CP_DB_QUEUE, u.uid, 0, replay_one, &rc);
+    cp_session_add(c, j->conn, j->gen, u.uid, u.name, j->peer, j->device);
+    LOG(IM_LOG_INFO, "user %s logged in from %s (%llu queued)", u.name, j->peer,
+        (unsigned long long)queued);
+}
+
+static void
+op_login(struct req *r)
+{
+    struct im_str user, pw, device = { "", 0 };
+    char name[CP_NAME_MAX + 1], ukey[CP_NAME_MAX + 3], akey[80];
+    struct cp_user u;
+    uint64_t now = im_mono_ms();
+
+    if (str_field(r, &r->msg.root, "user", 1, CP_NAME_MAX, true, &user) ||
+        str_field(r, &r->msg.root, "password", 1, 1024, true, &pw) ||
+        str_field(r, &r->msg.root, "device", 0, 64, false, &device) < 0)
+        return;
+    snprintf(name, sizeof(name), "%.*s", (int)user.len, user.p);
+    snprintf(ukey, sizeof(ukey), "u:%s", name);
+    addr_key(akey, sizeof(akey), r->peer);
+    if (cp_ratelim_locked(r->c->rl_user, ukey, now) || cp_ratelim_locked(r->c->rl_addr, akey, now)) {
+        cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_LIMIT,
+                        "too many failed logins: locked out for a while, try again later");
+        return;
+    }
+    struct cp_auth_job *j = calloc(1, sizeof(*j));
+    if (!j)
+        abort();
+    struct cp_txn *t = cp_txn(r->c);
+    if (t && cp_user_name_ok(user.p, user.len) && cp_user_get(t, name, &u) == 0) {
+        im_strlcpy(j->hash, u.hash, sizeof(j->hash));
+        j->uid = u.uid;
+        im_wipe(&u, sizeof(u));
+    }
+    j->kind = CP_AUTH_VERIFY;
+    j->password = vdup(pw);
+    j->pwlen = pw.len;
+    j->done = login_done;
+    j->ctx = r->c;
+    j->conn = r->conn;
+    j->gen = r->gen;
+    j->req_id = r->id;
+    im_strlcpy(j->user, name, sizeof(j->user));
+    im_strlcpy(j->peer, r->peer, sizeof(j->peer));
+    snprintf(j->device, sizeof(j->device), "%.*s", (int)device.len, device.p);
+    cp_auth_submit(r->c->auth, j);
+}
+
+/* ------------------------------------------------------------------------ */
+/* accounts                                                                  */
+
+struct contacts_ctx {
+    struct cl_enc *e;
+    uint64_t account;
+    bool found;
+};
+
+/* Pack the "contacts" array of the stored list of cx->account (first key >= it). */
+static int
+pack_contacts_blob(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n)
+{
+    struct contacts_ctx *cx = ud;
+    struct cl_msg m;
+    const msgpack_object *arr;
+    const char *why;
+
+    if (k != cx->account)
+        return 1;
+    if (n > 4 && cl_msg_decode(&m, (const uint8_t *)v + 4, (uint32_t)n - 4) == 0) {
+        if (cl_get_array(&m.root, "contacts", &arr, &why) == 0) {
+            msgpack_pack_object(&cx->e->pk, *arr);
+            cx->found = true;
+        }
+        cl_msg_free(&m);
+    }
+    return 1;
+}
+
+int
+cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, bool with_contacts)
+{
+    uint8_t aad[16], *pw = NULL;
+    size_t pwlen = 0;
+    int rc;
+
+    seal_aad(aad, a->uid, a->account);
+    rc = cp_unseal(&c->key, aad, sizeof(aad), a->sealed, a->sealed_len, &pw, &pwlen);
+    if (rc < 0)
+        return rc;
+    struct cp_user u;
+    if ((rc = cp_user_get_uid(t, a->uid, &u)) < 0) {
+        im_wipe(pw, pwlen);
+        free(pw);
+        return rc;
+    }
+
+    /* the name the certificate is checked against */
+    char tls_name[256] = "";
+    struct cl_msg om;
+    bool have_opts = a->options && a->options_len &&
+                     cl_msg_decode(&om, a->options, (uint32_t)a->options_len) == 0;
+    if (have_opts) {
+        struct im_str tn;
+        const char *why;
+        if (cl_get_str(&om.root, "tls_name", 1, 255, &tn, &why) == 0)
+            snprintf(tls_name, sizeof(tls_name), "%.*s", (int)tn.len, tn.p);
+    }
+    const struct im_proto_ops *ops = im_proto_find(a->network);
+    if (!tls_name[0] && ops && ops->default_tls_name)
+        ops->default_tls_name(a->login, tls_name, sizeof(tls_name));
+    if (!tls_name[0]) {
+        char *host;
+        unsigned port;
+        if (cp_split_hostport(a->server, &host, &port) == 0) {
+            im_strlcpy(tls_name, host, sizeof(tls_name));
+            free(host);
+        }
+    }
+
+    struct cl_enc e;
+    cl_enc_init(&e);
+    msgpack_pack_map(&e.pk, 10 + (with_contacts ? 1 : 0));
+    cl_pack_kstr(&e, "user", u.name);
+    cl_pack_kstr(&e, "network", a->network);
+    cl_pack_kstr(&e, "login", a->login);
+    cl_pack_kstrn(&e, "password", (const char *)pw, pwlen);
+    cl_pack_kstr(&e, "server", a->server);
+    cl_pack_kstr(&e, "tls", a->tls);
+    cl_pack_kstr(&e, "tls_name", tls_name);
+    cl_pack_kstr(&e, "name", a->name);
+    cl_pack_key(&e, "options");
+    if (have_opts)
+        msgpack_pack_object(&e.pk, om.root);
+    else
+        msgpack_pack_map(&e.pk, 0);
+    cl_pack_key(&e, "unified");
+    cp_pack_unified(c, t, a->uid, &e);
+    if (with_contacts) {
+        cl_pack_key(&e, "contacts");
+        struct contacts_ctx cx = { &e, a->account, false };
+        (void)cp_blob_each(t, CP_DB_CONTACTS, a->uid, a->account, pack_contacts_blob, &cx);
+        if (!cx.found)
+            msgpack_pack_array(&e.pk, 0);
+    }
+    if (have_opts)
+        cl_msg_free(&om);
+    im_wipe(pw, pwlen);
+    free(pw);
+
+    struct dp_msg m = { .type = DPM_ACCOUNT_UP, .uid = a->uid, .account = a->account };
+    cp_msg_payload(&m, &e);
+    if (m.data)
+        cp_after_commit(c, &m, NULL, NULL);
+    return 0;
+}
+
+struct unified_ctx {
+    struct cl_enc *e;
+};
+
+static int
+pack_unified_blob(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n)
+{
+    struct unified_ctx *u = ud;
+    msgpack_sbuffer_write(&u->e->buf, v, n);      /* stored as one msgpack map */
+    return 0;
+}
+
+int
+cp_pack_unified(struct cp_core *c, struct cp_txn *t, uint64_t uid, struct cl_enc *e)
+{
+    uint64_t n = 0;
+    int rc = cp_blob_count(t, CP_DB_UNIFIED, uid, &n);
+    if (rc < 0)
+        n = 0;
+    msgpack_pack_array(&e->pk, (uint32_t)n);
+    if (n) {
+        struct unified_ctx u = { e };
+        rc = cp_blob_each(t, CP_DB_UNIFIED, uid, 0, pack_unified_blob, &u);
+    }
+    return rc < 0 ? rc : 0;
+}
+
+/* Validate the `options` map: str keys and str values; packs it into *out (malloc'd msgpack). */
+static int
+options_field(struct req *r, const msgpack_object *map, uint8_t **out, size_t *outlen)
+{
+    const msgpack_object *o;
+    const char *why;
+    int rc = cl_get_map(map, "options", &o, &why);
+    *out = NULL;
+    *outlen = 0;
+    if (rc == -IM_ENOTFOUND)
+        return 1;
+    if (rc < 0) {
+        bad(r, "options", why);
+        return -1;
+    }
+    if (o->via.map.size > MAX_OPTIONS) {
+        bad(r, "options", "at most 32 entries");
+        return -1;
+    }
+    for (uint32_t i = 0; i < o->via.map.size; i++) {
+        const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (kv->val.type != MSGPACK_OBJECT_STR || kv->val.via.str.size > 1024 ||
+            !im_utf8_valid(kv->val.via.str.ptr, kv->val.via.str.size)) {
+            bad(r, "options", "values must be strings of at most 1024 bytes");
+            return -1;
+        }
+    }
+    msgpack_sbuffer sb;
+    msgpack_packer pk;
+    msgpack_sbuffer_init(&sb);
+    msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+    msgpack_pack_object(&pk, *o);
+    *out = (uint8_t *)sb.data;
+    *outlen = sb.size;
+    return 0;
+}
+
+static int
+tls_field(struct req *r, const msgpack_object *map, bool required, char out[16])
+{
+    struct im_str tls;
+    int rc = str_field(r, map, "tls", 1, 15, required, &tls);
+    if (rc)
+        return rc;
+    if (!cl_view_eq(tls, "starttls") && !cl_view_eq(tls, "tls") && !cl_view_eq(tls, "none")) {
+        bad(r, "tls", "must be \"starttls\", \"tls\" or \"none\"");
+        return -1;
+    }
+    snprintf(out, 16, "%.*s", (int)tls.len, tls.p);
+    return 0;
+}
+
+static int
+server_field(struct req *r, const msgpack_object *map, bool required, char out[262])
+{
+    struct im_str server;
+    int rc = str_field(r, map, "server", 3, 261, required, &server);
+    if (rc)
+        return rc;
+    char buf[262], *host;
+    unsigned port;
+    snprintf(buf, sizeof(buf), "%.*s", (int)server.len, server.p);
+    if (cp_split_hostport(buf, &host, &port) < 0) {
+        bad(r, "server", "must be \"host:port\" (IPv6 as \"[addr]:port\")");
+        return -1;
+    }
+    free(host);
+    memcpy(out, buf, sizeof(buf));
+    return 0;
+}
+
+struct find_login {
+    const char *network, *login;
+    uint64_t found;
+};
+
+static int
+find_login_cb(void *ud, const struct cp_account *a)
+{
+    struct find_login *f = ud;
+    if (!strcmp(a->network, f->network) && !strcmp(a->login, f->login)) {
+        f->found = a->account;
+        return 1;
+    }
+    return 0;
+}
+
+static int
+seal_password(struct cp_core *c, struct cp_account *a, struct im_str pw)
+{
+    uint8_t aad[16];
+    seal_aad(aad, a->uid, a->account);
+    free(a->sealed);
+    a->sealed = NULL;
+    return cp_seal(&c->key, aad, sizeof(aad), pw.p, pw.len, &a->sealed, &a->sealed_len);
+}
+
+static void
+op_link(struct req *r)
+{
+    struct cp_core *c = r->c;
+    const msgpack_object *root = &r->msg.root;
+    struct im_str network, login, pw, name = { "", 0 };
+    struct cp_account a;
+    const char *why;
+    int rc;
+
+    memset(&a, 0, sizeof(a));
+    if (str_field(r, root, "network", 1, 15, true, &network) ||
+        str_field(r, root, "login", 1, 255, true, &login) ||
+        str_field(r, root, "password", 0, 1024, true, &pw) ||
+        server_field(r, root, true, a.server) ||
+        tls_field(r, root, true, a.tls) ||
+        str_field(r, root, "name", 0, 255, false, &name) < 0 ||
+        options_field(r, root, &a.options, &a.options_len) < 0)
+        goto out;
+    snprintf(a.network, sizeof(a.network), "%.*s", (int)network.len, network.p);
+    const struct im_proto_ops *ops = im_proto_find(a.network);
+    if (!ops) {
+        char msg[96];
+        snprintf(msg, sizeof(msg), "network \"%s\" is not supported", a.network);
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_UNSUPPORTED, msg);
+        goto out;
+    }
+    char in[256];
+    snprintf(in, sizeof(in), "%.*s", (int)login.len, login.p);
+    if (ops->normalize_login(in, a.login, sizeof(a.login), &why) < 0) {
+        bad(r, "login", why);
+        goto out;
+    }
+    snprintf(a.name, sizeof(a.name), "%.*s", (int)name.len, name.p);
+
+    struct cp_txn *t = cp_txn(c);
+    if (!t) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, "storage unavailable");
+        goto out;
+    }
+    struct find_login f = { a.network, a.login, 0 };
+    (void)cp_account_each(t, r->uid, find_login_cb, &f);
+    if (f.found) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "this %s login is linked already (account %llu)", a.network,
+                 (unsigned long long)f.found);
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_EXISTS, msg);
+        goto out;
+    }
+    a.uid = r->uid;
+    if ((rc = cp_meta_next(t, "account", &a.account)) < 0 ||
+        (rc = seal_password(c, &a, pw)) < 0 ||
+        (rc = cp_account_put(t, &a)) < 0) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
+        goto out;
+    }
+    struct cl_enc e;
+    cl_enc_init(&e);
+    msgpack_pack_map(&e.pk, 3);
+    cl_pack_kstr(&e, "op", "ok");
+    cl_pack_kuint(&e, "id", r->id);
+    cl_pack_kuint(&e, "account", a.account);
+    cp_client_reply_durable(c, r->conn, r->gen, r->id, &e);
+    (void)cp_state_get(c, a.account, true);
+    if (cp_account_up(c, t, &a, false) < 0)
+        LOG(IM_LOG_ERROR, "account %llu: cannot start", (unsigned long long)a.account);
+    LOG(IM_LOG_INFO, "account %llu linked: %s %s via %s", (unsigned long long)a.account,
+        a.network, a.login, a.server);
+out:
+    cp_account_free(&a);
+}
+
+static void
+op_update_account(struct req *r)
+{
+    struct cp_core *c = r->c;
+    const msgpack_object *root = &r->msg.root;
+    struct cp_account a;
+    struct im_str pw;
+    uint64_t account;
+    char server[262], tls[16];
+    uint8_t *opts;
+    size_t optslen;
+    int rc, has_pw, has_server, has_tls, has_opts;
+
+    memset(&a, 0, sizeof(a));
+    if (uint_field(r, root, "account", true, &account) ||
+        (has_pw = str_field(r, root, "password", 0, 1024, false, &pw)) < 0 ||
+        (has_server = server_field(r, root, false, server)) < 0 ||
+        (has_tls = tls_field(r, root, false, tls)) < 0 ||
+        (has_opts = options_field(r, root, &opts, &optslen)) < 0)
+        return;
+    struct cp_txn *t = cp_txn(c);
+    if (!t || (rc = cp_account_get(t, r->uid, account, &a)) < 0) {
+        free(opts);
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_NOT_FOUND, "no such account");
+        return;
+    }
+    if (has_server == 0)
+        memcpy(a.server, server, sizeof(server));
+    if (has_tls == 0)
+        memcpy(a.tls, tls, sizeof(tls));
+    if (has_opts == 0) {
+        free(a.options);
+        a.options = opts;
+        a.options_len = optslen;
+    }
+    rc = 0;
+    if (has_pw == 0)
+        rc = seal_password(c, &a, pw);
+    if (rc == 0)
+        rc = cp_account_put(t, &a);
+    if (rc < 0) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
+    } else {
+        cp_client_ok(c, r->conn, r->gen, r->id);
+        (void)cp_account_up(c, t, &a, false);
+    }
+    cp_account_free(&a);
+}
+
+struct outbox_of {
+    uint64_t uid, account;
+    uint64_t *ids;
+    size_t n, cap;
+};
+
+static int
+outbox_of_cb(void *ud, uint64_t msg, uint64_t uid, const void *v, size_t n)
+{
+    struct outbox_of *o = ud;
+    struct cl_msg m;
+    uint64_t account;
+    const char *why;
+    if (uid != o->uid || n < 5 || cl_msg_decode(&m, (const uint8_t *)v + 4, (uint32_t)n - 4))
+        return 0;
+    if (cl_get_uint(&m.root, "account", &account, &why) == 0 && account == o->account) {
+        if (o->n == o->cap) {
+            o->cap = o->cap ? o->cap * 2 : 16;
+            o->ids = realloc(o->ids, o->cap * sizeof(*o->ids));
+            if (!o->ids)
+                abort();
+        }
+        o->ids[o->n++] = msg;
+    }
+    cl_msg_free(&m);
+    return 0;
+}
+
+static void
+op_unlink(struct req *r)
+{
+    struct cp_core *c = r->c;
+    struct cp_account a;
+    uint64_t account;
+    int rc;
+
+    if (uint_field(r, &r->msg.root, "account", true, &account))
+        return;
+    struct cp_txn *t = cp_txn(c);
+    if (!t || cp_account_get(t, r->uid, account, &a) < 0) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_NOT_FOUND, "no such account");
+        return;
+    }
+    cp_account_free(&a);
+    struct outbox_of o = { r->uid, account, NULL, 0, 0 };
+    rc = cp_outbox_each(t, outbox_of_cb, &o);
+    for (size_t i = 0; rc >= 0 && i < o.n; i++)
+        rc = cp_outbox_del(t, o.ids[i]);
+    free(o.ids);
+    if (rc >= 0)
+        rc = cp_account_del(t, r->uid, account);
+    if (rc >= 0) {
+        rc = cp_blob_del(t, CP_DB_CONTACTS, r->uid, account);
+        if (rc == -IM_ENOTFOUND)
+            rc = 0;
+    }
+    if (rc < 0) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
+        return;
+    }
+    cp_client_ok(c, r->conn, r->gen, r->id);
+    struct dp_msg down = { .type = DPM_ACCOUNT_DOWN, .uid = r->uid, .account = account };
+    cp_after_commit(c, &down, NULL, NULL);
+    cp_state_del(c, account);
+    LOG(IM_LOG_INFO, "account %llu unlinked", (unsigned long long)account);
+}
+
+/* ------------------------------------------------------------------------ */
+/* unified contacts                                                          */
+
+struct uni_old {
+    uint64_t *ids;
+    size_t n, cap;
+};
+
+static int
+uni_old_cb(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n)
+{
+    struct uni_old *o = ud;
+    if (o->n == o->cap) {
+        o->cap = o->cap ? o->cap * 2 : 16;
+        o->ids = realloc(o->ids, o->cap * sizeof(*o->ids));
+        if (!o->ids)
+            abort();
+    }
+    o->ids[o->n++] = k;
+    return 0;
+}
+
+static bool
+id_in(const uint64_t *ids, size_t n, uint64_t id)
+{
+    for (size_t i = 0; i < n; i++)
+        if (ids[i] == id)
+            return true;
+    return false;
+}
+
+struct norm_member {
+    uint64_t account;
+    char address[256];
+};
+
+static void
+op_set_unified(struct req *r)
+{
+    struct cp_core *c = r->c;
+    const msgpack_object *list;
+    const char *why;
+    struct cp_user u;
+    int rc;
+
+    rc = cl_get_array(&r->msg.root, "contacts", &list, &why);
+    if (rc < 0) {
+        bad(r, "contacts", rc == -IM_ENOTFOUND ? "is required" : why);
+        return;
+    }
+    uint32_t n = list->via.array.size;
+    if (n > MAX_UNIFIED) {
+        bad(r, "contacts", "at most 10000 unified contacts");
+        return;
+    }
+    struct cp_txn *t = cp_txn(c);
+    if (!t || cp_user_get_uid(t, r->uid, &u) < 0) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, "storage unavailable");
+        return;
+    }
+    struct uni_old old = { NULL, 0, 0 };
+    (void)cp_blob_each(t, CP_DB_UNIFIED, r->uid, 0, uni_old_cb, &old);
+
+    /* pass 1: validate everything, normalise members, assign ids */
+    uint64_t *ids = calloc(n + 1, sizeof(*ids));
+    struct norm_member *all = calloc((size_t)n * MAX_MEMBERS + 1, sizeof(*all));
+    uint32_t n_all = 0;
+    char msg[512];
+    if (!ids || !all)
+        abort();
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *uc = &list->via.array.ptr[i], *members;
+        struct im_str name;
+        uint64_t id, prefer;
+        if (uc->type != MSGPACK_OBJECT_MAP) {
+            snprintf(msg, sizeof(msg), "contacts[%u]: must be a map", i);
+            goto bad_req;
+        }
+        rc = cl_get_uint(uc, "id", &id, &why);
+        if (rc == -IM_EINVAL) {
+            snprintf(msg, sizeof(msg), "contacts[%u].id: %s", i, why);
+            goto bad_req;
+        }
+        if (rc == 0) {
+            if (!id_in(old.ids, old.n, id)) {
+                snprintf(msg, sizeof(msg), "contacts[%u].id: no unified contact %llu", i,
+                         (unsigned long long)id);
+                cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_NOT_FOUND, msg);
+                goto done;
+            }
+            if (id_in(ids, i, id)) {
+                snprintf(msg, sizeof(msg), "contacts[%u].id: %llu is listed twice", i,
+                         (unsigned long long)id);
+                goto bad_req;
+            }
+            ids[i] = id;
+        }
+        if ((rc = cl_get_str(uc, "name", 1, 255, &name, &why)) < 0) {
+            snprintf(msg, sizeof(msg), "contacts[%u].name: %s", i, rc == -IM_ENOTFOUND ? "is required" : why);
+            goto bad_req;
+        }
+        if ((rc = cl_get_array(uc, "members", &members, &why)) < 0) {
+            snprintf(msg, sizeof(msg), "contacts[%u].members: %s", i, rc == -IM_ENOTFOUND ? "is required" : why);
+            goto bad_req;
+        }
+        if (members->via.array.size > MAX_MEMBERS) {
+            snprintf(msg, sizeof(msg), "contacts[%u].members: at most 64 members", i);
+            goto bad_req;
+        }
+        bool prefer_ok = false;
+        rc = cl_get_uint(uc, "prefer", &prefer, &why);
+        if (rc == -IM_EINVAL) {
+            snprintf(msg, sizeof(msg), "contacts[%u].prefer: %s", i, why);
+            goto bad_req;
+        }
+        bool has_prefer = rc == 0;
+        for (uint32_t j = 0; j < members->via.array.size; j++) {
+            const msgpack_object *mo = &members->via.array.ptr[j];
+            struct norm_member *nm = &all[n_all];
+            struct im_str addr;
+            struct cp_account acc;
+            if (mo->type != MSGPACK_OBJECT_MAP ||
+                (rc = cl_get_uint(mo, "account", &nm->account, &why)) < 0 ||
+                (rc = cl_get_str(mo, "address", 1, 255, &addr, &why)) < 0) {
+                snprintf(msg, sizeof(msg), "contacts[%u].members[%u]: must be {account: uint, address: str}", i, j);
+                goto bad_req;
+            }
+            if (cp_account_get(t, r->uid, nm->account, &acc) < 0) {
+                snprintf(msg, sizeof(msg), "contacts[%u].members[%u]: no account %llu", i, j,
+                         (unsigned long long)nm->account);
+                cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_NOT_FOUND, msg);
+                goto done;
+            }
+            const struct im_proto_ops *ops = im_proto_find(acc.network);
+            cp_account_free(&acc);
+            char in[256];
+            snprintf(in, sizeof(in), "%.*s", (int)addr.len, addr.p);
+            if (!ops || ops->normalize_address(in, nm->address, sizeof(nm->address), &why) < 0) {
+                snprintf(msg, sizeof(msg), "contacts[%u].members[%u].address: %s", i, j,
+                         ops ? why : "unsupported network");
+                goto bad_req;
+            }
+            for (uint32_t k = 0; k < n_all; k++)
+                if (all[k].account == nm->account && !strcmp(all[k].address, nm->address)) {
+                    snprintf(msg, sizeof(msg), "contacts[%u].members[%u]: %s is listed twice", i, j,
+                             nm->address);
+                    goto bad_req;
+                }
+            if (has_prefer && prefer == nm->account)
+                prefer_ok = true;
+            n_all++;
+        }
+        if (has_prefer && !prefer_ok) {
+            snprintf(msg, sizeof(msg), "contacts[%u].prefer: must be the account of one of its members", i);
+            goto bad_req;
+        }
+    }
+
+    /* pass 2: replace the stored list */
+    uint64_t del;
+    rc = cp_blob_del_upto(t, CP_DB_UNIFIED, r->uid, UINT64_MAX, &del);
+    struct cl_enc reply, down;
+    cl_enc_init(&reply);
+    cl_enc_init(&down);
+    msgpack_pack_map(&reply.pk, 3);
+    cl_pack_kstr(&reply, "op", "ok");
+    cl_pack_kuint(&reply, "id", r->id);
+    cl_pack_key(&reply, "contacts");
+    msgpack_pack_array(&reply.pk, n);
+    msgpack_pack_map(&down.pk, 1);
+    cl_pack_key(&down, "unified");
+    msgpack_pack_array(&down.pk, n);
+    uint32_t mi = 0;
+    for (uint32_t i = 0; i < n && rc >= 0; i++) {
+        const msgpack_object *uc = &list->via.array.ptr[i], *members;
+        struct im_str name;
+        uint64_t prefer;
+        (void)cl_get_str(uc, "name", 1, 255, &name, &why);
+        (void)cl_get_array(uc, "members", &members, &why);
+        bool has_prefer = cl_get_uint(uc, "prefer", &prefer, &why) == 0;
+        if (!ids[i])
+            ids[i] = u.next_unified++;
+        msgpack_sbuffer sb;
+        msgpack_packer pk;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        msgpack_pack_map(&pk, has_prefer ? 4 : 3);
+        msgpack_pack_str_with_body(&pk, "id", 2);
+        msgpack_pack_uint64(&pk, ids[i]);
+        msgpack_pack_str_with_body(&pk, "name", 4);
+        msgpack_pack_str_with_body(&pk, name.p, name.len);
+        msgpack_pack_str_with_body(&pk, "members", 7);
+        msgpack_pack_array(&pk, members->via.array.size);
+        for (uint32_t j = 0; j < members->via.array.size; j++, mi++) {
+            msgpack_pack_map(&pk, 2);
+            msgpack_pack_str_with_body(&pk, "account", 7);
+            msgpack_pack_uint64(&pk, all[mi].account);
+            msgpack_pack_str_with_body(&pk, "address", 7);
+            msgpack_pack_str_with_body(&pk, all[mi].address, strlen(all[mi].address));
+        }
+        if (has_prefer) {
+            msgpack_pack_str_with_body(&pk, "prefer", 6);
+            msgpack_pack_uint64(&pk, prefer);
+        }
+        rc = cp_blob_put(t, CP_DB_UNIFIED, r->uid, ids[i], sb.data, sb.size);
+        msgpack_sbuffer_write(&reply.buf, sb.data, sb.size);
+        msgpack_sbuffer_write(&down.buf, sb.data, sb.size);
+        msgpack_sbuffer_destroy(&sb);
+    }
+    if (rc >= 0)
+        rc = cp_user_put(t, &u);
+    if (rc < 0) {
+        cl_enc_free(&reply);
+        cl_enc_free(&down);
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
+        goto done;
+    }
+    cp_client_reply_durable(c, r->conn, r->gen, r->id, &reply);
+    struct dp_msg dm = { .type = DPM_UNIFIED, .uid = r->uid };
+    cp_msg_payload(&dm, &down);
+    cp_after_commit(c, &dm, NULL, NULL);
+    goto done;
+
+bad_req:
+    cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
+done:
+    free(ids);
+    free(all);
+    free(old.ids);
+}
+
+/* ------------------------------------------------------------------------ */
+
+static void
+op_ack(struct req *r)
+{
+    struct cp_core *c = r->c;
+    struct cp_user u;
+    uint64_t seq, n = 0;
+    int rc;
+
+    if (uint_field(r, &r->msg.root, "seq", true, &seq))
+        return;
+    struct cp_txn *t = cp_txn(c);
+    if (!t || cp_user_get_uid(t, r->uid, &u) < 0) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, "storage unavailable");
+        return;
+    }
+    if (seq > u.max_pushed) {
+        char msg[128];
+        snprintf(msg, sizeof(msg), "seq %llu is above the highest message pushed (%llu)",
+                 (unsigned long long)seq, (unsigned long long)u.max_pushed);
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
+        return;
+    }
+    rc = cp_blob_del_upto(t, CP_DB_QUEUE, r->uid, seq, &n);
+    if (rc < 0) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
+        return;
+    }
+    cp_client_ok(c, r->conn, r->gen, r->id);
+}
+
+void
+cp_client_request(struct cp_core *c, struct dp_msg *m)
+{
+    struct req r = { .c = c, .conn = m->conn, .gen = m->gen, .uid = m->uid, .peer = "" };
+    const uint8_t *d = m->data;
+
+    if (!d || m->len < 5)
+        return;
+    uint32_t len = (uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
+    if (len > m->len - 4)
+        return;
+    if (m->len > 4 + len && d[m->len - 1] == '\0')
+        r.peer = (const char *)d + 4 + len;
+    if (cl_msg_decode(&r.msg, d + 4, len) < 0)
+        return;
+    r.id = r.msg.id;
+    struct im_str op = r.msg.op;
+
+    if (cl_view_eq(op, "register"))
+        op_register(&r);
+    else if (cl_view_eq(op, "login"))
+        op_login(&r);
+    else if (!r.uid)
+        cp_client_error(c, r.conn, r.gen, r.id, CL_ERR_NOT_LOGGED_IN, "log in first");
+    else if (cl_view_eq(op, "link"))
+        op_link(&r);
+    else if (cl_view_eq(op, "update_account"))
+        op_update_account(&r);
+    else if (cl_view_eq(op, "unlink"))
+        op_unlink(&r);
+    else if (cl_view_eq(op, "set_unified"))
+        op_set_unified(&r);
+    else if (cl_view_eq(op, "ack"))
+        op_ack(&r);
+    else
+        cp_client_error(c, r.conn, r.gen, r.id, CL_ERR_UNSUPPORTED, "unknown op");
+    cl_msg_free(&r.msg);
+}

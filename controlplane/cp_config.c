@@ -1,0 +1,285 @@
+/*
+ * cp_config.c - flags and config file.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <ctype.h>
+
+#include "im_common.h"
+#include "cp_config.h"
+
+enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL };
+
+struct opt_def {
+    const char *name;
+    enum opt_kind kind;
+    size_t off;
+    const char *help;
+};
+
+#define OFF(f) offsetof(struct cp_config, f)
+static const struct opt_def opts[] = {
+    { "config",            OPT_STR,  OFF(config),   "FILE  read settings from FILE (key = value)" },
+    { "data",              OPT_STR,  OFF(data),     "DIR   data directory (default ./var)" },
+    { "listen",            OPT_STR,  OFF(listen),   "HOST:PORT  plain client listener (default 127.0.0.1:7700)" },
+    { "listen-tls",        OPT_STR,  OFF(listen_tls), "HOST:PORT  TLS client listener (needs --tls-cert, --tls-key)" },
+    { "tls-cert",          OPT_STR,  OFF(tls_cert), "FILE  certificate chain (PEM) of the TLS listener" },
+    { "tls-key",           OPT_STR,  OFF(tls_key),  "FILE  private key (PEM) of the TLS listener" },
+    { "control",           OPT_STR,  OFF(control),  "PATH  control socket (default DATA/imfused.sock)" },
+    { "ca-file",           OPT_STR,  OFF(ca_file),  "FILE  CA bundle for IM server certificates (default: system)" },
+    { "io",                OPT_STR,  OFF(io),       "kernel|dpdk  I/O backend (default kernel)" },
+    { "workers",           OPT_UINT, OFF(workers),  "N     dataplane workers (default 1)" },
+    { "open-registration", OPT_BOOL, OFF(open_registration), "   let clients register users themselves" },
+    { "log-level",         OPT_STR,  OFF(log_level), "LEVEL error|warn|info|debug (default info)" },
+};
+
+static const struct opt_def *
+opt_find(const char *name)
+{
+    for (size_t i = 0; i < IM_ARRAY_SIZE(opts); i++)
+        if (!strcmp(opts[i].name, name))
+            return &opts[i];
+    return NULL;
+}
+
+/* Set one option from text; set[] records what the command line gave. */
+static int
+opt_set(struct cp_config *c, const struct opt_def *o, const char *val, char *why, size_t whysz)
+{
+    void *field = (char *)c + o->off;
+    switch (o->kind) {
+    case OPT_STR: {
+        char **s = field;
+        free(*s);
+        *s = strdup(val);
+        return *s ? 0 : -ENOMEM;
+    }
+    case OPT_UINT: {
+        char *end;
+        unsigned long v = strtoul(val, &end, 10);
+        if (!*val || *end || v == 0 || v > 64) {
+            snprintf(why, whysz, "%s: expected a number from 1 to 64, got \"%s\"", o->name, val);
+            return -IM_EINVAL;
+        }
+        *(unsigned *)field = (unsigned)v;
+        return 0;
+    }
+    case OPT_BOOL:
+        if (!strcmp(val, "true") || !strcmp(val, "yes") || !strcmp(val, "1") || !*val) {
+            *(bool *)field = true;
+        } else if (!strcmp(val, "false") || !strcmp(val, "no") || !strcmp(val, "0")) {
+            *(bool *)field = false;
+        } else {
+            snprintf(why, whysz, "%s: expected true or false, got \"%s\"", o->name, val);
+            return -IM_EINVAL;
+        }
+        return 0;
+    }
+    return -IM_EINVAL;
+}
+
+static char *
+trim(char *s)
+{
+    while (isspace((unsigned char)*s))
+        s++;
+    char *e = s + strlen(s);
+    while (e > s && isspace((unsigned char)e[-1]))
+        *--e = '\0';
+    return s;
+}
+
+static int
+read_file(struct cp_config *c, const char *path, const bool *given, char *why, size_t whysz)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096], msg[512];
+    unsigned lineno = 0;
+    int rc = 0;
+
+    if (!f) {
+        snprintf(why, whysz, "cannot open config file %s: %s", path, strerror(errno));
+        return -errno;
+    }
+    while (fgets(line, sizeof(line), f)) {
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        char *s = trim(line);
+        if (!*s)
+            continue;
+        char *eq = strchr(s, '=');
+        if (!eq) {
+            snprintf(why, whysz, "%s: line %u: expected \"key = value\"", path, lineno);
+            rc = -IM_EINVAL;
+            break;
+        }
+        *eq = '\0';
+        char *key = trim(s), *val = trim(eq + 1);
+        const struct opt_def *o = opt_find(key);
+        if (!o || !strcmp(key, "config")) {
+            snprintf(why, whysz, "%s: line %u: unknown key \"%s\"", path, lineno, key);
+            rc = -IM_EINVAL;
+            break;
+        }
+        if (given[o - opts])
+            continue;           /* the command line wins */
+        if ((rc = opt_set(c, o, val, msg, sizeof(msg))) < 0) {
+            snprintf(why, whysz, "%s: line %u: %s", path, lineno, msg);
+            break;
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+static void
+usage(FILE *out)
+{
+    fprintf(out, "usage: imfused [OPTIONS]\n\nThe imfuse appliance (runs in the foreground).\n\n");
+    for (size_t i = 0; i < IM_ARRAY_SIZE(opts); i++)
+        fprintf(out, "  --%-18s %s\n", opts[i].name, opts[i].help);
+    fprintf(out, "  --%-18s %s\n  --%-18s %s\n", "help", "   this text", "version", "   print the version");
+}
+
+int
+cp_config_parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
+{
+    struct option lo[IM_ARRAY_SIZE(opts) + 3];
+    bool given[IM_ARRAY_SIZE(opts)] = { false };
+    int rc;
+
+    memset(c, 0, sizeof(*c));
+    for (size_t i = 0; i < IM_ARRAY_SIZE(opts); i++)
+        lo[i] = (struct option){ opts[i].name, opts[i].kind == OPT_BOOL ? no_argument : required_argument,
+                                 NULL, (int)(i + 256) };
+    lo[IM_ARRAY_SIZE(opts)] = (struct option){ "help", no_argument, NULL, 'h' };
+    lo[IM_ARRAY_SIZE(opts) + 1] = (struct option){ "version", no_argument, NULL, 'V' };
+    lo[IM_ARRAY_SIZE(opts) + 2] = (struct option){ NULL, 0, NULL, 0 };
+
+    optind = 1;
+    opterr = 0;
+    for (;;) {
+        int ch = getopt_long(argc, argv, ":hV", lo, NULL);
+        if (ch == -1)
+            break;
+        if (ch == 'h') {
+            usage(stdout);
+            return 1;
+        }
+        if (ch == 'V') {
+            printf("imfused 0.1.0\n");
+            return 1;
+        }
+        if (ch == '?' || ch == ':') {
+            snprintf(why, whysz, ch == ':' ? "option %s needs a value" : "unknown option %s (see --help)",
+                     argv[optind - 1]);
+            return -IM_EINVAL;
+        }
+        const struct opt_def *o = &opts[ch - 256];
+        given[ch - 256] = true;
+        if ((rc = opt_set(c, o, o->kind == OPT_BOOL ? "true" : optarg, why, whysz)) < 0)
+            return rc;
+    }
+    if (optind < argc) {
+        snprintf(why, whysz, "unexpected argument \"%s\" (see --help)", argv[optind]);
+        return -IM_EINVAL;
+    }
+    if (c->config && (rc = read_file(c, c->config, given, why, whysz)) < 0)
+        return rc;
+
+    /* defaults */
+    if (!c->data && !(c->data = strdup("./var")))
+        return -ENOMEM;
+    if (!c->listen && !(c->listen = strdup("127.0.0.1:7700")))
+        return -ENOMEM;
+    if (!c->io && !(c->io = strdup("kernel")))
+        return -ENOMEM;
+    if (!c->log_level && !(c->log_level = strdup("info")))
+        return -ENOMEM;
+    if (!c->workers)
+        c->workers = 1;
+    if (!c->control) {
+        size_t n = strlen(c->data) + sizeof("/imfused.sock");
+        if (!(c->control = malloc(n)))
+            return -ENOMEM;
+        snprintf(c->control, n, "%s/imfused.sock", c->data);
+    }
+
+    /* checks */
+    if (im_log_parse_level(c->log_level) < 0) {
+        snprintf(why, whysz, "log-level: expected error, warn, info or debug, got \"%s\"", c->log_level);
+        return -IM_EINVAL;
+    }
+    if (strcmp(c->io, "kernel") && strcmp(c->io, "dpdk")) {
+        snprintf(why, whysz, "io: expected kernel or dpdk, got \"%s\"", c->io);
+        return -IM_EINVAL;
+    }
+    char *host;
+    unsigned port;
+    if (*c->listen) {
+        if (cp_split_hostport(c->listen, &host, &port) < 0) {
+            snprintf(why, whysz, "listen: expected HOST:PORT, got \"%s\"", c->listen);
+            return -IM_EINVAL;
+        }
+        free(host);
+    }
+    if (c->listen_tls) {
+        if (cp_split_hostport(c->listen_tls, &host, &port) < 0) {
+            snprintf(why, whysz, "listen-tls: expected HOST:PORT, got \"%s\"", c->listen_tls);
+            return -IM_EINVAL;
+        }
+        free(host);
+        if (!c->tls_cert || !c->tls_key) {
+            snprintf(why, whysz, "listen-tls needs tls-cert and tls-key");
+            return -IM_EINVAL;
+        }
+    }
+    if (strlen(c->control) >= 108) {
+        snprintf(why, whysz, "control: path longer than 107 bytes");
+        return -IM_EINVAL;
+    }
+    return 0;
+}
+
+void
+cp_config_free(struct cp_config *c)
+{
+    for (size_t i = 0; i < IM_ARRAY_SIZE(opts); i++)
+        if (opts[i].kind == OPT_STR) {
+            char **s = (char **)((char *)c + opts[i].off);
+            free(*s);
+            *s = NULL;
+        }
+}
+
+int
+cp_split_hostport(const char *s, char **host, unsigned *port)
+{
+    const char *h = s, *colon;
+    size_t hl;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return -IM_EINVAL;
+        h = s + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s)))
+            return -IM_EINVAL;      /* bare IPv6 needs brackets */
+        hl = (size_t)(colon - s);
+    }
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (hl == 0 || hl > 255 || !colon[1] || *end || p == 0 || p > 65535)
+        return -IM_EINVAL;
+    if (!(*host = strndup(h, hl)))
+        return -ENOMEM;
+    *port = (unsigned)p;
+    return 0;
+}

@@ -1,0 +1,648 @@
+/*
+ * cp_core.c - the controlplane loop: group commit, messages from the
+ * dataplane, sessions, and start-up of the emulated logins.
+ */
+#include <poll.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include <sys/signalfd.h>
+
+#include "dp_chan.h"
+#include "cp_int.h"
+
+#define CP_UP_BATCH     4096            /* dataplane messages per group commit */
+#define CP_RETRY_MS     1000
+
+/* ------------------------------------------------------------------------ */
+/* transactions and after-commit items                                       */
+
+struct cp_txn *
+cp_txn(struct cp_core *c)
+{
+    if (!c->txn) {
+        int rc = cp_txn_begin(c->store, true, &c->txn);
+        if (rc < 0) {
+            LOG(IM_LOG_ERROR, "cannot begin a store transaction: %s", cp_store_strerror(rc));
+            c->txn = NULL;
+        }
+    }
+    return c->txn;
+}
+
+void
+cp_after_commit(struct cp_core *c, struct dp_msg *ok, struct dp_msg *fail, struct dp_msg *retry)
+{
+    struct cp_after *a = calloc(1, sizeof(*a));
+    if (!a)
+        abort();
+    if (ok) {
+        a->ok = *ok;
+        ok->data = NULL;
+    }
+    if (fail) {
+        a->fail = *fail;
+        fail->data = NULL;
+    }
+    if (retry) {
+        a->retry = *retry;
+        retry->data = NULL;
+    }
+    if (c->after_tail)
+        c->after_tail->next = a;
+    else
+        c->after = a;
+    c->after_tail = a;
+}
+
+void
+cp_msg_payload(struct dp_msg *m, struct cl_enc *e)
+{
+    size_t len;
+    if (!cl_enc_finish(e, &len)) {
+        cl_enc_free(e);
+        m->data = NULL;
+        m->len = 0;
+        return;
+    }
+    m->data = cl_enc_release(e, &len);
+    m->len = (uint32_t)len;
+}
+
+void
+cp_client_reply(struct cp_core *c, uint32_t conn, uint32_t gen, struct cl_enc *e)
+{
+    struct dp_msg m = { .type = DPM_CONN_SEND, .conn = conn, .gen = gen };
+    cp_msg_payload(&m, e);
+    cp_after_commit(c, &m, NULL, NULL);
+}
+
+static void
+error_msg(struct dp_msg *m, uint32_t conn, uint32_t gen, uint64_t id, const char *code, const char *text)
+{
+    uint8_t *f;
+    size_t len;
+    memset(m, 0, sizeof(*m));
+    m->type = DPM_CONN_SEND;
+    m->conn = conn;
+    m->gen = gen;
+    if (cl_build_error(true, id, code, text, &f, &len) == 0) {
+        m->data = f;
+        m->len = (uint32_t)len;
+    }
+}
+
+void
+cp_client_error(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id, const char *code, const char *msg)
+{
+    struct dp_msg m;
+    error_msg(&m, conn, gen, id, code, msg);
+    cp_after_commit(c, &m, NULL, NULL);
+}
+
+void
+cp_client_ok(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id)
+{
+    struct cl_enc e;
+    cl_enc_init(&e);
+    msgpack_pack_map(&e.pk, 2);
+    cl_pack_kstr(&e, "op", "ok");
+    cl_pack_kuint(&e, "id", id);
+    cp_client_reply_durable(c, conn, gen, id, &e);
+}
+
+void
+cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id, struct cl_enc *e)
+{
+    struct dp_msg ok = { .type = DPM_CONN_SEND, .conn = conn, .gen = gen }, fail;
+    cp_msg_payload(&ok, e);
+    error_msg(&fail, conn, gen, id, CL_ERR_INTERNAL, "storage failure: the change was not saved");
+    cp_after_commit(c, &ok, &fail, NULL);
+}
+
+static void
+retry_push(struct cp_core *c, struct dp_msg *m)
+{
+    if (c->n_retry == c->cap_retry) {
+        unsigned n = c->cap_retry ? c->cap_retry * 2 : 64;
+        struct dp_msg *nr = realloc(c->retry, n * sizeof(*nr));
+        if (!nr)
+            abort();
+        c->retry = nr;
+        c->cap_retry = n;
+    }
+    c->retry[c->n_retry++] = *m;
+    m->data = NULL;
+}
+
+/* Commit the turn's transaction and release what waited for it. */
+static void
+commit_turn(struct cp_core *c)
+{
+    bool ok = true;
+    if (c->txn) {
+        int rc = cp_txn_commit(c->txn);
+        c->txn = NULL;
+        if (rc < 0) {
+            ok = false;
+            c->commit_failures++;
+            LOG(IM_LOG_ERROR, "store commit failed: %s; replies withheld, messages kept for retry",
+                cp_store_strerror(rc));
+        } else {
+            c->commits++;
+        }
+    }
+    while (c->after) {
+        struct cp_after *a = c->after;
+        c->after = a->next;
+        if (ok) {
+            if (a->ok.type)
+                dp_chan_send_down(c->ch, &a->ok);
+            dp_msg_release(&a->fail);
+            dp_msg_release(&a->retry);
+        } else {
+            if (a->fail.type)
+                dp_chan_send_down(c->ch, &a->fail);
+            if (a->retry.type) {
+                retry_push(c, &a->retry);
+                c->retry_at = im_mono_ms() + CP_RETRY_MS;
+            }
+            dp_msg_release(&a->ok);
+        }
+        dp_msg_release(&a->ok);
+        dp_msg_release(&a->fail);
+        dp_msg_release(&a->retry);
+        free(a);
+    }
+    c->after_tail = NULL;
+    if (c->rpc)
+        cp_rpc_commit_done(c->rpc, ok);
+    dp_chan_flush_down(c->ch);
+}
+
+/* ------------------------------------------------------------------------ */
+/* small in-memory tables                                                    */
+
+struct cp_acct_state *
+cp_state_get(struct cp_core *c, uint64_t account, bool create)
+{
+    struct cp_acct_state **pp = &c->states[account % CP_STATE_BUCKETS];
+    for (struct cp_acct_state *s = *pp; s; s = s->next)
+        if (s->account == account)
+            return s;
+    if (!create)
+        return NULL;
+    struct cp_acct_state *s = calloc(1, sizeof(*s));
+    if (!s)
+        abort();
+    s->account = account;
+    s->state = IM_ACC_CONNECTING;
+    s->next = *pp;
+    *pp = s;
+    return s;
+}
+
+void
+cp_state_del(struct cp_core *c, uint64_t account)
+{
+    struct cp_acct_state **pp = &c->states[account % CP_STATE_BUCKETS];
+    while (*pp && (*pp)->account != account)
+        pp = &(*pp)->next;
+    if (*pp) {
+        struct cp_acct_state *s = *pp;
+        *pp = s->next;
+        free(s);
+    }
+}
+
+static unsigned
+cid_hash(uint64_t uid, const char *cid, size_t len)
+{
+    uint64_t h = 1469598103934665603ULL ^ uid;
+    for (size_t i = 0; i < len; i++)
+        h = (h ^ (uint8_t)cid[i]) * 1099511628211ULL;
+    return (unsigned)(h % CP_CID_BUCKETS);
+}
+
+struct cp_cid *
+cp_cid_find(struct cp_core *c, uint64_t uid, const char *cid, size_t len)
+{
+    for (struct cp_cid *e = c->cids[cid_hash(uid, cid, len)]; e; e = e->hnext)
+        if (e->uid == uid && strlen(e->cid) == len && !memcmp(e->cid, cid, len))
+            return e;
+    return NULL;
+}
+
+static void
+cid_evict_oldest(struct cp_core *c)
+{
+    struct cp_cid *e = c->cid_head;
+    if (!e)
+        return;
+    c->cid_head = e->fnext;
+    if (!c->cid_head)
+        c->cid_tail = NULL;
+    struct cp_cid **pp = &c->cids[cid_hash(e->uid, e->cid, strlen(e->cid))];
+    while (*pp != e)
+        pp = &(*pp)->hnext;
+    *pp = e->hnext;
+    free(e->address);
+    free(e);
+    c->n_cids--;
+}
+
+void
+cp_cid_add(struct cp_core *c, uint64_t uid, const char *cid, size_t len, uint64_t msg,
+           uint64_t account, const char *network, const char *address)
+{
+    if (len > CL_CID_MAX || cp_cid_find(c, uid, cid, len))
+        return;
+    if (c->n_cids >= CP_CID_MAX)
+        cid_evict_oldest(c);
+    struct cp_cid *e = calloc(1, sizeof(*e));
+    if (!e)
+        abort();
+    e->uid = uid;
+    e->msg = msg;
+    e->account = account;
+    im_strlcpy(e->network, network, sizeof(e->network));
+    e->address = strdup(address);
+    if (!e->address)
+        abort();
+    memcpy(e->cid, cid, len);
+    e->cid[len] = '\0';
+    unsigned h = cid_hash(uid, cid, len);
+    e->hnext = c->cids[h];
+    c->cids[h] = e;
+    if (c->cid_tail)
+        c->cid_tail->fnext = e;
+    else
+        c->cid_head = e;
+    c->cid_tail = e;
+    c->n_cids++;
+}
+
+void
+cp_session_add(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t uid,
+               const char *user, const char *peer, const char *device)
+{
+    struct cp_session *s = calloc(1, sizeof(*s));
+    if (!s)
+        abort();
+    s->conn = conn;
+    s->gen = gen;
+    s->uid = uid;
+    im_strlcpy(s->user, user, sizeof(s->user));
+    im_strlcpy(s->peer, peer, sizeof(s->peer));
+    im_strlcpy(s->device, device, sizeof(s->device));
+    s->since = im_now_ms();
+    s->next = c->sessions;
+    c->sessions = s;
+}
+
+void
+cp_session_del(struct cp_core *c, uint32_t conn, uint32_t gen)
+{
+    for (struct cp_session **pp = &c->sessions; *pp; pp = &(*pp)->next) {
+        if ((*pp)->conn == conn && (*pp)->gen == gen) {
+            struct cp_session *s = *pp;
+            *pp = s->next;
+            free(s);
+            return;
+        }
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* messages from the dataplane                                               */
+
+/* CPM_MSG_IN: commit to the user's queue, then deliver. */
+static void
+handle_msg_in(struct cp_core *c, struct dp_msg *m)
+{
+    struct cp_txn *t = cp_txn(c);
+    struct cp_user u;
+    int rc;
+
+    if (!t) {
+        retry_push(c, m);
+        c->retry_at = im_mono_ms() + CP_RETRY_MS;
+        return;
+    }
+    rc = cp_user_get_uid(t, m->uid, &u);
+    if (rc < 0 || !m->data || m->len < 5) {
+        /* user deleted meanwhile: release the network acknowledgement only */
+        struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account, .b = m->b };
+        cp_after_commit(c, &d, NULL, NULL);
+        return;
+    }
+    uint64_t seq = u.next_seq++;
+    u.max_pushed = seq;
+    if ((rc = cp_user_put(t, &u)) < 0 ||
+        (rc = cp_blob_put(t, CP_DB_QUEUE, m->uid, seq, m->data, m->len)) < 0) {
+        LOG(IM_LOG_ERROR, "cannot queue a message for uid %llu: %s", (unsigned long long)m->uid,
+            cp_store_strerror(rc));
+        /* The transaction is unusable now; everything of this turn fails. */
+        retry_push(c, m);
+        return;
+    }
+    c->msgs_committed++;
+    struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account, .a = seq,
+                        .b = m->b, .len = m->len };
+    d.data = malloc(m->len);
+    if (!d.data)
+        abort();
+    memcpy(d.data, m->data, m->len);
+    cp_after_commit(c, &d, NULL, m);
+}
+
+/* CPM_OUT_REQ: make an outbound message durable, then accept it. */
+static void
+handle_out_req(struct cp_core *c, struct dp_msg *m)
+{
+    struct cp_txn *t = cp_txn(c);
+    struct cl_msg pm;
+    struct im_str address, body, cid = { NULL, 0 }, network;
+    const char *why;
+    bool has_cid;
+
+    if (!m->data || cl_msg_decode(&pm, (uint8_t *)m->data + 4, m->len - 4) < 0)
+        return;
+    if (cl_get_str(&pm.root, "address", 1, 1024, &address, &why) ||
+        cl_get_str(&pm.root, "body", 1, 65536, &body, &why) ||
+        cl_get_str(&pm.root, "network", 1, 15, &network, &why)) {
+        cl_msg_free(&pm);
+        return;
+    }
+    has_cid = cl_get_str(&pm.root, "cid", 1, CL_CID_MAX, &cid, &why) == 0;
+
+    char net[16], addr[1025];
+    snprintf(net, sizeof(net), "%.*s", (int)network.len, network.p);
+    snprintf(addr, sizeof(addr), "%.*s", (int)address.len, address.p);
+    uint64_t msg = 0, account = m->account;
+    bool dup = false;
+
+    if (has_cid) {
+        struct cp_cid *e = cp_cid_find(c, m->uid, cid.p, cid.len);
+        if (e) {
+            dup = true;
+            msg = e->msg;
+            account = e->account;
+            im_strlcpy(net, e->network, sizeof(net));
+            im_strlcpy(addr, e->address, sizeof(addr));
+        }
+    }
+    if (!dup) {
+        struct cp_account acc;
+        int rc;
+        if (!t) {
+            cp_client_error(c, m->conn, m->gen, m->b, CL_ERR_INTERNAL, "storage unavailable");
+            cl_msg_free(&pm);
+            return;
+        }
+        if (cp_account_get(t, m->uid, m->account, &acc) < 0) {
+            cp_client_error(c, m->conn, m->gen, m->b, CL_ERR_NOT_FOUND, "no such account");
+            cl_msg_free(&pm);
+            return;
+        }
+        cp_account_free(&acc);
+        rc = cp_meta_next(t, "msg", &msg);     /* ids start at 1 */
+        if (rc < 0) {
+            cp_client_error(c, m->conn, m->gen, m->b, CL_ERR_INTERNAL, cp_store_strerror(rc));
+            cl_msg_free(&pm);
+            return;
+        }
+        struct cl_enc e;
+        cl_enc_init(&e);
+        msgpack_pack_map(&e.pk, has_cid ? 6 : 5);
+        cl_pack_kuint(&e, "account", m->account);
+        cl_pack_kstr(&e, "network", net);
+        cl_pack_kstr(&e, "address", addr);
+        cl_pack_kstrn(&e, "body", body.p, body.len);
+        cl_pack_kuint(&e, "ts", im_now_ms());
+        if (has_cid)
+            cl_pack_kstrn(&e, "cid", cid.p, cid.len);
+        size_t flen;
+        const uint8_t *f = cl_enc_finish(&e, &flen);
+        rc = f ? cp_outbox_put(t, msg, m->uid, f, flen) : -IM_ETOOBIG;
+        if (rc < 0) {
+            cl_enc_free(&e);
+            cp_client_error(c, m->conn, m->gen, m->b, CL_ERR_INTERNAL, cp_store_strerror(rc));
+            cl_msg_free(&pm);
+            return;
+        }
+        c->outbox_added++;
+        /* the accepted message goes to the account's queue after the commit */
+        struct dp_msg acc_msg = { .type = DPM_OUT_ACCEPTED, .uid = m->uid, .account = m->account,
+                                  .a = msg };
+        size_t len;
+        acc_msg.data = cl_enc_release(&e, &len);
+        acc_msg.len = (uint32_t)len;
+        cp_after_commit(c, &acc_msg, NULL, NULL);
+        if (has_cid)
+            cp_cid_add(c, m->uid, cid.p, cid.len, msg, m->account, net, addr);
+    }
+
+    struct cl_enc r;
+    cl_enc_init(&r);
+    msgpack_pack_map(&r.pk, has_cid ? 7 : 6);
+    cl_pack_kstr(&r, "op", "ok");
+    cl_pack_kuint(&r, "id", m->b);
+    cl_pack_kuint(&r, "msg", msg);
+    cl_pack_kuint(&r, "account", account);
+    cl_pack_kstr(&r, "network", net);
+    cl_pack_kstr(&r, "address", addr);
+    if (has_cid)
+        cl_pack_kstrn(&r, "cid", cid.p, cid.len);
+    cl_msg_free(&pm);
+    cp_client_reply_durable(c, m->conn, m->gen, m->b, &r);
+}
+
+static void
+handle_up(struct cp_core *c, struct dp_msg *m)
+{
+    switch (m->type) {
+    case CPM_CLIENT_REQ:
+        cp_client_request(c, m);
+        break;
+    case CPM_MSG_IN:
+        handle_msg_in(c, m);
+        break;
+    case CPM_OUT_REQ:
+        handle_out_req(c, m);
+        break;
+    case CPM_OUT_DONE: {
+        struct cp_txn *t = cp_txn(c);
+        if (t)
+            (void)cp_outbox_del(t, m->a);
+        break;
+    }
+    case CPM_CONTACTS: {
+        struct cp_txn *t = cp_txn(c);
+        struct cp_account acc;
+        if (t && m->data && cp_account_get(t, m->uid, m->account, &acc) == 0) {
+            cp_account_free(&acc);
+            (void)cp_blob_put(t, CP_DB_CONTACTS, m->uid, m->account, m->data, m->len);
+        }
+        break;
+    }
+    case CPM_ACCOUNT_STATE: {
+        struct cp_acct_state *s = cp_state_get(c, m->account, true);
+        struct cl_msg pm;
+        struct im_str d;
+        const char *why;
+        s->state = (int)m->a;
+        s->detail[0] = '\0';
+        if (m->data && cl_msg_decode(&pm, (uint8_t *)m->data + 4, m->len - 4) == 0) {
+            if (cl_get_str(&pm.root, "detail", 0, 4096, &d, &why) == 0)
+                snprintf(s->detail, sizeof(s->detail), "%.*s", (int)d.len, d.p);
+            cl_msg_free(&pm);
+        }
+        LOG(IM_LOG_INFO, "account %llu: %s%s%s", (unsigned long long)m->account,
+            im_account_state_name((enum im_account_state)m->a), s->detail[0] ? ": " : "", s->detail);
+        break;
+    }
+    case CPM_CONN_CLOSED:
+    case CPM_CONN_LOGOUT:
+        cp_session_del(c, m->conn, m->gen);
+        break;
+    default:
+        break;
+    }
+}
+
+/* ------------------------------------------------------------------------ */
+/* start-up                                                                  */
+
+static int
+start_account(void *ud, const struct cp_account *a)
+{
+    struct cp_core *c = ud;
+    (void)cp_state_get(c, a->account, true);
+    if (cp_account_up(c, c->txn, a, true) < 0)
+        LOG(IM_LOG_ERROR, "account %llu (%s %s): cannot start: credential does not unseal",
+            (unsigned long long)a->account, a->network, a->login);
+    return 0;
+}
+
+static int
+start_outbox(void *ud, uint64_t msg, uint64_t uid, const void *v, size_t n)
+{
+    struct cp_core *c = ud;
+    struct cl_msg pm;
+    uint64_t account;
+    struct im_str cid, net, addr;
+    const char *why;
+
+    if (n < 5 || cl_msg_decode(&pm, (const uint8_t *)v + 4, (uint32_t)n - 4) < 0)
+        return 0;
+    if (cl_get_uint(&pm.root, "account", &account, &why) == 0) {
+        if (cl_get_str(&pm.root, "cid", 1, CL_CID_MAX, &cid, &why) == 0 &&
+            cl_get_str(&pm.root, "network", 1, 15, &net, &why) == 0 &&
+            cl_get_str(&pm.root, "address", 1, 1024, &addr, &why) == 0) {
+            char nb[16], ab[1025];
+            snprintf(nb, sizeof(nb), "%.*s", (int)net.len, net.p);
+            snprintf(ab, sizeof(ab), "%.*s", (int)addr.len, addr.p);
+            cp_cid_add(c, uid, cid.p, cid.len, msg, account, nb, ab);
+        }
+        struct dp_msg m = { .type = DPM_OUT_ACCEPTED, .uid = uid, .account = account, .a = msg,
+                            .len = (uint32_t)n };
+        m.data = malloc(n);
+        if (!m.data)
+            abort();
+        memcpy(m.data, v, n);
+        dp_chan_send_down(c->ch, &m);
+    }
+    cl_msg_free(&pm);
+    return 0;
+}
+
+int
+cp_core_start(struct cp_core *c)
+{
+    int rc = cp_txn_begin(c->store, false, &c->txn);
+    if (rc < 0)
+        return rc;
+    rc = cp_account_each(c->txn, 0, start_account, c);
+    if (rc == 0)
+        rc = cp_outbox_each(c->txn, start_outbox, c);
+    cp_txn_abort(c->txn);
+    c->txn = NULL;
+    dp_chan_flush_down(c->ch);
+    return rc;
+}
+
+/* ------------------------------------------------------------------------ */
+/* the loop                                                                  */
+
+int
+cp_core_run(struct cp_core *c, int sigfd)
+{
+    struct pollfd fds[256];
+
+    bool more = false;
+
+    while (!c->stopping) {
+        unsigned n = 0;
+        fds[n++] = (struct pollfd){ .fd = sigfd, .events = POLLIN };
+        fds[n++] = (struct pollfd){ .fd = dp_chan_up_fd(c->ch), .events = POLLIN };
+        fds[n++] = (struct pollfd){ .fd = cp_auth_fd(c->auth), .events = POLLIN };
+        unsigned rpc_first = n;
+        if (c->rpc)
+            n += cp_rpc_pollfds(c->rpc, fds + n, IM_ARRAY_SIZE(fds) - n);
+
+        int timeout = more ? 0 : c->n_retry ? CP_RETRY_MS : 1000;
+        if (poll(fds, n, timeout) < 0 && errno != EINTR) {
+            LOG(IM_LOG_ERROR, "poll: %s", strerror(errno));
+            return -errno;
+        }
+        if (fds[0].revents & POLLIN) {
+            struct signalfd_siginfo si;
+            if (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
+                LOG(IM_LOG_INFO, "signal %u: shutting down", si.ssi_signo);
+                c->stopping = true;
+            }
+        }
+
+        /* messages from the dataplane, retries first (their order matters) */
+        if (c->n_retry && im_mono_ms() >= c->retry_at) {
+            struct dp_msg *list = c->retry;
+            unsigned nr = c->n_retry;
+            c->retry = NULL;
+            c->n_retry = c->cap_retry = 0;
+            for (unsigned i = 0; i < nr; i++) {
+                handle_up(c, &list[i]);
+                dp_msg_release(&list[i]);
+            }
+            free(list);
+        }
+        dp_chan_up_ack(c->ch);
+        struct dp_msg m;
+        unsigned got = 0;
+        while (got < CP_UP_BATCH && dp_chan_recv_up(c->ch, &m) == 0) {
+            handle_up(c, &m);
+            dp_msg_release(&m);
+            got++;
+        }
+        more = got == CP_UP_BATCH;
+        if (fds[2].revents & POLLIN)
+            cp_auth_dispatch(c->auth);
+        if (c->rpc)
+            cp_rpc_handle(c->rpc, fds + rpc_first, n - rpc_first);
+
+        commit_turn(c);
+    }
+    return 0;
+}
+
+void
+cp_core_drain(struct cp_core *c)
+{
+    struct dp_msg m;
+    while (dp_chan_recv_up(c->ch, &m) == 0) {
+        handle_up(c, &m);
+        dp_msg_release(&m);
+    }
+    commit_turn(c);
+}

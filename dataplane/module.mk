@@ -1,0 +1,1 @@
+DP_SRCS += $(wildcard dataplane/dp_*.c)

@@ -1,0 +1,21 @@
+#!/bin/sh
+# tools/deps.sh - install every Debian package imfuse needs to build, run and
+# test.  Quick and quiet when everything is present already.
+set -eu
+PKGS="build-essential pkg-config clang libclang-rt-14-dev
+      liblmdb-dev lmdb-utils libmbedtls-dev libmsgpack-dev libexpat1-dev libargon2-dev
+      ca-certificates iproute2 openssl util-linux procps
+      prosody python3-msgpack python3-slixmpp"
+missing=
+for p in $PKGS; do
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
+    [ "$st" = installed ] || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+echo "make deps: installing:$missing"
+if [ "$(id -u)" != 0 ]; then
+    echo "make deps: these packages are missing and installing them needs root:$missing" >&2
+    exit 1
+fi
+apt-get update -q >/dev/null
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
