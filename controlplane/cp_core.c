@@ -646,3 +646,38 @@ cp_core_drain(struct cp_core *c)
     }
     commit_turn(c);
 }
+
+void
+cp_core_free(struct cp_core *c)
+{
+    while (c->sessions) {
+        struct cp_session *s = c->sessions;
+        c->sessions = s->next;
+        free(s);
+    }
+    for (unsigned i = 0; i < CP_STATE_BUCKETS; i++)
+        while (c->states[i]) {
+            struct cp_acct_state *s = c->states[i];
+            c->states[i] = s->next;
+            free(s);
+        }
+    while (c->cid_head)
+        cid_evict_oldest(c);
+    for (unsigned i = 0; i < c->n_retry; i++)
+        dp_msg_release(&c->retry[i]);
+    free(c->retry);
+    c->retry = NULL;
+    c->n_retry = 0;
+    while (c->after) {
+        struct cp_after *a = c->after;
+        c->after = a->next;
+        dp_msg_release(&a->ok);
+        dp_msg_release(&a->fail);
+        dp_msg_release(&a->retry);
+        free(a);
+    }
+    if (c->txn) {
+        cp_txn_abort(c->txn);
+        c->txn = NULL;
+    }
+}

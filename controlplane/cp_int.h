@@ -153,6 +153,8 @@ int cp_core_start(struct cp_core *c);
 int cp_core_run(struct cp_core *c, int sigfd);
 /* After the dataplane stopped: handle and commit what it sent up last. */
 void cp_core_drain(struct cp_core *c);
+/* Free the in-memory tables (not the store, channel or pool). */
+void cp_core_free(struct cp_core *c);
 
 /* user name syntax: 1-64 bytes of [a-z0-9._-] */
 bool cp_user_name_ok(const char *s, size_t n);

@@ -167,6 +167,7 @@ out:
     }
     if (core.rpc)
         cp_rpc_close(core.rpc);
+    cp_core_free(&core);
     dp_relay_free(relay);
     dp_worker_free(w);
     cp_auth_free(core.auth);

@@ -46,8 +46,11 @@ struct cl_msg {
 
 /*
  * Decode one frame payload.  Returns 0, or -IM_EINVAL when it is not exactly
- * one msgpack map with string keys (trailing bytes included).  On success
- * the caller owns *m and calls cl_msg_free(); on failure nothing is held.
+ * one msgpack map with unique UTF-8 string keys (trailing bytes, nesting
+ * deeper than 32 and containers claiming more elements than bytes left
+ * included), or -ENOMEM.  On success the caller owns *m and calls
+ * cl_msg_free(); on failure nothing is held.  The payload is copied: views
+ * stay valid after the input buffer is reused.
  */
 int cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len);
 void cl_msg_free(struct cl_msg *m);
@@ -56,8 +59,9 @@ void cl_msg_free(struct cl_msg *m);
  * Typed getters on a map object (the root or a nested map).  Each returns
  * 0 when the key is present with the right type and within the limits,
  * -IM_ENOTFOUND when absent, -IM_EINVAL when present but mistyped, invalid
- * UTF-8 or out of limits.  *why is set to a static phrase naming the problem
- * ("must be a string", "longer than 64 bytes", ...) on -IM_EINVAL.
+ * UTF-8 or out of limits (a present nil is mistyped), -ENOMEM.  *why is set
+ * to a static phrase naming the problem ("must be a string", "longer than 64
+ * bytes", ...) on -IM_EINVAL.  An empty string's view is "" (never NULL).
  */
 int cl_get_str(const msgpack_object *map, const char *key, uint32_t minlen, uint32_t maxlen,
                struct im_str *out, const char **why);
@@ -76,7 +80,7 @@ struct cl_enc {
     msgpack_packer pk;
 };
 
-/* Start a frame.  Always succeeds (msgpack-c aborts on OOM). */
+/* Start a frame.  Always succeeds: the buffer's writer aborts on OOM. */
 void cl_enc_init(struct cl_enc *e);
 /*
  * Write the length prefix.  Returns the frame (prefix included) and its size;
