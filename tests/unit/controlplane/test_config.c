@@ -1,0 +1,143 @@
+/* Flags and config file of imfused (cp_config.c). */
+#include <stdio.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "t.h"
+#include "cp_config.h"
+
+static int
+parse(struct cp_config *c, char *why, int argc, char **argv)
+{
+    return cp_config_parse(c, argc, argv, why, 512);
+}
+
+static char *
+write_conf(const char *text)
+{
+    static char path[64];
+    snprintf(path, sizeof(path), "/tmp/imfuse-conf-XXXXXX");
+    int fd = mkstemp(path);
+    if (fd < 0 || write(fd, text, strlen(text)) != (ssize_t)strlen(text))
+        abort();
+    close(fd);
+    return path;
+}
+
+T_TEST(defaults)
+{
+    struct cp_config c;
+    char why[512];
+    char *argv[] = { "imfused", NULL };
+    T_EQ_INT(parse(&c, why, 1, argv), 0);
+    T_EQ_STR(c.data, "./var");
+    T_EQ_STR(c.listen, "127.0.0.1:7700");
+    T_EQ_STR(c.control, "./var/imfused.sock");
+    T_EQ_STR(c.io, "kernel");
+    T_EQ_INT(c.workers, 1);
+    T_ASSERT(!c.open_registration);
+    cp_config_free(&c);
+}
+
+T_TEST(flags)
+{
+    struct cp_config c;
+    char why[512];
+    char *argv[] = { "imfused", "--data", "/tmp/d", "--listen", "[::1]:7701", "--workers", "1",
+                     "--open-registration", "--log-level", "debug", NULL };
+    T_EQ_INT(parse(&c, why, 10, argv), 0);
+    T_EQ_STR(c.data, "/tmp/d");
+    T_EQ_STR(c.control, "/tmp/d/imfused.sock");
+    T_EQ_STR(c.listen, "[::1]:7701");
+    T_ASSERT(c.open_registration);
+    T_EQ_STR(c.log_level, "debug");
+    cp_config_free(&c);
+}
+
+T_TEST(file_and_override)
+{
+    struct cp_config c;
+    char why[512];
+    char *path = write_conf("# a comment\n\ndata = /srv/imfuse   # trailing\nlisten=0.0.0.0:7000\n"
+                            "open-registration = yes\nca-file = /etc/ca.pem\n");
+    char *argv[] = { "imfused", "--config", path, "--listen", "127.0.0.1:9", NULL };
+    T_EQ_INT(parse(&c, why, 5, argv), 0);
+    T_EQ_STR(c.data, "/srv/imfuse");
+    T_EQ_STR(c.listen, "127.0.0.1:9");        /* the flag wins */
+    T_EQ_STR(c.ca_file, "/etc/ca.pem");
+    T_ASSERT(c.open_registration);
+    cp_config_free(&c);
+    unlink(path);
+}
+
+T_TEST(file_errors_name_the_line)
+{
+    struct cp_config c;
+    char why[512];
+    char *path = write_conf("data = /x\nbogus = 1\n");
+    char *argv[] = { "imfused", "--config", path, NULL };
+    T_ASSERT(parse(&c, why, 3, argv) < 0);
+    T_ASSERT(strstr(why, "line 2") && strstr(why, "unknown key \"bogus\""));
+    cp_config_free(&c);
+    unlink(path);
+
+    path = write_conf("workers = many\n");
+    char *argv2[] = { "imfused", "--config", path, NULL };
+    T_ASSERT(parse(&c, why, 3, argv2) < 0);
+    T_ASSERT(strstr(why, "line 1") && strstr(why, "workers"));
+    cp_config_free(&c);
+    unlink(path);
+
+    path = write_conf("just words\n");
+    char *argv3[] = { "imfused", "--config", path, NULL };
+    T_ASSERT(parse(&c, why, 3, argv3) < 0);
+    T_ASSERT(strstr(why, "line 1"));
+    cp_config_free(&c);
+    unlink(path);
+}
+
+T_TEST(bad_flags)
+{
+    struct cp_config c;
+    char why[512];
+    char *a1[] = { "imfused", "--nope", NULL };
+    T_ASSERT(parse(&c, why, 2, a1) < 0);
+    T_ASSERT(strstr(why, "--nope"));
+    cp_config_free(&c);
+    char *a2[] = { "imfused", "--listen", "localhost", NULL };
+    T_ASSERT(parse(&c, why, 3, a2) < 0);
+    T_ASSERT(strstr(why, "listen"));
+    cp_config_free(&c);
+    char *a3[] = { "imfused", "--io", "magic", NULL };
+    T_ASSERT(parse(&c, why, 3, a3) < 0);
+    cp_config_free(&c);
+    char *a4[] = { "imfused", "--listen-tls", "127.0.0.1:7443", NULL };
+    T_ASSERT(parse(&c, why, 3, a4) < 0);
+    T_ASSERT(strstr(why, "tls-cert"));
+    cp_config_free(&c);
+    char *a5[] = { "imfused", "--log-level", "loud", NULL };
+    T_ASSERT(parse(&c, why, 3, a5) < 0);
+    cp_config_free(&c);
+}
+
+T_TEST(hostport)
+{
+    char *h;
+    unsigned p;
+    T_EQ_INT(cp_split_hostport("127.0.0.1:5222", &h, &p), 0);
+    T_EQ_STR(h, "127.0.0.1");
+    T_EQ_INT(p, 5222);
+    free(h);
+    T_EQ_INT(cp_split_hostport("[::1]:1", &h, &p), 0);
+    T_EQ_STR(h, "::1");
+    free(h);
+    T_ASSERT(cp_split_hostport("::1:5222", &h, &p) < 0);
+    T_ASSERT(cp_split_hostport("a:0", &h, &p) < 0);
+    T_ASSERT(cp_split_hostport("a:65536", &h, &p) < 0);
+    T_ASSERT(cp_split_hostport(":5", &h, &p) < 0);
+    T_ASSERT(cp_split_hostport("a:", &h, &p) < 0);
+    T_ASSERT(cp_split_hostport("a:5x", &h, &p) < 0);
+}
+
+T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line),
+       T_RUN(bad_flags), T_RUN(hostport))
