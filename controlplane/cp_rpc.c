@@ -461,6 +461,15 @@ cmd_kick(struct rpc_req *q)
     reply_enc(q, &e, false);
 }
 
+static void
+cmd_drain(struct rpc_req *q)
+{
+    struct dp_msg m = { .type = DPM_DRAIN };
+    cp_after_commit(q->r->c, &m, NULL, NULL);
+    LOG(IM_LOG_INFO, "operator: drain: no new client connections are accepted");
+    reply_ok(q, false);
+}
+
 static void cmd_help(struct rpc_req *q);
 
 static const struct cp_cmd cmds[] = {
@@ -471,7 +480,8 @@ static const struct cp_cmd cmds[] = {
     { "accounts",    "accounts {name}: a user's linked accounts and their states", cmd_accounts },
     { "sessions",    "sessions: logged-in client connections", cmd_sessions },
     { "stats",       "stats: counters of the appliance", cmd_stats },
-    { "kick",        "kick {name}: close every connection of a user", cmd_kick },
+    { "kick",        "kick {name}: close every connection of a user -> {kicked}", cmd_kick },
+    { "drain",       "drain: stop accepting client connections (existing ones stay)", cmd_drain },
     { "help",        "help: this list", cmd_help },
 };
 

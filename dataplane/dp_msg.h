@@ -35,6 +35,7 @@ enum dp_msg_type {
                            data = {address, body, cid?, network} */
     DPM_USER_DEL,       /* uid: forget the user, close its connections and accounts */
     DPM_SHUTDOWN,       /* close everything politely and stop the loop */
+    DPM_DRAIN,          /* stop accepting new clients; existing sessions stay */
 
     /* ---- dataplane -> controlplane ---- */
     CPM_CLIENT_REQ = 100, /* conn,gen, uid (0 before login); data = the request frame body

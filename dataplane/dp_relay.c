@@ -1784,6 +1784,9 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
     case DPM_USER_DEL:
         handle_user_del(r, m->uid);
         break;
+    case DPM_DRAIN:
+        dp_relay_stop_listening(r);
+        break;
     case DPM_SHUTDOWN:
         dp_relay_stop_listening(r);
         for (unsigned i = 0; i < DP_HASH_BUCKETS; i++)

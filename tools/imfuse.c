@@ -724,7 +724,7 @@ cmd_merge(struct imf *c)
         if (drop[i])
             continue;
         if (i == target) {
-            uint64_t kid;
+            uint64_t kid = 0;
             bool has = obj_uint(cli_map_get(k, "id"), &kid);
             pack_new_contact(&e, has, kid, name, set, n, s_prefer != NULL, prefer);
             pos = out;

@@ -164,10 +164,13 @@ print_help(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
 static void
 print_kick(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
 {
-    const msgpack_object *n = cli_map_get(r, "sessions");
+    const msgpack_object *n = cli_map_get(r, "kicked");     /* the daemon's count */
+
+    if (!n)
+        n = cli_map_get(r, "sessions");
 
     if (n && n->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-        printf("kicked %s (%llu sessions closed)\n", arg, (unsigned long long)n->via.u64);
+        printf("kicked %s (%llu connections closed)\n", arg, (unsigned long long)n->via.u64);
     else
         printf("kicked %s\n", arg);
 }

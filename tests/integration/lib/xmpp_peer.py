@@ -1,11 +1,12 @@
 """A real XMPP user for the integration tests, on slixmpp.
 
-    /usr/bin/python3 xmpp_peer.py JID PASSWORD HOST PORT CAFILE
+    /usr/bin/python3 xmpp_peer.py JID PASSWORD HOST PORT CAFILE [--echo]
 
 Prints one JSON line per event on stdout: {"ev":"online"}, {"ev":"message",
 "from":..., "body":...}.  Reads commands on stdin, one per line, as JSON:
 {"cmd":"send","to":JID,"body":TEXT} and {"cmd":"quit"}; answers
-{"ev":"sent","n":N} after each send.
+{"ev":"sent","n":N} after each send.  With --echo it answers every chat
+message with "echo: " and the text (the demo's bob).
 """
 import asyncio
 import json
@@ -22,8 +23,9 @@ def out(obj):
 
 
 class Peer(slixmpp.ClientXMPP):
-    def __init__(self, jid, password, cafile):
+    def __init__(self, jid, password, cafile, echo=False):
         super().__init__(jid, password)
+        self.echo = echo
         self.ca_certs = cafile
         self.sent = 0
         self.add_event_handler("session_start", self.on_start)
@@ -35,6 +37,8 @@ class Peer(slixmpp.ClientXMPP):
         self.send_presence()
         await self.get_roster()
         out({"ev": "online"})
+        if self.echo:
+            return
         loop = asyncio.get_event_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -58,12 +62,14 @@ class Peer(slixmpp.ClientXMPP):
     def on_message(self, msg):
         if msg["type"] in ("chat", "normal") and msg["body"]:
             out({"ev": "message", "from": str(msg["from"].bare), "body": msg["body"]})
+            if self.echo:
+                self.send_message(mto=msg["from"].bare, mbody="echo: " + msg["body"], mtype="chat")
 
 
 def main():
     jid, password, host, port, cafile = sys.argv[1:6]
     logging.basicConfig(level=logging.ERROR, stream=sys.stderr)
-    p = Peer(jid, password, cafile)
+    p = Peer(jid, password, cafile, echo="--echo" in sys.argv[6:])
     p.connect(address=(host, int(port)))
     p.add_event_handler("disconnected", lambda *_: p.loop.stop())
     try:
