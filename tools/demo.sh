@@ -18,12 +18,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-prosody_init "$demo/prosody" $xmpp_port demo.test
-prosody_adduser "$demo/prosody" alice demo.test alice-pass
-prosody_adduser "$demo/prosody" bob demo.test bob-pass
 prosody_set_roster "$demo/prosody" alice demo.test '["bob@demo.test"] = {subscription="both"; groups={Friends=true}; name="Bob"};'
 prosody_set_roster "$demo/prosody" bob demo.test '["alice@demo.test"] = {subscription="both"; groups={}; name="Alice"};'
-prosody_start "$demo/prosody"
+prosody_start "$demo/prosody" $xmpp_port demo.test
+prosody_adduser "$demo/prosody" alice demo.test alice-pass
+prosody_adduser "$demo/prosody" bob demo.test bob-pass
 ca=$(prosody_cafile "$demo/prosody")
 
 /usr/bin/python3 tests/integration/lib/xmpp_peer.py bob@demo.test bob-pass 127.0.0.1 $xmpp_port "$ca" --echo \

@@ -35,9 +35,12 @@ LIB = os.path.join(HERE, "..", "lib")
 PY = "/usr/bin/python3"
 
 XMPP_PORT = 15222
+# SCRAM is proven by disabling PLAIN on the server.
+PROSODY_START = "PROSODY_DISABLE_PLAIN=1 prosody_start %%s %d a.test b.test" % XMPP_PORT
 IMFUSE_PORT = 17700
 
 procs = []          # (name, Popen) to stop at the end
+prosody_dirs = []   # prosody work directories to stop at the end
 failures = 0
 
 
@@ -78,7 +81,7 @@ def wait_port(port, deadline=10.0):
 
 
 def prosody(cmd):
-    subprocess.run(["bash", "-c", "set -e; source %s/prosody.sh; %s" % (LIB, cmd)], check=True)
+    subprocess.run(["bash", "-c", "source %s/prosody.sh && %s" % (LIB, cmd)], check=True)
 
 
 class Daemon:
@@ -157,21 +160,33 @@ def account_state(c, account, states, timeout=30.0):
                         and e.get("state") in states, timeout, "account %d in %s" % (account, states))
 
 
+def wait_states(c, want, timeout=30.0):
+    """Poll the accounts op until every account in want {id: state} has its state."""
+    end = time.monotonic() + timeout
+    while True:
+        accs = {a["account"]: a["state"] for a in c.call("accounts")["accounts"]}
+        if all(accs.get(k) == v for k, v in want.items()):
+            return True
+        if time.monotonic() > end:
+            raise TimeoutError("accounts %r, wanted %r" % (accs, want))
+        time.sleep(0.2)
+
+
 def main():
     work = tempfile.mkdtemp(prefix="imfuse-flow-")
     pdir = os.path.join(work, "prosody")
+    prosody_dirs.append(pdir)
     log("# work directory " + work)
 
     # ---- servers ------------------------------------------------------------
-    prosody("PROSODY_DISABLE_PLAIN=1 prosody_init %s %d a.test b.test" % (pdir, XMPP_PORT))
-    for user, host in (("alice", "a.test"), ("bob", "a.test"), ("al", "b.test"), ("bob", "b.test")):
-        prosody("prosody_adduser %s %s %s pw-%s-%s" % (pdir, user, host, user, host))
     prosody("prosody_set_roster %s alice a.test '[\"bob@a.test\"] = {subscription=\"both\"; "
             "groups={Friends=true}; name=\"Bob A\"};'" % pdir)
     prosody("prosody_set_roster %s bob a.test '[\"alice@a.test\"] = {subscription=\"both\"; groups={}; name=\"Alice\"};'" % pdir)
     prosody("prosody_set_roster %s al b.test '[\"bob@b.test\"] = {subscription=\"both\"; groups={}; name=\"Bob B\"};'" % pdir)
     prosody("prosody_set_roster %s bob b.test '[\"al@b.test\"] = {subscription=\"both\"; groups={}; name=\"Al\"};'" % pdir)
-    prosody("prosody_start %s" % pdir)
+    prosody(PROSODY_START % pdir)
+    for user, host in (("alice", "a.test"), ("bob", "a.test"), ("al", "b.test"), ("bob", "b.test")):
+        prosody("prosody_adduser %s %s %s pw-%s-%s" % (pdir, user, host, user, host))
     cafile = subprocess.run(["bash", "-c", "source %s/prosody.sh; prosody_cafile %s" % (LIB, pdir)],
                             capture_output=True, text=True, check=True).stdout.strip()
 
@@ -266,8 +281,7 @@ def main():
     ms = [c.wait_event(lambda e: e.get("op") == "message", 10, "replayed message") for _ in range(2)]
     check([x["body"] for x in ms] == ["offline 1", "offline 2"], "g. replayed in order; the acked one is not")
     c.call("ack", seq=ms[-1]["seq"])
-    account_state(c, a1, ("online",))
-    account_state(c, a2, ("online",))
+    wait_states(c, {a1: "online", a2: "online"})
     check(True, "g. both accounts back online after restart")
     r = c.request("ack", seq=ms[-1]["seq"] + 100)
     check(r["op"] == "error" and r["code"] == "bad_request", "g. ack above the highest pushed is refused")
@@ -282,14 +296,16 @@ def main():
     check(bad.recv_frame() is None, "h. ... and that connection is closed")
     check(c.call("ping")["op"] == "ok", "h. other sessions untouched")
 
+    bob.quit()
     prosody("prosody_stop %s" % pdir)
     account_state(c, a1, ("offline",), 20)
     account_state(c, a2, ("offline",), 20)
     check(True, "h. prosody stopped -> both accounts offline")
-    prosody("prosody_start %s" % pdir)
+    prosody(PROSODY_START % pdir)
     account_state(c, a1, ("online",), 60)
     account_state(c, a2, ("online",), 60)
     check(True, "h. prosody restarted -> back online by themselves")
+    bob = Peer("bob@a.test", "pw-bob-a.test", cafile)
 
     # ---- certificate checked against the right name ----------------------------------
     a3 = c.call("link", network="xmpp", login="bob@b.test", password="pw-bob-b.test",
@@ -341,5 +357,7 @@ if __name__ == "__main__":
     finally:
         for name, p in reversed(procs):
             stop_proc(p)
-    log("%d failures" % failures)
+        for pd in prosody_dirs:
+            subprocess.run(["bash", "-c", "source %s/prosody.sh; prosody_stop %s" % (LIB, pd)])
+    log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
     sys.exit(1 if (rc or failures) else 0)
