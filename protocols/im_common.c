@@ -36,6 +36,8 @@ im_strerror(int rc)
 bool
 im_utf8_valid(const void *buf, size_t n)
 {
+    if (n == 0)
+        return true;            /* buf may be NULL */
     const uint8_t *p = buf, *end = p + n;
 
     while (p < end) {
