@@ -111,7 +111,6 @@ deps:
 	@./tools/deps.sh
 
 run: deps all
-	@mkdir -p var
 	exec $(BUILD)/imfused --data ./var --listen 127.0.0.1:7700 --control ./var/imfused.sock
 
 test: deps
