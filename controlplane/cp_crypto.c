@@ -33,18 +33,7 @@ struct cp_argon2_params cp_argon2_params = {
 
 int cp_random(void *buf, size_t n)
 {
-    uint8_t *p = buf;
-    while (n) {
-        ssize_t r = getrandom(p, n, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
+    return im_random(buf, n);
 }
 
 /* ---- passwords -------------------------------------------------------- */

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/random.h>
 
 #include "im_common.h"
 
@@ -111,6 +112,23 @@ im_ct_memcmp(const void *a, const void *b, size_t n)
     for (size_t i = 0; i < n; i++)
         d |= x[i] ^ y[i];
     return d != 0;
+}
+
+int
+im_random(void *buf, size_t n)
+{
+    uint8_t *p = buf;
+    while (n) {
+        ssize_t r = getrandom(p, n, 0);
+        if (r < 0) {
+            if (errno == EINTR)
+                continue;
+            return -errno;
+        }
+        p += r;
+        n -= (size_t)r;
+    }
+    return 0;
 }
 
 void

@@ -42,6 +42,9 @@ uint64_t im_mono_ms(void);
 /* Constant-time compare of two equal-length buffers: 0 when equal. */
 int im_ct_memcmp(const void *a, const void *b, size_t n);
 
+/* Fill buf with n bytes from the kernel's CSPRNG (getrandom).  0 or -errno. */
+int im_random(void *buf, size_t n);
+
 /* Wipe memory the compiler may not elide. */
 void im_wipe(void *p, size_t n);
 

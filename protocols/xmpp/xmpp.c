@@ -187,17 +187,7 @@ static int
 default_rand(void *ud, uint8_t *buf, size_t n)
 {
     (void)ud;
-    while (n) {
-        ssize_t r = getrandom(buf, n, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        buf += r;
-        n -= (size_t)r;
-    }
-    return 0;
+    return im_random(buf, n);
 }
 
 static void
