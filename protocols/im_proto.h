@@ -87,7 +87,8 @@ enum im_event_type {
      * The account's login state changed.  ONLINE once the session is fully
      * usable (authenticated, bound, roster requested).  AUTH_FAILED and
      * ERROR are final for this connection: the glue closes it.  `detail`
-     * says why in words a user can act on (never a secret).
+     * says why in words a user can act on (never a secret).  CONNECTING and
+     * OFFLINE are the glue's to report, never the adapter's.
      */
     IM_EV_STATE = 1,
     /*
@@ -154,8 +155,9 @@ struct im_event {
 
 /*
  * The narrow API an adapter calls.  Both callbacks may be called from inside
- * any ops hook; the adapter must be re-entrancy safe only to the extent that
- * ops->destroy() is never called from inside a callback.
+ * any ops hook.  From inside io->event the glue may call send_msg,
+ * add_contact, remove_contact, committed and logout on the same session, but
+ * never destroy(): the session is destroyed only from outside its hooks.
  */
 struct im_io {
     /* Queue bytes for the server.  Returns 0 or a negative code (the glue
@@ -212,7 +214,9 @@ struct im_proto_ops {
      * why; the glue then closes the connection.
      */
     int (*input)(struct im_sess *s, const uint8_t *p, size_t n, uint64_t now_ms);
-    /* Outcome of the handshake requested by IM_EV_STARTTLS (0 or negative). */
+    /* Outcome of the handshake requested by IM_EV_STARTTLS (0 or negative).
+     * Returns as input() does.  Bytes received between the STARTTLS trigger
+     * and the handshake are a protocol error (an injection attempt). */
     int (*tls_ready)(struct im_sess *s, int status, uint64_t now_ms);
     /*
      * Called at least once a second while the connection is up: keepalives,
