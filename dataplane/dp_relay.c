@@ -108,7 +108,6 @@ struct dp_account {
     bool tls_pending;
     uint64_t next_try;                  /* mono ms; 0 = not scheduled */
     uint32_t backoff;
-    uint64_t last_tick;
     /* ordered send queue: [head, unsent) handed to the session, [unsent, ..) waiting */
     struct dp_out *q_head, *q_tail, *q_unsent;
     uint32_t q_len;
@@ -126,7 +125,6 @@ struct dp_relay {
     uint32_t n_slots, *free_slots, n_free;
     struct dp_user *users[DP_HASH_BUCKETS];
     struct dp_account *accounts[DP_HASH_BUCKETS];
-    uint64_t last_tick;
     uint64_t rng;
     struct dp_relay_stats st;           /* written by this worker only */
 };
@@ -562,6 +560,30 @@ acct_io_out(void *ud, const void *p, size_t n)
     return rc < 0 ? rc : 0;
 }
 
+static const char *
+acct_io_local(void *ud)
+{
+    struct dp_account *a = ud;
+    return a->conn ? dp_conn_local(a->conn) : "";
+}
+
+/* Give a network without a server-side list the list imfuse keeps. */
+static void
+account_push_watch(struct dp_account *a)
+{
+    if (!a->online || !a->sess || !a->ops->set_watch)
+        return;
+    struct im_str *v = calloc(a->n_contacts + 1, sizeof(*v));
+    if (!v)
+        abort();
+    for (uint32_t i = 0; i < a->n_contacts; i++)
+        v[i] = (struct im_str){ a->contacts[i].address, (uint32_t)strlen(a->contacts[i].address) };
+    int rc = a->ops->set_watch(a->sess, v, a->n_contacts, im_now_ms());
+    free(v);
+    if (rc < 0)
+        account_drop_conn(a, rc);
+}
+
 static void
 acct_on_open(struct dp_conn *c, int status, const char *detail)
 {
@@ -797,6 +819,7 @@ acct_io_event(void *ud, const struct im_event *ev)
             a->backoff = 0;
             STAT_ADD(r, acct_online, 1);
             account_state(a, IM_ACC_ONLINE, d);
+            account_push_watch(a);
             account_flush_queue(a);
         } else {
             if (ev->u.state.state == IM_ACC_AUTH_FAILED || ev->u.state.state == IM_ACC_ERROR)
@@ -884,6 +907,14 @@ acct_io_event(void *ud, const struct im_event *ev)
     case IM_EV_SENT:
         account_sent(a, ev->u.sent.msg);
         break;
+    case IM_EV_NOTICE: {
+        char d[256];
+        size_t n = ev->u.notice.text.len < sizeof(d) - 1 ? ev->u.notice.text.len : sizeof(d) - 1;
+        memcpy(d, ev->u.notice.text.p, n);
+        d[im_utf8_trim(d, n)] = '\0';
+        account_state(a, a->state, d);
+        break;
+    }
     case IM_EV_CONTACT_DONE:
         /* add/remove_contact were answered when queued; the roster push
          * that follows a success brings the new list as a contacts event. */
@@ -1057,7 +1088,8 @@ handle_account_up(struct dp_relay *r, const struct dp_msg *m)
     };
     a->cfg.tls = !strcmp(a->tls_s, "tls") ? IM_TLS_DIRECT :
                  !strcmp(a->tls_s, "starttls") ? IM_TLS_STARTTLS : IM_TLS_NONE;
-    a->io = (struct im_io){ .out = acct_io_out, .event = acct_io_event, .ud = a };
+    a->io = (struct im_io){ .out = acct_io_out, .event = acct_io_event, .local_addr = acct_io_local,
+                            .ud = a };
     a->backoff = 0;
     a->online = false;
     if (!a->ops || split_server(a->server, &a->host, &a->cfg.port)) {
@@ -1342,6 +1374,7 @@ handle_contact_op(struct dp_client *cl, const struct cl_msg *req, bool add)
     }
     client_ok(cl, req->id);
     contacts_changed(a);
+    account_push_watch(a);
 }
 
 /* One decoded frame from a client. */
@@ -1827,9 +1860,8 @@ relay_tick(void *ud, uint64_t now)
                     account_connect(a, now);
                 continue;
             }
-            if (now - a->last_tick < 1000 || a->tls_pending)
+            if (a->tls_pending)
                 continue;
-            a->last_tick = now;
             int rc = a->ops->tick(a->sess, wall);
             if (rc < 0)
                 account_drop_conn(a, rc);

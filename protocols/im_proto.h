@@ -113,6 +113,12 @@ enum im_event_type {
     IM_EV_SENT,
     /* An add/remove contact request finished (status 0 or a negative code). */
     IM_EV_CONTACT_DONE,
+    /*
+     * Something the user should read about the account, not a chat message:
+     * a NOTICE from services, "nick alice is in use, now alice_", a server
+     * announcement.  Shown as the account's detail (`account` event).
+     */
+    IM_EV_NOTICE,
 };
 
 struct im_event {
@@ -150,6 +156,9 @@ struct im_event {
             int status;
             struct im_str detail;
         } contact_done;
+        struct {
+            struct im_str text;         /* valid UTF-8, control codes removed */
+        } notice;
     } u;
 };
 
@@ -165,6 +174,9 @@ struct im_io {
     int (*out)(void *ud, const void *p, size_t n);
     /* Report an event.  Views in *ev are valid only during the call. */
     void (*event)(void *ud, const struct im_event *ev);
+    /* The connection's own local address, "ip:port" ("[v6]:port" for IPv6),
+     * or "" when not connected (SIP puts it in Contact). */
+    const char *(*local_addr)(void *ud);
     void *ud;
 };
 
@@ -219,8 +231,9 @@ struct im_proto_ops {
      * and the handshake are a protocol error (an injection attempt). */
     int (*tls_ready)(struct im_sess *s, int status, uint64_t now_ms);
     /*
-     * Called at least once a second while the connection is up: keepalives,
-     * login timeouts.  Returns 0 or negative as input() does.
+     * Called about every 100 ms (at least once a second) while the connection
+     * is up: keepalives, login timeouts, pacing of queued lines.  Returns 0
+     * or negative as input() does.
      */
     int (*tick)(struct im_sess *s, uint64_t now_ms);
 
@@ -234,6 +247,14 @@ struct im_proto_ops {
      * with the same req follows.  NULL for networks whose list imfuse keeps. */
     int (*add_contact)(struct im_sess *s, uint64_t req, struct im_str address, struct im_str name);
     int (*remove_contact)(struct im_sess *s, uint64_t req, struct im_str address);
+    /*
+     * Networks whose contact list imfuse keeps (NULL where the server keeps
+     * it): the account's full list, called after ONLINE and after every
+     * change.  The adapter follows the presence of these addresses where the
+     * network can (IRC: MONITOR, else ISON polled at least every 30 s) and
+     * reports IM_EV_PRESENCE.  Returns 0 or negative as input() does.
+     */
+    int (*set_watch)(struct im_sess *s, const struct im_str *addresses, uint32_t n, uint64_t now_ms);
     /* A message reported with a token has been committed durably. */
     void (*committed)(struct im_sess *s, uint64_t token);
     /* Polite goodbye (e.g. </stream:stream>) before the glue closes. */
