@@ -7,9 +7,13 @@
 #include "im_proto.h"
 
 extern const struct im_proto_ops xmpp_ops;
+/* extern irc */
+/* extern sip */
 
 const struct im_proto_ops *const im_proto_registry[] = {
     &xmpp_ops,
+    /* irc */
+    /* sip */
     NULL,
 };
 

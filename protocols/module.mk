@@ -1,3 +1,5 @@
 PROTO_SRCS += protocols/im_common.c protocols/im_registry.c
 include protocols/client/module.mk
 include protocols/xmpp/module.mk
+include protocols/irc/module.mk
+include protocols/sip/module.mk

@@ -162,11 +162,12 @@ ejabberd_start() {
 # "PID:STARTTIME" of PID and all its live descendants (STARTTIME guards
 # against a reused PID when the list is checked later).
 ejabberd__tree() {
-    local root=$1 f line pid rest grown p
+    local root=$1 f line pid grown p
+    local rest=()
     local -A ppid=() st=() want=()
     for f in /proc/[0-9]*/stat; do
         # "pid (comm) state ppid ... starttime(22)"; comm may hold spaces.
-        read -r line < "$f" 2>/dev/null || continue
+        read -r line 2>/dev/null < "$f" || continue
         pid=${line%% *}
         rest=(${line##*) })
         [ "${rest[0]}" = Z ] && continue
@@ -185,13 +186,12 @@ ejabberd__tree() {
 
 # Which of the "PID:STARTTIME" entries are still alive (not zombies).
 ejabberd__alive() {
-    local e pid st f
+    local e pid line rest
     for e in "$@"; do
-        pid=${e%%:*} st=${e#*:}
-        f=$(cat "/proc/$pid/stat" 2>/dev/null) || continue
-        f=${f##*) }
-        set -- $f
-        [ "$1" != Z ] && [ "${20}" = "$st" ] && printf '%s\n' "$e"
+        pid=${e%%:*}
+        read -r line 2>/dev/null < "/proc/$pid/stat" || continue
+        rest=(${line##*) })
+        [ "${rest[0]}" != Z ] && [ "${rest[19]}" = "${e#*:}" ] && printf '%s\n' "$e"
     done
 }
 
@@ -208,7 +208,9 @@ ejabberd_stop() {
     pid=$(cat "$w/ejabberd.bgpid")
     procs=($(ejabberd__tree "$pid"))
     if [ ${#procs[@]} -gt 0 ]; then
-        ejabberd__signal TERM "${procs[@]}"
+        # TERM the node (the shell's children): the VM shuts down cleanly, its
+        # helpers exit with it and the shell, which waits for it, ends too.
+        ejabberd__signal TERM $(printf '%s\n' "${procs[@]}" | grep -v "^$pid:")
         for ((i = 0; i < 50; i++)); do
             left=$(ejabberd__alive "${procs[@]}")
             [ -z "$left" ] && break

@@ -1,0 +1,1 @@
+PROTO_SRCS += $(wildcard protocols/irc/*.c)
