@@ -77,7 +77,7 @@ ejabberd_start() {
     } > "$w/etc/ejabberdctl.cfg"
     printf '{lookup,["file"]}.\n{host,{127,0,0,1}, ["localhost"]}.\n' > "$w/etc/inetrc"
     {
-        echo 'loglevel: info'
+        echo "loglevel: ${EJABBERD_LOGLEVEL:-info}"
         echo 'log_rotate_count: 0'
         echo 'hosts:'
         for h in "${hosts[@]}"; do echo "  - \"$h\""; done
@@ -119,6 +119,8 @@ ejabberd_start() {
     } > "$w/etc/ejabberd.yml"
     chown -R ejabberd: "$w" || return 1
     chmod 0700 "$w" || return 1
+    setpriv --reuid=ejabberd --regid=ejabberd --init-groups test -w "$w/db" -a -r "$w/etc/ejabberd.yml" \
+        || { ejabberd_log "user ejabberd cannot use $w (is every parent directory searchable?)"; return 1; }
     # Run ejabberdctl as user ejabberd with setpriv (no su: su would put the
     # node in a session of its own and not pass our TERM on).  $! is then the
     # ejabberdctl shell; the node (beam.smp) and its helpers (erl_child_setup,
@@ -210,7 +212,7 @@ ejabberd_stop() {
     if [ ${#procs[@]} -gt 0 ]; then
         # TERM the node (the shell's children): the VM shuts down cleanly, its
         # helpers exit with it and the shell, which waits for it, ends too.
-        ejabberd__signal TERM $(printf '%s\n' "${procs[@]}" | grep -v "^$pid:")
+        kill -TERM $(pgrep -P "$pid") 2>/dev/null
         for ((i = 0; i < 50; i++)); do
             left=$(ejabberd__alive "${procs[@]}")
             [ -z "$left" ] && break

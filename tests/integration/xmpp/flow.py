@@ -38,6 +38,7 @@ XMPP_PORT = 15222
 # SCRAM is proven by disabling PLAIN on the server.
 PROSODY_START = "PROSODY_DISABLE_PLAIN=1 prosody_start %%s %d a.test b.test" % XMPP_PORT
 IMFUSE_PORT = 17700
+IMFUSE_TLS_PORT = 17701
 
 procs = []          # (name, Popen) to stop at the end
 prosody_dirs = []   # prosody work directories to stop at the end
@@ -86,6 +87,7 @@ def prosody(cmd):
 
 class Daemon:
     def __init__(self, work, cafile):
+        self.work = work
         self.data = os.path.join(work, "var")
         self.ctl = os.path.join(self.data, "imfused.sock")
         self.cafile = cafile
@@ -97,7 +99,10 @@ class Daemon:
         self.p = subprocess.Popen(
             [os.path.join(BUILD, "imfused"), "--data", self.data,
              "--listen", "127.0.0.1:%d" % IMFUSE_PORT, "--control", self.ctl,
-             "--ca-file", self.cafile, "--log-level", "debug"],
+             "--ca-file", self.cafile, "--log-level", "debug",
+             "--listen-tls", "127.0.0.1:%d" % IMFUSE_TLS_PORT,
+             "--tls-cert", os.path.join(self.work, "client-tls.crt"),
+             "--tls-key", os.path.join(self.work, "client-tls.key")],
             stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         procs.append(("imfused", self.p))
         if not wait_port(IMFUSE_PORT):
@@ -190,6 +195,10 @@ def main():
     cafile = subprocess.run(["bash", "-c", "source %s/prosody.sh; prosody_cafile %s" % (LIB, pdir)],
                             capture_output=True, text=True, check=True).stdout.strip()
 
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+                    "-subj", "/CN=imfuse.test", "-addext", "subjectAltName=DNS:imfuse.test",
+                    "-keyout", os.path.join(work, "client-tls.key"),
+                    "-out", os.path.join(work, "client-tls.crt")], check=True, capture_output=True)
     d = Daemon(work, cafile)
     d.start()
 
@@ -199,6 +208,26 @@ def main():
     r = d.ctl_cmd("--json", "user", "list")
     users = json.loads(r.stdout)["users"]
     check([u["name"] for u in users] == ["alice"], "a. imfusectl user list shows alice")
+
+    # ---- the client listeners: plain and TLS; registration closed ------------
+    import ssl
+    ctx = ssl.create_default_context(cafile=os.path.join(work, "client-tls.crt"))
+    raw = socket.create_connection(("127.0.0.1", IMFUSE_TLS_PORT), timeout=10)
+    tc = Client.__new__(Client)
+    tc.__init__.__func__  # noqa: B018 (documentation: same client over TLS)
+    tc.sock = ctx.wrap_socket(raw, server_hostname="imfuse.test")
+    tc.timeout, tc.buf, tc.next_id, tc.events, tc.closed = 10.0, b"", 0, [], False
+    r = tc.login("alice", "alice-secret", "tls")
+    check(r["op"] == "ok", "TLS client listener: login over TLS (certificate checked as imfuse.test)")
+    r = tc.request("register", user="mallory", password="x")
+    check(r["op"] == "error" and r["code"] == "bad_request", "register while logged in -> bad_request")
+    tc.close()
+    anon = Client(port=IMFUSE_PORT)
+    r = anon.request("register", user="mallory", password="x")
+    check(r["op"] == "error" and r["code"] == "unsupported", "register without --open-registration -> unsupported")
+    r = anon.request("contacts")
+    check(r["op"] == "error" and r["code"] == "not_logged_in", "contacts before login -> not_logged_in")
+    anon.close()
 
     # ---- b. login, link two accounts, both contact lists ---------------------
     c = Client(port=IMFUSE_PORT)
@@ -238,6 +267,10 @@ def main():
 
     # ---- d. send to the unified contact: bob's client receives it -------------
     bob = Peer("bob@a.test", "pw-bob-a.test", cafile)
+    e = c.wait_event(lambda e: e.get("op") == "presence" and e.get("account") == a1 and
+                     e.get("address") == "bob@a.test" and e.get("presence") == "available", 20,
+                     "bob's presence")
+    check(True, "d. bob's client online -> presence event available")
     r = c.call("send", to={"contact": bob_id}, body="hello <Bob> & \"friends\" \u00e9\U0001F600", cid="m1")
     check(r["account"] == a1 and r["address"] == "bob@a.test" and r["network"] == "xmpp" and r["cid"] == "m1",
           "d. send routed to the preferred member %r" % r)
@@ -246,6 +279,29 @@ def main():
           "d. bob's XMPP client received it intact")
     r2 = c.call("send", to={"contact": bob_id}, body="hello again", cid="m1")
     check(r2["msg"] == r["msg"], "d. a repeated cid is not sent twice (same msg id)")
+
+    # ---- contacts kept on the XMPP server: add and remove ----------------------
+    c.call("add_contact", account=a1, address="Carol@A.test", name="Carol")
+    e = c.wait_event(lambda e: e.get("op") == "contacts" and e.get("account") == a1 and
+                     any(x["address"] == "carol@a.test" for x in e["contacts"]), 20, "roster push with carol")
+    check(any(x["name"] == "Carol" for x in e["contacts"]), "add_contact -> roster set, contacts event with carol")
+    c.call("remove_contact", account=a1, address="carol@a.test")
+    e = c.wait_event(lambda e: e.get("op") == "contacts" and e.get("account") == a1 and
+                     not any(x["address"] == "carol@a.test" for x in e["contacts"]), 20, "roster push without carol")
+    check([x["address"] for x in e["contacts"]] == ["bob@a.test"], "remove_contact -> contacts event without carol")
+
+    # ---- auth_failed is final until update_account ------------------------------
+    a4 = c.call("link", network="xmpp", login="bob@b.test", password="not-it",
+                server="127.0.0.1:%d" % XMPP_PORT, tls="starttls")["account"]
+    account_state(c, a4, ("auth_failed",), 20)
+    time.sleep(3)
+    st = {x["account"]: x["state"] for x in c.call("accounts")["accounts"]}
+    check(st[a4] == "auth_failed", "a wrong linked password -> auth_failed, not retried")
+    c.call("update_account", account=a4, password="pw-bob-b.test")
+    account_state(c, a4, ("online",), 20)
+    check(True, "update_account with the right password -> online")
+    c.call("unlink", account=a4)
+    check(all(x["account"] != a4 for x in c.call("accounts")["accounts"]), "unlink removes the account")
 
     # ---- e. bob replies while alice is online -------------------------------
     bob.send("alice@a.test", "hi alice")

@@ -1,0 +1,176 @@
+#!/usr/bin/env bash
+# tests/integration/xmpp/ejabberd.sh - the XMPP adapter (xmpp_ops, via xmpp_probe)
+# against a real ejabberd (Debian bookworm's 23.01), with a real XMPP client
+# (slixmpp) on the other side.  The same checks as probe.sh (prosody), against
+# a second server implementation: STARTTLS required, SCRAM-SHA-1 with PLAIN and
+# SCRAM-SHA-1-PLUS also offered (the adapter must never pick -PLUS), XEP-0198.
+#
+# Needs root (private network namespace via unshare -n; ejabberd runs as user
+# ejabberd), ejabberd, openssl, setpriv, /usr/bin/python3 with slixmpp.  Exits
+# 77 with a reason when those are missing.
+# Builds the probe with: make BUILD=$BUILD $BUILD/tests/integration/xmpp/xmpp_probe
+# (BUILD defaults to build/asan); set XMPP_PROBE=path to use another binary.
+set -u
+top=$(cd "$(dirname "$0")/../../.." && pwd)
+self="$top/tests/integration/xmpp/ejabberd.sh"
+
+if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
+    [ "$(id -u)" = 0 ] || { echo "skip: needs root for unshare -n" >&2; exit 77; }
+    command -v ejabberdctl >/dev/null || { echo "skip: ejabberd not installed" >&2; exit 77; }
+    id ejabberd >/dev/null 2>&1 || { echo "skip: no user ejabberd" >&2; exit 77; }
+    command -v openssl >/dev/null || { echo "skip: openssl not installed" >&2; exit 77; }
+    command -v setpriv >/dev/null || { echo "skip: setpriv (util-linux) not installed" >&2; exit 77; }
+    /usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "skip: python3-slixmpp missing" >&2; exit 77; }
+    IMFUSE_IN_NETNS=1 exec unshare -n "$self" "$@"
+fi
+
+ip link set lo up || { echo "cannot bring lo up" >&2; exit 1; }
+cd "$top" || exit 1
+
+BUILD=${BUILD:-build/asan}
+probe=${XMPP_PROBE:-$BUILD/tests/integration/xmpp/xmpp_probe}
+if [ -z "${XMPP_PROBE:-}" ]; then
+    make -s BUILD="$BUILD" SAN="${SAN:--fsanitize=address,undefined}" OPT="${OPT:--O1}" "$probe" >&2 \
+        || { echo "cannot build $probe" >&2; exit 1; }
+fi
+
+. "$top/tests/integration/lib/ejabberd.sh"
+
+work=$(mktemp -d /tmp/imfuse-xmpp-ejabberd.XXXXXX)
+chmod 0711 "$work"              # ejabberd (user ejabberd) works in $work/ejb
+pids=()
+cleanup() {
+    local rc=$?
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
+    ejabberd_stop "$work/ejb" || rc=1
+    rm -rf "$work"
+    exit $rc
+}
+trap cleanup EXIT
+
+port=15322
+fail=0
+t_start=$SECONDS
+check() {   # check NAME CONDITION-EXIT-CODE
+    if [ "$2" = 0 ]; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi
+}
+
+ejabberd_start "$work/ejb" "$port" a.test b.test || exit 1
+echo "ejabberd up after $((SECONDS - t_start)) s"
+# Each ejabberdctl call starts an Erlang node (~0.7 s): run them in parallel.
+ejabberd_adduser "$work/ejb" alice a.test 'alice-pw' & a1=$!
+ejabberd_adduser "$work/ejb" bob b.test 'bob-pw' & a2=$!
+wait $a1 && wait $a2 || exit 1
+ejabberd_add_rosteritem "$work/ejb" alice a.test bob@b.test Bob Friends both & a1=$!
+ejabberd_add_rosteritem "$work/ejb" bob b.test alice@a.test Alice '' both & a2=$!
+wait $a1 && wait $a2 || exit 1
+ca=$(ejabberd_cafile "$work/ejb") || exit 1
+echo "users and rosters ready after $((SECONDS - t_start)) s"
+
+cat > "$work/bob.py" <<'PY'
+# bob@b.test, a real XMPP client (slixmpp).
+#   recv PORT CA            print "GOT <from-bare> <body>" for the first chat message, then quit
+#   send PORT CA TO BODY    send one chat message after login, then quit
+import asyncio, sys
+import slixmpp
+
+mode, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+
+class Bob(slixmpp.ClientXMPP):
+    def __init__(self):
+        super().__init__("bob@b.test/py", "bob-pw")
+        self.add_event_handler("session_start", self.on_start)
+        self.add_event_handler("message", self.on_message)
+
+    async def on_start(self, event):
+        self.send_presence()
+        await self.get_roster()
+        print("READY", flush=True)
+        if mode == "send":
+            self.send_message(mto=sys.argv[4], mbody=sys.argv[5], mtype="chat")
+            await asyncio.sleep(0.5)
+            self.disconnect()
+
+    def on_message(self, msg):
+        if mode == "recv" and msg["type"] in ("chat", "normal"):
+            print("GOT %s %s" % (msg["from"].bare, msg["body"]), flush=True)
+            self.disconnect()
+
+b = Bob()
+b.ca_certs = ca
+b.connect(address=("127.0.0.1", port))
+b.process(forever=False)
+PY
+
+wait_for() {   # wait_for FILE PATTERN SECONDS
+    local deadline=$((SECONDS + $3))
+    until grep -q -- "$2" "$1" 2>/dev/null; do
+        [ $SECONDS -ge $deadline ] && return 1
+        sleep 0.1
+    done
+}
+
+P=("$probe" --host 127.0.0.1 --port "$port" --tls starttls --ca-file "$ca" --timeout 15)
+
+# 1. STARTTLS (required by the server) + SCRAM-SHA-1 login to ONLINE; the
+#    roster given with ejabberdctl arrives as the contacts list.
+"${P[@]}" --login alice@a.test --password alice-pw --exit-after-online > "$work/p1.out" 2>&1
+rc=$?
+cat "$work/p1.out"
+[ $rc = 0 ] && grep -q '^STARTTLS' "$work/p1.out" && grep -q '^TLS ok' "$work/p1.out" \
+    && grep -q '^STATE online' "$work/p1.out" && grep -q '^CONTACTS 1$' "$work/p1.out" \
+    && grep -q '^CONTACT bob@b.test .* Bob$' "$work/p1.out"
+check "starttls + scram login, contacts list bob" $?
+grep -q 'SASL.*SCRAM-SHA-1' "$work/ejb/logs/ejabberd.log" 2>/dev/null \
+    && echo "     (server log: $(grep -o "Accepted c2s SCRAM-SHA-1[^ ]* authentication for alice@a.test" \
+                                  "$work/ejb/logs/ejabberd.log" | head -n 1))"
+
+# 2. A message from the probe reaches bob's real client.
+timeout 20 /usr/bin/python3 "$work/bob.py" recv "$port" "$ca" > "$work/bob1.out" 2>"$work/bob1.err" &
+bobpid=$!; pids+=("$bobpid")
+wait_for "$work/bob1.out" READY 15 || { echo "bob did not log in"; cat "$work/bob1.err"; }
+"${P[@]}" --login alice@a.test --password alice-pw --send-to bob@b.test \
+    --send-body 'hi bob <&> "quoted" ☺' > "$work/p2.out" 2>&1
+rc=$?
+cat "$work/p2.out"
+wait "$bobpid"
+cat "$work/bob1.out"
+[ $rc = 0 ] && grep -q '^SENT 1' "$work/p2.out" && grep -qF 'GOT alice@a.test hi bob <&> "quoted" ☺' "$work/bob1.out"
+check "message from the probe received by bob (slixmpp)" $?
+
+# 3. A message from bob reaches the probe.
+"${P[@]}" --login alice@a.test --password alice-pw --wait-message > "$work/p3.out" 2>&1 &
+ppid=$!; pids+=("$ppid")
+wait_for "$work/p3.out" '^STATE online' 15
+timeout 20 /usr/bin/python3 "$work/bob.py" send "$port" "$ca" alice@a.test 'hello alice & co' \
+    > "$work/bob2.out" 2>"$work/bob2.err"
+wait "$ppid"
+rc=$?
+cat "$work/p3.out"
+[ $rc = 0 ] && grep -qF 'MESSAGE bob@b.test py hello alice & co' "$work/p3.out"
+check "message from bob (slixmpp) received by the probe" $?
+
+# 4. A wrong password: auth_failed.
+"${P[@]}" --login alice@a.test --password wrong --exit-after-online > "$work/p4.out" 2>&1
+rc=$?
+cat "$work/p4.out"
+[ $rc = 3 ] && grep -q '^STATE auth_failed not-authorized' "$work/p4.out"
+check "wrong password gives auth_failed" $?
+
+# 5. A TLS name that the certificate does not match is refused.  ejabberd picks
+#    the certificate by SNI, so the name must be one it has no certificate for
+#    (with b.test it would present b.test's, which is then a correct match).
+"${P[@]}" --login alice@a.test --password alice-pw --tls-name wrong.test --exit-after-online \
+    > "$work/p5.out" 2>&1
+rc=$?
+cat "$work/p5.out"
+[ $rc = 4 ] && grep -q '^TLS error' "$work/p5.out" && ! grep -q '^STATE online' "$work/p5.out"
+check "certificate name mismatch refused" $?
+
+echo "checks done after $((SECONDS - t_start)) s"
+if [ $fail != 0 ]; then
+    echo "--- ejabberd log (tail)"; tail -n 40 "$work/ejb/logs/ejabberd.log"
+    exit 1
+fi
+echo "all xmpp probe checks against ejabberd passed"
+exit 0
