@@ -14,8 +14,10 @@ class ProtocolError(Exception):
 
 
 class Client:
-    def __init__(self, host="127.0.0.1", port=7700, timeout=15.0):
+    def __init__(self, host="127.0.0.1", port=7700, timeout=15.0, tls_ctx=None, tls_name=None):
         self.sock = socket.create_connection((host, port), timeout=timeout)
+        if tls_ctx is not None:
+            self.sock = tls_ctx.wrap_socket(self.sock, server_hostname=tls_name)
         self.sock.settimeout(timeout)
         self.timeout = timeout
         self.buf = b""

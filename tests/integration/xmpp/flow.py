@@ -212,11 +212,7 @@ def main():
     # ---- the client listeners: plain and TLS; registration closed ------------
     import ssl
     ctx = ssl.create_default_context(cafile=os.path.join(work, "client-tls.crt"))
-    raw = socket.create_connection(("127.0.0.1", IMFUSE_TLS_PORT), timeout=10)
-    tc = Client.__new__(Client)
-    tc.__init__.__func__  # noqa: B018 (documentation: same client over TLS)
-    tc.sock = ctx.wrap_socket(raw, server_hostname="imfuse.test")
-    tc.timeout, tc.buf, tc.next_id, tc.events, tc.closed = 10.0, b"", 0, [], False
+    tc = Client(port=IMFUSE_TLS_PORT, tls_ctx=ctx, tls_name="imfuse.test")
     r = tc.login("alice", "alice-secret", "tls")
     check(r["op"] == "ok", "TLS client listener: login over TLS (certificate checked as imfuse.test)")
     r = tc.request("register", user="mallory", password="x")
