@@ -13,7 +13,7 @@ CC       ?= cc
 SAN      ?=
 OPT      ?= -O2
 
-PKGS     := lmdb msgpack expat libargon2 libosip2
+PKGS     := lmdb msgpack expat libargon2
 PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # mbedTLS 2.28 ships no pkg-config file.

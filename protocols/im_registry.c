@@ -7,13 +7,13 @@
 #include "im_proto.h"
 
 extern const struct im_proto_ops xmpp_ops;
-/* extern irc */
-/* extern sip */
+extern const struct im_proto_ops irc_ops;
+extern const struct im_proto_ops sip_ops;
 
 const struct im_proto_ops *const im_proto_registry[] = {
     &xmpp_ops,
-    /* irc */
-    /* sip */
+    &irc_ops,
+    &sip_ops,
     NULL,
 };
 

@@ -28,7 +28,9 @@
  * token is handled once ops->committed(token) is called.  An <r/> is always
  * answered at once with the current h; if messages were then uncommitted, an
  * unsolicited <a/> follows when they are committed.  Tokens are the stanza's
- * inbound sequence number (never 0); 0 without stream management.
+ * inbound sequence number (never 0); 0 without stream management.  logout()
+ * sends a final <a/> before closing, so that the server does not re-send
+ * (ejabberd: re-store offline) messages that were committed after its last <r/>.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -240,7 +242,7 @@ fail(struct im_sess *s, enum im_account_state st, int rc, const char *fmt, ...)
 static void
 ob_put(struct obuf *b, const char *p, size_t n)
 {
-    if (b->oom)
+    if (b->oom || n == 0)
         return;
     if (b->cap - b->len < n) {
         size_t cap = b->cap ? b->cap : 1024;
@@ -1258,7 +1260,7 @@ on_presence(struct im_sess *s, const struct xnode *pr)
     }
     uint32_t i;
     for (i = 0; i < c->n_res; i++)
-        if (strlen(c->res[i].name) == res.len && !memcmp(c->res[i].name, res.p, res.len))
+        if (strlen(c->res[i].name) == res.len && (res.len == 0 || !memcmp(c->res[i].name, res.p, res.len)))
             break;
     if (np == IM_PRES_OFFLINE) {
         if (i < c->n_res) {
@@ -1911,13 +1913,29 @@ xmpp_committed(struct im_sess *s, uint64_t token)
 static void
 xmpp_logout(struct im_sess *s)
 {
+    char a[80];
+
     if (s->phase == P_DEAD || s->phase == P_NEW || s->closing)
         return;
     s->closing = true;
-    if (s->phase == P_ONLINE)
-        send_z(s, "<presence type='unavailable'/>", true);
-    if (s->phase != P_DEAD)
-        send_z(s, "</stream:stream>", false);
+    /*
+     * One write, so that the goodbye travels as one piece (one TLS record):
+     * a peer that sees the connection end right after it still has all of it.
+     * XEP-0198 (since 1.5.2) recommends an <a/> right before a graceful close:
+     * a server re-sends what it has no ack for when the stream ends (ejabberd
+     * routes it to offline storage), so a message committed since the last
+     * <r/> would come again at the next login.  h covers committed ones only.
+     */
+    bool online = s->phase == P_ONLINE;
+    s->ob.len = 0;
+    if (online)
+        ob_s(&s->ob, "<presence type='unavailable'/>");
+    if (s->sm == SM_ON) {
+        snprintf(a, sizeof(a), "<a xmlns='" NS_SM "' h='%u'/>", sm_h(s));
+        ob_s(&s->ob, a);
+    }
+    ob_s(&s->ob, "</stream:stream>");
+    ob_flush(s, online);
 }
 
 const struct im_proto_ops xmpp_ops = {

@@ -4,17 +4,19 @@
 #   ejabberd_start WORKDIR C2S_PORT VHOST...  config + one self-signed cert per vhost
 #                                             (CN and SAN = the vhost), STARTTLS required
 #                                             on 127.0.0.1:C2S_PORT, start in the foreground
-#                                             in the background (own process group), wait
-#                                             until the node answers and the port accepts
-#                                             (30 s deadline)
+#                                             in the background as user ejabberd, wait until
+#                                             the port accepts and the node answers
+#                                             ejabberdctl (30 s deadline)
 #   ejabberd_adduser WORKDIR USER VHOST PASSWORD          (server running)
-#   ejabberd_add_rosteritem WORKDIR USER VHOST CONTACT_JID NAME GROUP SUBSCRIPTION
-#                                             put CONTACT_JID on USER@VHOST's roster
-#                                             (server running; GROUP may be ""; SUBSCRIPTION
-#                                             none|to|from|both)
+#   ejabberd_add_rosteritem WORKDIR USER VHOST CONTACT_JID NAME GROUPS SUBSCRIPTION
+#                                             put CONTACT_JID on USER@VHOST's roster (server
+#                                             running; pushed to USER's online sessions);
+#                                             GROUPS "" or "g1;g2"; SUBSCRIPTION
+#                                             none|to|from|both
 #   ejabberd_ctl WORKDIR ARGS...              any other ejabberdctl command against it
-#   ejabberd_stop WORKDIR                     TERM the process group, KILL after 5 s;
-#                                             returns non-zero if a process of it survives
+#   ejabberd_stop WORKDIR                     TERM the node, KILL after 5 s every process
+#                                             started for it (found by PID through the
+#                                             process tree); non-zero if one survives
 #   ejabberd_cafile WORKDIR                   prints the path of a PEM bundle of all vhost certs
 #
 # Knobs (environment, read by ejabberd_start):
@@ -23,13 +25,18 @@
 #   EJABBERD_PASSWORD_FORMAT  auth_password_format (default scram, as Debian ships it: the
 #                             server then offers PLAIN, SCRAM-SHA-1 and SCRAM-SHA-1-PLUS)
 #   EJABBERD_SMACKS=0         do not load mod_stream_mgmt (XEP-0198; loaded by default)
+#   EJABBERD_LOGLEVEL=debug   log every XML element sent and received (default info)
 #
-# Everything lives in WORKDIR (config, certs, Mnesia spool, logs, pid); it is
-# given to user ejabberd because ejabberdctl, run as root, switches to that
-# user.  Run as root, preferably in a private network namespace (unshare -n):
-# the node listens on 127.0.0.1 and on its distribution port.  Functions
-# return non-zero with a message on stderr on failure; they never exit the
-# caller.
+# Everything lives in WORKDIR (config, certs, Mnesia spool, logs, pid, Erlang
+# cookie on the command line): it is given to user ejabberd, which runs the
+# node and every ejabberdctl call (through setpriv), so every parent directory
+# of WORKDIR must be searchable by that user.  Run as root, in a private
+# network namespace (unshare -n): the node listens on 127.0.0.1:C2S_PORT and
+# on its distribution port, and a contact on a domain it does not host makes
+# it try server-to-server (a DNS lookup, which fails at once there).  Each
+# ejabberdctl call starts an Erlang node (~0.7 s); calls may run in parallel.
+# Functions return non-zero with a message on stderr on failure; they never
+# exit the caller.
 
 ejabberd_log() { echo "ejabberd.sh: $*" >&2; }
 
@@ -205,14 +212,15 @@ ejabberd__signal() {
 # Stop the node of WORKDIR and every process started for it.  No epmd is
 # ever started (ERL_DIST_PORT mode), so there is none to stop.
 ejabberd_stop() {
-    local w=$1 pid i procs left
+    local w=$1 pid i procs left= kids
     [ -f "$w/ejabberd.bgpid" ] || return 0
     pid=$(cat "$w/ejabberd.bgpid")
     procs=($(ejabberd__tree "$pid"))
     if [ ${#procs[@]} -gt 0 ]; then
         # TERM the node (the shell's children): the VM shuts down cleanly, its
         # helpers exit with it and the shell, which waits for it, ends too.
-        kill -TERM $(pgrep -P "$pid") 2>/dev/null
+        kids=$(pgrep -P "$pid")
+        kill -TERM ${kids:-$pid} 2>/dev/null
         for ((i = 0; i < 50; i++)); do
             left=$(ejabberd__alive "${procs[@]}")
             [ -z "$left" ] && break
@@ -237,14 +245,14 @@ ejabberd_stop() {
 }
 
 ejabberd_adduser() {
-    local w=$1 user=$2 host=$3 pw=$4
-    ejabberd_ctl "$w" register "$user" "$host" "$pw" </dev/null >"$w/ctl.out" 2>&1 \
-        || { ejabberd_log "ejabberdctl register $user@$host failed:"; cat "$w/ctl.out" >&2; return 1; }
+    local w=$1 user=$2 host=$3 pw=$4 out="$1/ctl.$BASHPID.out"
+    ejabberd_ctl "$w" register "$user" "$host" "$pw" </dev/null >"$out" 2>&1 \
+        || { ejabberd_log "ejabberdctl register $user@$host failed:"; cat "$out" >&2; return 1; }
 }
 
 ejabberd_add_rosteritem() {
-    local w=$1 user=$2 host=$3 jid=$4 name=$5 group=$6 sub=$7
+    local w=$1 user=$2 host=$3 jid=$4 name=$5 group=$6 sub=$7 out="$1/ctl.$BASHPID.out"
     ejabberd_ctl "$w" add_rosteritem "$user" "$host" "${jid%@*}" "${jid#*@}" "$name" "$group" "$sub" \
-        </dev/null >"$w/ctl.out" 2>&1 \
-        || { ejabberd_log "ejabberdctl add_rosteritem $user@$host $jid failed:"; cat "$w/ctl.out" >&2; return 1; }
+        </dev/null >"$out" 2>&1 \
+        || { ejabberd_log "ejabberdctl add_rosteritem $user@$host $jid failed:"; cat "$out" >&2; return 1; }
 }

@@ -121,6 +121,9 @@ p_event(void *ud, const struct im_event *e)
     case IM_EV_CONTACT_DONE:
         printf("CONTACT_DONE %llu %d\n", (unsigned long long)e->u.contact_done.req, e->u.contact_done.status);
         break;
+    case IM_EV_NOTICE:
+        printf("NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
+        break;
     }
     fflush(stdout);
 }

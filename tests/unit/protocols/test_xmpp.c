@@ -71,6 +71,7 @@ struct fx {
     uint64_t tokens[64];
     int n_tokens;
     bool commit_in_cb;
+    int n_out;                      /* io->out calls */
 };
 
 static void
@@ -120,6 +121,9 @@ fx_event(void *ud, const struct im_event *e)
         sb_printf(&f->ev, "DONE %llu %d %.*s\n", (unsigned long long)e->u.contact_done.req,
                   e->u.contact_done.status, (int)e->u.contact_done.detail.len, e->u.contact_done.detail.p);
         break;
+    case IM_EV_NOTICE:
+        sb_printf(&f->ev, "NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
+        break;
     }
 }
 
@@ -128,6 +132,7 @@ fx_out(void *ud, const void *p, size_t n)
 {
     struct fx *f = ud;
     sb_put(&f->out, p, n);
+    f->n_out++;
     return 0;
 }
 
@@ -704,6 +709,40 @@ T_TEST(stream_management)
     fx_free(&f);
 }
 
+/*
+ * Found against ejabberd 23.01: it sends <r/> after each stanza; a client that
+ * committed a message but closed the stream before the next <r/> left it
+ * unacknowledged, and ejabberd re-routed it to offline storage, so the same
+ * message came again at the next login.  logout() must send a final <a/>
+ * covering every committed stanza (and no uncommitted one).
+ */
+T_TEST(logout_acks_committed_stanzas)
+{
+    struct fx f;
+    online(&f, true, BOB);
+    /* roster result (1), message (2) committed at once; the server's <r/> has not come yet */
+    f.commit_in_cb = true;
+    T_EQ_INT(feed(&f, "<message from='bob@b.test/py' type='chat'><body>hello</body></message>", T0), 0);
+    T_EQ_STR(outs(&f), "");
+    f.n_out = 0;
+    xmpp_ops.logout(f.s);
+    T_EQ_STR(outs(&f), "<presence type='unavailable'/><a xmlns='urn:xmpp:sm:3' h='2'/></stream:stream>");
+    T_EQ_INT(f.n_out, 1);                   /* one write: the close cannot overtake the <a/> */
+    fx_free(&f);
+
+    /* an uncommitted message is not acknowledged: the server keeps it and re-sends it */
+    online(&f, true, BOB);
+    T_EQ_INT(feed(&f, "<message from='bob@b.test/py' type='chat'><body>one</body></message>"
+                  "<message from='bob@b.test/py' type='chat'><body>two</body></message>", T0), 0);
+    T_EQ_INT(f.n_tokens, 2);
+    xmpp_ops.committed(f.s, f.tokens[1]);   /* h cannot pass the first, uncommitted one */
+    xmpp_ops.logout(f.s);
+    T_EQ_STR(outs(&f), "<presence type='unavailable'/><a xmlns='urn:xmpp:sm:3' h='1'/></stream:stream>");
+    xmpp_ops.logout(f.s);                   /* once only */
+    T_EQ_STR(outs(&f), "<presence type='unavailable'/><a xmlns='urn:xmpp:sm:3' h='1'/></stream:stream>");
+    fx_free(&f);
+}
+
 T_TEST(ping_and_login_timeouts)
 {
     struct fx f;
@@ -841,5 +880,6 @@ T_TEST(stamps)
 T_MAIN(T_RUN(login_starttls_scram_sha1), T_RUN(login_split_at_every_position), T_RUN(login_split_at_random),
        T_RUN(auth_failure), T_RUN(scram_server_signature_mismatch), T_RUN(stream_errors),
        T_RUN(plain_refused_without_tls), T_RUN(roster_push_and_presence), T_RUN(incoming_messages),
-       T_RUN(outgoing_escaping), T_RUN(stream_management), T_RUN(ping_and_login_timeouts),
+       T_RUN(outgoing_escaping), T_RUN(stream_management), T_RUN(logout_acks_committed_stanzas),
+       T_RUN(ping_and_login_timeouts),
        T_RUN(oversize_and_deep), T_RUN(normalize), T_RUN(stamps))

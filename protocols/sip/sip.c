@@ -1,0 +1,1232 @@
+/*
+ * sip.c - the SIP/SIMPLE adapter (sans-I/O): REGISTER with digest
+ * authentication over one TCP (or TLS) connection, instant messages with
+ * MESSAGE (RFC 3428) both ways.
+ *
+ * Login.  The login is a SIP address of record, sip:user@domain.  start()
+ * sends REGISTER for it with Contact = the connection's own local address
+ * (io->local_addr), so the registrar reaches us over this very connection
+ * (RFC 3261 18.2.2 / RFC 5626 style reuse).  A 401/407 challenge is answered
+ * with digest credentials (RFC 7616: MD5, SHA-256, -sess, qop auth or
+ * auth-int); the credentials are then sent pre-emptively with the nonce
+ * count incremented, so most later requests are not challenged again.  The
+ * first 2xx makes the account ONLINE; the binding is refreshed at 80 % of
+ * the expiry the registrar granted.  A second challenge after credentials
+ * (not marked stale) or 403 is AUTH_FAILED; any other failure is ERROR.
+ * logout() removes the binding (Expires: 0) before the glue closes.
+ *
+ * Messages.  send_msg() sends MESSAGE text/plain;charset=UTF-8 with a fresh
+ * Call-ID and keeps a transaction until the final answer (which comes only
+ * after the recipient answered, so everything else goes on meanwhile).
+ * 2xx (200, or 202 when the server stored it for an offline recipient) is
+ * IM_EV_SENT.  A final error is reported as IM_EV_NOTICE and then still
+ * IM_EV_SENT: the message was handed to the network and the relay must not
+ * resend it forever.  No final answer within SIP_TX_TIMEOUT_MS: the same.
+ *
+ * Incoming MESSAGE with a text/ body (any subtype) (valid UTF-8) is reported as
+ * IM_EV_MESSAGE with a token: its 200 OK is withheld until ops->committed()
+ * says the message is durable (DESIGN 4: acknowledge only after the commit),
+ * so a crash before the commit leaves the sender with a failure instead of a
+ * lost message.  Other content types get 415, OPTIONS 200, methods we do not
+ * handle 405 (known) or 501 (unknown); ACK is never answered.
+ *
+ * Keepalive: a CRLFCRLF ping every SIP_KEEPALIVE_MS (RFC 5626 4.4.1); the
+ * server's own pings get a CRLF pong.  Nothing received within
+ * SIP_PONG_TIMEOUT_MS of a ping is an ERROR (dead connection).
+ *
+ * Contacts are the list imfuse keeps (add/remove_contact and set_watch are
+ * NULL): presence stays unknown; no SUBSCRIBE.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "sip_int.h"
+
+enum sip_phase {
+    P_NEW = 0,
+    P_REG,          /* first REGISTER under way */
+    P_ONLINE,
+    P_DEAD,         /* a final state was reported; everything is refused */
+};
+
+/* An outgoing MESSAGE awaiting its final answer. */
+struct sip_tx {
+    uint64_t msg;
+    uint64_t start_ms;
+    uint32_t cseq;
+    uint8_t auth_tries;
+    char call_id[40];
+    char ftag[20];
+    char *to;           /* NUL-terminated; one allocation with body */
+    char *body;
+    uint32_t body_len;
+};
+
+/* An incoming MESSAGE whose 200 OK waits for ops->committed(). */
+struct sip_unc {
+    uint64_t token;
+    char *resp;
+    size_t len;
+};
+
+struct sbuf {
+    char *p;
+    size_t len, cap;
+    bool oom;
+};
+
+struct im_sess {
+    const struct im_account_cfg *cfg;
+    const struct im_io *io;
+    sip_rand_fn rnd;
+    void *rnd_ud;
+
+    enum sip_phase phase;
+    int rc;
+    uint64_t now;
+
+    char aor[SIP_ADDR_MAX + 1];     /* sip:user@host[:port] */
+    char user[SIP_ADDR_MAX + 1];
+    char host[SIP_ADDR_MAX + 1];    /* host[:port] as in the AOR */
+    char local[96];                 /* our "ip:port" */
+    const char *transport;          /* "TCP" or "TLS" */
+    const char *tparam;             /* "tcp" or "tls" */
+    uint32_t expires_req;
+    const char *why_bad;            /* login or option problem found at create() */
+
+    /* registration */
+    char reg_call_id[40];
+    char reg_tag[20];
+    uint32_t reg_cseq;
+    bool reg_pending;
+    uint64_t reg_sent_ms;
+    uint8_t reg_auth_tries;
+    uint8_t reg_423;
+    uint64_t refresh_at;
+    uint32_t granted;
+
+    /* cached challenges (401 and 407), reused with an increasing nonce count */
+    struct sip_chal www, proxy;
+
+    /* keepalive */
+    uint64_t last_ping;
+    uint64_t last_rx;
+    bool ping_out;
+
+    char to_tag[20];                /* our tag in answers to requests */
+    uint64_t tok_base;
+    uint32_t tok_next;
+
+    struct sip_framer fr;
+    struct sip_tx *tx;
+    size_t n_tx, cap_tx;
+    struct sip_unc *unc;
+    size_t n_unc, cap_unc;
+    struct sbuf ob;                 /* scratch for building messages */
+};
+
+/* ---- helpers ------------------------------------------------------------ */
+
+static int
+default_rand(void *ud, uint8_t *buf, size_t n)
+{
+    (void)ud;
+    return im_random(buf, n);
+}
+
+/* 2n lower-case hex characters of randomness into out (2n+1 bytes). */
+static int
+rand_hex(struct im_sess *s, char *out, size_t nbytes)
+{
+    uint8_t b[32];
+    static const char xd[] = "0123456789abcdef";
+    if (nbytes > sizeof(b))
+        nbytes = sizeof(b);
+    int rc = s->rnd(s->rnd_ud, b, nbytes);
+    if (rc)
+        return rc < 0 ? rc : -EIO;
+    for (size_t i = 0; i < nbytes; i++) {
+        out[2 * i] = xd[b[i] >> 4];
+        out[2 * i + 1] = xd[b[i] & 15];
+    }
+    out[2 * nbytes] = 0;
+    return 0;
+}
+
+static void
+sb_reset(struct sbuf *b)
+{
+    b->len = 0;
+    b->oom = false;
+}
+
+static void
+sb_put(struct sbuf *b, const void *p, size_t n)
+{
+    if (b->oom)
+        return;
+    if (b->cap - b->len < n + 1) {
+        size_t cap = b->cap ? b->cap : 2048;
+        while (cap - b->len < n + 1)
+            cap *= 2;
+        char *np = realloc(b->p, cap);
+        if (!np) {
+            b->oom = true;
+            return;
+        }
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, p, n);
+    b->len += n;
+    b->p[b->len] = 0;
+}
+
+static void __attribute__((format(printf, 2, 3)))
+sb_printf(struct sbuf *b, const char *fmt, ...)
+{
+    char tmp[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
+    va_end(ap);
+    if (n < 0) {
+        b->oom = true;
+        return;
+    }
+    if ((size_t)n < sizeof(tmp)) {
+        sb_put(b, tmp, (size_t)n);
+        return;
+    }
+    char *big = malloc((size_t)n + 1);
+    if (!big) {
+        b->oom = true;
+        return;
+    }
+    va_start(ap, fmt);
+    vsnprintf(big, (size_t)n + 1, fmt, ap);
+    va_end(ap);
+    sb_put(b, big, (size_t)n);
+    free(big);
+}
+
+static void
+sb_str(struct sbuf *b, struct im_str v)
+{
+    sb_put(b, v.p, v.len);
+}
+
+static bool
+str_eq(struct im_str a, const char *z)
+{
+    size_t n = strlen(z);
+    return a.len == n && !memcmp(a.p, z, n);
+}
+
+static bool
+str_ieq(struct im_str a, const char *z)
+{
+    size_t n = strlen(z);
+    return a.len == n && !strncasecmp(a.p, z, n);
+}
+
+/* Printable, valid UTF-8 text for a detail or a notice. */
+static size_t
+clean_text(char *d, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)d[i] < 0x20 || d[i] == 0x7f)
+            d[i] = ' ';
+    if (!im_utf8_valid(d, n))
+        for (size_t i = 0; i < n; i++)
+            if ((unsigned char)d[i] >= 0x80)
+                d[i] = '?';
+    return n;
+}
+
+static int __attribute__((format(printf, 4, 5)))
+fail(struct im_sess *s, enum im_account_state st, int rc, const char *fmt, ...)
+{
+    char d[300];
+    va_list ap;
+    if (s->phase == P_DEAD)
+        return s->rc;
+    va_start(ap, fmt);
+    int n = vsnprintf(d, sizeof(d), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        n = 0;
+    if ((size_t)n >= sizeof(d))
+        n = sizeof(d) - 1;
+    s->phase = P_DEAD;
+    s->rc = rc;
+    struct im_event ev = { .type = IM_EV_STATE };
+    ev.u.state.state = st;
+    ev.u.state.detail = (struct im_str){ d, (uint32_t)clean_text(d, (size_t)n) };
+    s->io->event(s->io->ud, &ev);
+    return rc;
+}
+
+static void __attribute__((format(printf, 2, 3)))
+notice(struct im_sess *s, const char *fmt, ...)
+{
+    char d[300];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(d, sizeof(d), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        return;
+    if ((size_t)n >= sizeof(d))
+        n = sizeof(d) - 1;
+    struct im_event ev = { .type = IM_EV_NOTICE };
+    ev.u.notice.text = (struct im_str){ d, (uint32_t)clean_text(d, (size_t)n) };
+    s->io->event(s->io->ud, &ev);
+}
+
+static void
+report_sent(struct im_sess *s, uint64_t msg)
+{
+    struct im_event ev = { .type = IM_EV_SENT };
+    ev.u.sent.msg = msg;
+    s->io->event(s->io->ud, &ev);
+}
+
+/* A reason phrase fit for a detail: at most 80 bytes. */
+static int
+reason_len(struct im_str r)
+{
+    return (int)(r.len > 80 ? 80 : r.len);
+}
+
+/* ---- addresses ------------------------------------------------------------ */
+
+static bool
+user_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-_.!~*'()&=+$,/", c));
+}
+
+static bool
+hexd(char c)
+{
+    return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'f');
+}
+
+int
+sip_normalize(const char *in, size_t n, char *out, size_t outsz, const char **why)
+{
+    const char *p = in, *e = in + n;
+    static const char *w;
+
+    if (!why)
+        why = &w;
+    if (n >= 5 && !strncasecmp(p, "sips:", 5)) {
+        *why = "sips: addresses are not supported (use sip: and tls)";
+        return -IM_EINVAL;
+    }
+    if (n >= 4 && !strncasecmp(p, "sip:", 4))
+        p += 4;
+    const char *at = memchr(p, '@', (size_t)(e - p));
+    if (!at) {
+        *why = "a SIP address is sip:user@domain";
+        return -IM_EINVAL;
+    }
+    if (at == p) {
+        *why = "the user part of the SIP address is empty";
+        return -IM_EINVAL;
+    }
+    for (const char *q = p; q < at; q++) {
+        if (*q == '%') {
+            if (at - q < 3 || !hexd(q[1]) || !hexd(q[2])) {
+                *why = "bad %-escape in the user part of the SIP address";
+                return -IM_EINVAL;
+            }
+            q += 2;
+            continue;
+        }
+        if (*q == ':') {
+            *why = "a SIP address must not carry a password or another scheme (sip:user@domain)";
+            return -IM_EINVAL;
+        }
+        if (!user_char(*q)) {
+            *why = "the user part of the SIP address has a character that is not allowed "
+                   "(no parameters, headers, spaces or quotes)";
+            return -IM_EINVAL;
+        }
+    }
+    const char *h = at + 1;
+    if (h >= e) {
+        *why = "the domain of the SIP address is empty";
+        return -IM_EINVAL;
+    }
+    const char *he;                     /* end of the host proper */
+    if (*h == '[') {
+        he = h + 1;
+        while (he < e && (hexd(*he) || *he == ':' || *he == '.'))
+            he++;
+        if (he >= e || *he != ']' || he == h + 1) {
+            *why = "bad IPv6 reference in the SIP address";
+            return -IM_EINVAL;
+        }
+        he++;
+    } else {
+        he = h;
+        while (he < e && ((*he >= 'a' && *he <= 'z') || (*he >= 'A' && *he <= 'Z') ||
+                          (*he >= '0' && *he <= '9') || *he == '-' || *he == '.'))
+            he++;
+        if (he == h || *h == '.' || *h == '-' || he[-1] == '-' || memmem(h, (size_t)(he - h), "..", 2)) {
+            *why = "the domain of the SIP address is not a host name or IP address";
+            return -IM_EINVAL;
+        }
+    }
+    if (he < e && *he == ':') {
+        const char *d = he + 1;
+        unsigned port = 0;
+        while (d < e && *d >= '0' && *d <= '9' && port <= 65535)
+            port = port * 10 + (unsigned)(*d++ - '0');
+        if (d == he + 1 || d != e || !port || port > 65535) {
+            *why = "bad port in the SIP address";
+            return -IM_EINVAL;
+        }
+    } else if (he != e) {
+        *why = "a SIP address must not carry parameters or headers (sip:user@domain)";
+        return -IM_EINVAL;
+    }
+    size_t ulen = (size_t)(at - p), hlen = (size_t)(e - h);
+    size_t total = 4 + ulen + 1 + hlen;
+    if (total > SIP_ADDR_MAX || total >= outsz) {
+        *why = "the SIP address is too long (255 bytes at most)";
+        return -IM_EINVAL;
+    }
+    memcpy(out, "sip:", 4);
+    memcpy(out + 4, p, ulen);
+    out[4 + ulen] = '@';
+    for (size_t i = 0; i < hlen; i++) {
+        char c = h[i];
+        out[5 + ulen + i] = (c >= 'A' && c <= 'Z') ? (char)(c + 32) : c;
+    }
+    out[total] = 0;
+    return 0;
+}
+
+static int
+sip_normalize_z(const char *in, char *out, size_t outsz, const char **why)
+{
+    if (!in) {
+        *why = "a SIP address is sip:user@domain";
+        return -IM_EINVAL;
+    }
+    return sip_normalize(in, strlen(in), out, outsz, why);
+}
+
+static void
+sip_default_tls_name(const char *login, char *out, size_t outsz)
+{
+    char aor[SIP_ADDR_MAX + 1];
+    const char *why;
+    if (!outsz)
+        return;
+    out[0] = 0;
+    if (sip_normalize_z(login, aor, sizeof(aor), &why))
+        return;
+    const char *h = strchr(aor, '@') + 1;
+    size_t n;
+    if (*h == '[') {
+        const char *cb = strchr(h, ']');
+        h++;
+        n = (size_t)(cb - h);
+    } else {
+        const char *c = strchr(h, ':');
+        n = c ? (size_t)(c - h) : strlen(h);
+    }
+    if (n >= outsz)
+        n = outsz - 1;
+    memcpy(out, h, n);
+    out[n] = 0;
+}
+
+/* The URI of a From/To/Contact value ("name" <uri>;params or uri;params). */
+static struct im_str
+value_uri(struct im_str v)
+{
+    uint32_t i = 0;
+    bool q = false;
+    for (; i < v.len; i++) {
+        if (q) {
+            if (v.p[i] == '\\')
+                i++;
+            else if (v.p[i] == '"')
+                q = false;
+            continue;
+        }
+        if (v.p[i] == '"')
+            q = true;
+        else if (v.p[i] == '<')
+            break;
+    }
+    if (i < v.len) {
+        uint32_t s = i + 1, k = s;
+        while (k < v.len && v.p[k] != '>')
+            k++;
+        return (struct im_str){ v.p + s, k - s };
+    }
+    uint32_t k = 0;
+    while (k < v.len && v.p[k] != ';' && v.p[k] != ' ' && v.p[k] != '\t')
+        k++;
+    return (struct im_str){ v.p, k };
+}
+
+/* Normalised address of a URI; the raw URI (trimmed to valid UTF-8) when it
+ * is not a plain sip:user@host. */
+static size_t
+uri_address(struct im_str uri, char *out, size_t outsz)
+{
+    const char *why;
+    uint32_t cut = uri.len;
+    const char *at = memchr(uri.p, '@', uri.len);
+    uint32_t from = at ? (uint32_t)(at - uri.p) : 0;
+    for (uint32_t i = from; i < uri.len; i++)
+        if (uri.p[i] == ';' || uri.p[i] == '?') {
+            cut = i;
+            break;
+        }
+    if (!sip_normalize(uri.p, cut, out, outsz, &why))
+        return strlen(out);
+    size_t n = uri.len < outsz - 1 ? uri.len : outsz - 1;
+    if (n > SIP_ADDR_MAX)
+        n = SIP_ADDR_MAX;
+    memcpy(out, uri.p, n);
+    n = clean_text(out, im_utf8_trim(out, n));
+    if (!n) {
+        im_strlcpy(out, "sip:unknown@invalid", outsz);
+        n = strlen(out);
+    }
+    out[n] = 0;
+    return n;
+}
+
+/* ---- requests ------------------------------------------------------------- */
+
+static void
+put_auth(struct im_sess *s, struct sip_chal *c, const char *method, const char *ruri,
+         const void *body, size_t blen)
+{
+    char cnonce[33], nc8[9], resp[65];
+    const char *qop = c->qop_auth ? "auth" : c->qop_auth_int ? "auth-int" : NULL;
+
+    if (rand_hex(s, cnonce, 16))
+        return;
+    c->nc++;
+    snprintf(nc8, sizeof(nc8), "%08x", c->nc);
+    if (sip_digest_response(c->alg, s->user, c->realm, s->cfg->password ? s->cfg->password : "",
+                            c->nonce, cnonce, nc8, qop, method, ruri, body, blen, resp))
+        return;
+    sb_printf(&s->ob, "%s: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", uri=\"%s\", "
+              "response=\"%s\", algorithm=%s", c->proxy ? "Proxy-Authorization" : "Authorization",
+              s->user, c->realm, c->nonce, ruri, resp, sip_digest_alg_name(c->alg));
+    if (c->opaque[0])
+        sb_printf(&s->ob, ", opaque=\"%s\"", c->opaque);
+    if (qop)
+        sb_printf(&s->ob, ", qop=%s, nc=%s, cnonce=\"%s\"", qop, nc8, cnonce);
+    sb_put(&s->ob, "\r\n", 2);
+}
+
+/*
+ * Build and write one request.  `extra` holds whole header lines (CRLF
+ * terminated) or is "".  ctype NULL means no body.
+ */
+static int
+send_request(struct im_sess *s, const char *method, const char *ruri, const char *to_uri,
+             const char *call_id, const char *ftag, uint32_t cseq, const char *extra,
+             const char *ctype, const void *body, size_t blen)
+{
+    char branch[25];
+    int rc = rand_hex(s, branch, 12);
+    if (rc)
+        return fail(s, IM_ACC_ERROR, rc, "no randomness for the SIP branch");
+    sb_reset(&s->ob);
+    sb_printf(&s->ob, "%s %s SIP/2.0\r\n"
+              "Via: SIP/2.0/%s %s;branch=z9hG4bK%s;rport\r\n"
+              "Max-Forwards: 70\r\n"
+              "From: <%s>;tag=%s\r\n"
+              "To: <%s>\r\n"
+              "Call-ID: %s\r\n"
+              "CSeq: %u %s\r\n%s",
+              method, ruri, s->transport, s->local, branch, s->aor, ftag, to_uri, call_id, cseq,
+              method, extra);
+    if (s->www.valid)
+        put_auth(s, &s->www, method, ruri, body, blen);
+    if (s->proxy.valid)
+        put_auth(s, &s->proxy, method, ruri, body, blen);
+    sb_printf(&s->ob, "User-Agent: imfuse\r\n");
+    if (ctype)
+        sb_printf(&s->ob, "Content-Type: %s\r\n", ctype);
+    sb_printf(&s->ob, "Content-Length: %zu\r\n\r\n", blen);
+    if (blen)
+        sb_put(&s->ob, body, blen);
+    if (s->ob.oom)
+        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+    rc = s->io->out(s->io->ud, s->ob.p, s->ob.len);
+    if (rc < 0) {
+        s->phase = P_DEAD;
+        s->rc = rc;
+    }
+    return rc;
+}
+
+static int
+send_register(struct im_sess *s, uint32_t expires)
+{
+    char ruri[SIP_ADDR_MAX + 8], extra[SIP_ADDR_MAX + 200];
+    snprintf(ruri, sizeof(ruri), "sip:%s", s->host);
+    snprintf(extra, sizeof(extra), "Contact: <sip:%s@%s;transport=%s>\r\nExpires: %u\r\n",
+             s->user, s->local, s->tparam, expires);
+    s->reg_cseq++;
+    s->reg_pending = expires != 0;
+    s->reg_sent_ms = s->now;
+    return send_request(s, "REGISTER", ruri, s->aor, s->reg_call_id, s->reg_tag, s->reg_cseq, extra,
+                        NULL, NULL, 0);
+}
+
+static int
+send_tx(struct im_sess *s, struct sip_tx *t)
+{
+    return send_request(s, "MESSAGE", t->to, t->to, t->call_id, t->ftag, t->cseq, "",
+                        "text/plain;charset=UTF-8", t->body, t->body_len);
+}
+
+static void
+tx_free(struct sip_tx *t)
+{
+    free(t->to);
+    t->to = t->body = NULL;
+}
+
+static void
+tx_remove(struct im_sess *s, size_t i)
+{
+    tx_free(&s->tx[i]);
+    memmove(&s->tx[i], &s->tx[i + 1], (s->n_tx - i - 1) * sizeof(*s->tx));
+    s->n_tx--;
+}
+
+/* ---- answers to requests ---------------------------------------------------- */
+
+static bool
+has_tag(struct im_str to)
+{
+    struct im_str v;
+    return sip_param(to, "tag", &v);
+}
+
+/*
+ * Build the answer to request m into s->ob.  `extra` is whole header lines.
+ */
+static void
+build_answer(struct im_sess *s, const struct sip_msg *m, int code, const char *reason, const char *extra)
+{
+    sb_reset(&s->ob);
+    sb_printf(&s->ob, "SIP/2.0 %d %s\r\n", code, reason);
+    for (const struct sip_hdr *h = sip_msg_find(m, SH_VIA, NULL); h; h = sip_msg_find(m, SH_VIA, h)) {
+        sb_put(&s->ob, "Via: ", 5);
+        sb_str(&s->ob, h->value);
+        sb_put(&s->ob, "\r\n", 2);
+    }
+    if (m->from.len) {
+        sb_put(&s->ob, "From: ", 6);
+        sb_str(&s->ob, m->from);
+        sb_put(&s->ob, "\r\n", 2);
+    }
+    if (m->to.len) {
+        sb_put(&s->ob, "To: ", 4);
+        sb_str(&s->ob, m->to);
+        if (!has_tag(m->to))
+            sb_printf(&s->ob, ";tag=%s", s->to_tag);
+        sb_put(&s->ob, "\r\n", 2);
+    }
+    if (m->call_id.len) {
+        sb_put(&s->ob, "Call-ID: ", 9);
+        sb_str(&s->ob, m->call_id);
+        sb_put(&s->ob, "\r\n", 2);
+    }
+    if (m->has_cseq)
+        sb_printf(&s->ob, "CSeq: %u %.*s\r\n", m->cseq, (int)m->cseq_method.len, m->cseq_method.p);
+    sb_printf(&s->ob, "%sUser-Agent: imfuse\r\nContent-Length: 0\r\n\r\n", extra);
+}
+
+static int
+answer(struct im_sess *s, const struct sip_msg *m, int code, const char *reason, const char *extra)
+{
+    build_answer(s, m, code, reason, extra);
+    if (s->ob.oom)
+        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+    int rc = s->io->out(s->io->ud, s->ob.p, s->ob.len);
+    if (rc < 0) {
+        s->phase = P_DEAD;
+        s->rc = rc;
+    }
+    return rc;
+}
+
+#define ALLOW "Allow: MESSAGE, OPTIONS, ACK\r\nAccept: text/plain\r\n"
+
+/* Content type acceptable as a chat message: text/<anything>, or none at all. */
+static bool
+text_type(struct im_str ct)
+{
+    if (!ct.len)
+        return true;
+    return ct.len >= 5 && !strncasecmp(ct.p, "text/", 5);
+}
+
+static int
+on_message(struct im_sess *s, const struct sip_msg *m)
+{
+    if (!text_type(m->ctype))
+        return answer(s, m, 415, "Unsupported Media Type", ALLOW);
+    struct im_str cs;
+    if (sip_param(m->ctype, "charset", &cs) && cs.len && !str_ieq(cs, "utf-8") && !str_ieq(cs, "us-ascii"))
+        return answer(s, m, 415, "Unsupported Media Type", "Accept: text/plain;charset=UTF-8\r\n");
+    if (!im_utf8_valid(m->body.p, m->body.len))
+        return answer(s, m, 400, "Body Is Not UTF-8", "");
+    if (!m->body.len)
+        return answer(s, m, 200, "OK", "");
+    if (s->n_unc >= SIP_MAX_UNCOMMITTED)
+        return answer(s, m, 503, "Service Unavailable", "Retry-After: 5\r\n");
+
+    char from[SIP_ADDR_MAX + 1];
+    size_t flen = uri_address(value_uri(m->from), from, sizeof(from));
+
+    /* The 200 OK is built now and written when the message is committed. */
+    build_answer(s, m, 200, "OK", "");
+    if (s->ob.oom)
+        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+    if (s->n_unc == s->cap_unc) {
+        size_t cap = s->cap_unc ? s->cap_unc * 2 : 16;
+        struct sip_unc *nu = realloc(s->unc, cap * sizeof(*nu));
+        if (!nu)
+            return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+        s->unc = nu;
+        s->cap_unc = cap;
+    }
+    char *resp = malloc(s->ob.len);
+    if (!resp)
+        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+    memcpy(resp, s->ob.p, s->ob.len);
+    uint64_t tok = s->tok_base | ++s->tok_next;
+    if (!(uint32_t)tok)
+        tok = s->tok_base | ++s->tok_next;
+    s->unc[s->n_unc++] = (struct sip_unc){ .token = tok, .resp = resp, .len = s->ob.len };
+
+    struct im_event ev = { .type = IM_EV_MESSAGE };
+    ev.u.message.from = (struct im_str){ from, (uint32_t)flen };
+    ev.u.message.resource = (struct im_str){ "", 0 };
+    ev.u.message.body = m->body;
+    ev.u.message.ts = s->now;
+    ev.u.message.token = tok;
+    s->io->event(s->io->ud, &ev);
+    return s->phase == P_DEAD ? s->rc : 0;
+}
+
+static int
+on_request(struct im_sess *s, const struct sip_msg *m)
+{
+    if (str_eq(m->method, "ACK"))
+        return 0;                       /* never answered (RFC 3261 17.2.1) */
+    if (!sip_msg_find(m, SH_VIA, NULL) || !m->from.len || !m->to.len || !m->call_id.len ||
+        !m->has_cseq)
+        return answer(s, m, 400, "Missing Mandatory Header", "");
+    if (m->cseq_method.len != m->method.len || memcmp(m->cseq_method.p, m->method.p, m->method.len))
+        return answer(s, m, 400, "CSeq Method Does Not Match", "");
+    if (str_eq(m->method, "MESSAGE"))
+        return on_message(s, m);
+    if (str_eq(m->method, "OPTIONS"))
+        return answer(s, m, 200, "OK", ALLOW);
+    static const char *const known[] = { "INVITE", "BYE", "CANCEL", "REGISTER", "SUBSCRIBE", "NOTIFY",
+                                         "PUBLISH", "REFER", "INFO", "UPDATE", "PRACK" };
+    for (size_t i = 0; i < IM_ARRAY_SIZE(known); i++)
+        if (str_eq(m->method, known[i]))
+            return answer(s, m, 405, "Method Not Allowed", ALLOW);
+    return answer(s, m, 501, "Not Implemented", ALLOW);
+}
+
+/* ---- responses ------------------------------------------------------------- */
+
+/* Remember the best challenge of a 401/407.  0, or -IM_EINVAL when none is usable. */
+static int
+take_challenge(struct im_sess *s, const struct sip_msg *m, bool *stale)
+{
+    bool proxy = m->status == 407;
+    enum sip_hid id = proxy ? SH_PROXY_AUTH : SH_WWW_AUTH;
+    struct sip_chal best = { 0 }, c;
+    for (const struct sip_hdr *h = sip_msg_find(m, id, NULL); h; h = sip_msg_find(m, id, h))
+        if (!sip_digest_parse(h->value, &c) && sip_digest_better(&c, &best))
+            best = c;
+    if (!best.valid)
+        return -IM_EINVAL;
+    best.proxy = proxy;
+    *stale = best.stale;
+    if (proxy)
+        s->proxy = best;
+    else
+        s->www = best;
+    return 0;
+}
+
+/* Parse a decimal number of seconds; false when not one. */
+static bool
+parse_secs(struct im_str v, uint32_t *out)
+{
+    uint64_t x = 0;
+    uint32_t i = 0;
+    while (i < v.len && (v.p[i] == ' ' || v.p[i] == '\t'))
+        i++;
+    uint32_t s = i;
+    while (i < v.len && v.p[i] >= '0' && v.p[i] <= '9' && x < 0xffffffffull)
+        x = x * 10 + (uint64_t)(v.p[i++] - '0');
+    if (i == s || x > 0xffffffffull)
+        return false;
+    *out = (uint32_t)x;
+    return true;
+}
+
+/* The expiry the registrar granted to our contact. */
+static uint32_t
+granted_expiry(struct im_sess *s, const struct sip_msg *m)
+{
+    uint32_t v;
+    /* Contact: <uri>;expires=N[, <uri>;expires=N]... - find ours. */
+    for (const struct sip_hdr *h = sip_msg_find(m, SH_CONTACT, NULL); h; h = sip_msg_find(m, SH_CONTACT, h)) {
+        struct im_str rest = h->value;
+        while (rest.len) {
+            /* One element: up to a comma outside <> and quotes. */
+            uint32_t i = 0;
+            bool q = false, a = false;
+            for (; i < rest.len; i++) {
+                char c = rest.p[i];
+                if (q) {
+                    if (c == '"')
+                        q = false;
+                } else if (c == '"')
+                    q = true;
+                else if (c == '<')
+                    a = true;
+                else if (c == '>')
+                    a = false;
+                else if (c == ',' && !a)
+                    break;
+            }
+            struct im_str el = { rest.p, i };
+            struct im_str uri = value_uri(el);
+            struct im_str ex;
+            if (memmem(uri.p, uri.len, s->local, strlen(s->local)) && sip_param(el, "expires", &ex) &&
+                parse_secs(ex, &v))
+                return v;
+            rest = i < rest.len ? (struct im_str){ rest.p + i + 1, rest.len - i - 1 } : (struct im_str){ "", 0 };
+        }
+    }
+    const struct sip_hdr *e = sip_msg_find(m, SH_EXPIRES, NULL);
+    if (e && parse_secs(e->value, &v))
+        return v;
+    return s->expires_req;
+}
+
+static int
+on_register_response(struct im_sess *s, const struct sip_msg *m)
+{
+    s->reg_pending = false;
+    if (m->status >= 200 && m->status < 300) {
+        uint32_t g = granted_expiry(s, m);
+        if (!g)
+            return fail(s, IM_ACC_ERROR, -IM_EPROTO, "the registrar accepted REGISTER but granted no time");
+        s->granted = g;
+        s->reg_auth_tries = 0;
+        s->reg_423 = 0;
+        s->refresh_at = s->now + (uint64_t)g * 800u;
+        if (s->phase == P_REG) {
+            s->phase = P_ONLINE;
+            struct im_event ev = { .type = IM_EV_STATE };
+            ev.u.state.state = IM_ACC_ONLINE;
+            ev.u.state.detail = (struct im_str){ "", 0 };
+            s->io->event(s->io->ud, &ev);
+        }
+        return s->phase == P_DEAD ? s->rc : 0;
+    }
+    if (m->status == 401 || m->status == 407) {
+        bool stale = false;
+        if (take_challenge(s, m, &stale))
+            return fail(s, IM_ACC_ERROR, -IM_EAUTH,
+                        "the registrar asks for an authentication imfuse does not support (%d %.*s)",
+                        m->status, reason_len(m->reason), m->reason.p);
+        if ((s->reg_auth_tries >= 1 && !stale) || s->reg_auth_tries >= 3)
+            return fail(s, IM_ACC_AUTH_FAILED, -IM_EAUTH, "REGISTER refused: %d %.*s (wrong password?)",
+                        m->status, reason_len(m->reason), m->reason.p);
+        s->reg_auth_tries++;
+        return send_register(s, s->expires_req);
+    }
+    if (m->status == 423 && s->reg_423 < 3) {
+        const struct sip_hdr *h = sip_msg_find(m, SH_MIN_EXPIRES, NULL);
+        uint32_t v;
+        if (h && parse_secs(h->value, &v) && v > s->expires_req && v <= 7 * 86400) {
+            s->reg_423++;
+            s->expires_req = v;
+            return send_register(s, s->expires_req);
+        }
+    }
+    if (m->status == 403)
+        return fail(s, IM_ACC_AUTH_FAILED, -IM_EAUTH, "REGISTER refused: %d %.*s", m->status,
+                    reason_len(m->reason), m->reason.p);
+    return fail(s, IM_ACC_ERROR, -IM_EPROTO, "REGISTER failed: %d %.*s", m->status,
+                reason_len(m->reason), m->reason.p);
+}
+
+static int
+on_message_response(struct im_sess *s, const struct sip_msg *m, size_t i)
+{
+    struct sip_tx *t = &s->tx[i];
+    if (m->status >= 200 && m->status < 300) {
+        uint64_t id = t->msg;
+        tx_remove(s, i);
+        report_sent(s, id);
+        return s->phase == P_DEAD ? s->rc : 0;
+    }
+    if (m->status == 401 || m->status == 407) {
+        bool stale = false;
+        if (!take_challenge(s, m, &stale) && (t->auth_tries < 1 || (stale && t->auth_tries < 3))) {
+            t->auth_tries++;
+            t->cseq++;
+            return send_tx(s, t);
+        }
+    }
+    uint64_t id = t->msg;
+    notice(s, "message to %.*s not delivered: %d %.*s", (int)(strlen(t->to) > 120 ? 120 : strlen(t->to)),
+           t->to, m->status, reason_len(m->reason), m->reason.p);
+    tx_remove(s, i);
+    report_sent(s, id);
+    return s->phase == P_DEAD ? s->rc : 0;
+}
+
+static int
+on_response(struct im_sess *s, const struct sip_msg *m)
+{
+    if (!m->has_cseq || !m->call_id.len || m->status < 200)
+        return 0;                       /* provisional or unmatched: nothing to do */
+    if (str_eq(m->cseq_method, "REGISTER")) {
+        if (s->reg_pending && m->cseq == s->reg_cseq && str_eq(m->call_id, s->reg_call_id))
+            return on_register_response(s, m);
+        return 0;
+    }
+    if (str_eq(m->cseq_method, "MESSAGE"))
+        for (size_t i = 0; i < s->n_tx; i++)
+            if (s->tx[i].cseq == m->cseq && str_eq(m->call_id, s->tx[i].call_id))
+                return on_message_response(s, m, i);
+    return 0;                           /* a stray answer (after a timeout) */
+}
+
+/* ---- ops --------------------------------------------------------------------- */
+
+void
+sip_set_rand(struct im_sess *s, sip_rand_fn fn, void *ud)
+{
+    s->rnd = fn ? fn : default_rand;
+    s->rnd_ud = ud;
+}
+
+static struct im_sess *
+sip_create(const struct im_account_cfg *cfg, const struct im_io *io)
+{
+    struct im_sess *s = calloc(1, sizeof(*s));
+    const char *why;
+
+    if (!s)
+        return NULL;
+    s->cfg = cfg;
+    s->io = io;
+    s->rnd = default_rand;
+    s->expires_req = SIP_DEFAULT_EXPIRES;
+    if (sip_normalize_z(cfg->login, s->aor, sizeof(s->aor), &why)) {
+        s->why_bad = why;
+    } else {
+        const char *at = strchr(s->aor, '@');
+        memcpy(s->user, s->aor + 4, (size_t)(at - s->aor - 4));
+        s->user[at - s->aor - 4] = 0;
+        im_strlcpy(s->host, at + 1, sizeof(s->host));
+    }
+    for (uint32_t i = 0; i < cfg->n_options; i++) {
+        if (strcmp(cfg->options[i].key, "expires"))
+            continue;
+        char *end;
+        unsigned long v = strtoul(cfg->options[i].value, &end, 10);
+        if (!*cfg->options[i].value || *end || v < 30 || v > 7 * 86400)
+            s->why_bad = "option expires must be a number of seconds from 30 to 604800";
+        else
+            s->expires_req = (uint32_t)v;
+    }
+    return s;
+}
+
+static void
+sip_destroy(struct im_sess *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n_tx; i++)
+        tx_free(&s->tx[i]);
+    free(s->tx);
+    for (size_t i = 0; i < s->n_unc; i++)
+        free(s->unc[i].resp);
+    free(s->unc);
+    sip_framer_free(&s->fr);
+    if (s->ob.p)
+        im_wipe(s->ob.p, s->ob.cap);
+    free(s->ob.p);
+    im_wipe(s, sizeof(*s));
+    free(s);
+}
+
+static int
+sip_start(struct im_sess *s, uint64_t now_ms)
+{
+    if (s->phase != P_NEW)
+        return -IM_EINVAL;
+    s->now = s->last_rx = s->last_ping = now_ms;
+    s->phase = P_REG;
+    if (s->cfg->tls == IM_TLS_STARTTLS)
+        return fail(s, IM_ACC_ERROR, -IM_EINVAL,
+                    "SIP has no STARTTLS: use tls \"tls\" (SIP over TLS, usually port 5061) or \"none\"");
+    if (s->why_bad)
+        return fail(s, IM_ACC_ERROR, -IM_EINVAL, "%s", s->why_bad);
+    s->transport = s->cfg->tls == IM_TLS_DIRECT ? "TLS" : "TCP";
+    s->tparam = s->cfg->tls == IM_TLS_DIRECT ? "tls" : "tcp";
+    const char *la = s->io->local_addr ? s->io->local_addr(s->io->ud) : NULL;
+    im_strlcpy(s->local, la && *la ? la : "imfuse.invalid", sizeof(s->local));
+    uint8_t tb[4];
+    int rc = s->rnd(s->rnd_ud, tb, sizeof(tb));
+    if (!rc)
+        rc = rand_hex(s, s->reg_call_id, 16);
+    if (!rc)
+        rc = rand_hex(s, s->reg_tag, 8);
+    if (!rc)
+        rc = rand_hex(s, s->to_tag, 8);
+    if (rc)
+        return fail(s, IM_ACC_ERROR, rc < 0 ? rc : -EIO, "no randomness for SIP identifiers");
+    s->tok_base = ((uint64_t)tb[0] << 56 | (uint64_t)tb[1] << 48 | (uint64_t)tb[2] << 40 |
+                   (uint64_t)tb[3] << 32) | (1ull << 63);
+    s->reg_cseq = 0;
+    return send_register(s, s->expires_req);
+}
+
+static int
+handle(struct im_sess *s, const uint8_t *p, size_t hl, size_t bl)
+{
+    struct sip_msg *m = malloc(sizeof(*m));
+    if (!m)
+        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+    int rc = sip_msg_parse(m, (const char *)p, hl, bl);
+    if (rc) {
+        free(m);
+        notice(s, "ignored a malformed SIP message from the server");
+        return s->phase == P_DEAD ? s->rc : 0;
+    }
+    rc = m->is_req ? on_request(s, m) : on_response(s, m);
+    free(m);
+    return s->phase == P_DEAD ? s->rc : rc;
+}
+
+#define FEED_STEP (64u * 1024u)
+
+static int
+sip_input(struct im_sess *s, const uint8_t *p, size_t n, uint64_t now_ms)
+{
+    if (s->phase == P_DEAD)
+        return s->rc ? s->rc : -IM_EPROTO;
+    if (s->phase == P_NEW)
+        return -IM_EINVAL;
+    s->now = now_ms;
+    if (n) {
+        s->last_rx = now_ms;
+        s->ping_out = false;
+    }
+    while (n) {
+        size_t step = n < FEED_STEP ? n : FEED_STEP;
+        if (sip_framer_push(&s->fr, p, step))
+            return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+        p += step;
+        n -= step;
+        for (;;) {
+            const uint8_t *mp;
+            size_t hl, bl;
+            int rc = sip_framer_next(&s->fr, &mp, &hl, &bl);
+            if (rc == -EAGAIN)
+                break;
+            if (rc == SIP_FRAME_PING) {
+                rc = s->io->out(s->io->ud, "\r\n", 2);
+                if (rc < 0) {
+                    s->phase = P_DEAD;
+                    return s->rc = rc;
+                }
+                continue;
+            }
+            if (rc < 0)
+                return fail(s, IM_ACC_ERROR, rc, rc == -IM_ETOOBIG ?
+                            "the server sent a SIP message over the limits (64 KiB of headers, 1 MiB of body)" :
+                            "the server broke SIP framing (bad Content-Length)");
+            rc = handle(s, mp, hl, bl);
+            if (rc < 0)
+                return rc;
+        }
+    }
+    return 0;
+}
+
+static int
+sip_tls_ready(struct im_sess *s, int status, uint64_t now_ms)
+{
+    /* SIP never asks for STARTTLS. */
+    return fail(s, IM_ACC_ERROR, -IM_EPROTO, "unexpected TLS upgrade on a SIP connection");
+}
+
+static int
+sip_tick(struct im_sess *s, uint64_t now_ms)
+{
+    if (s->phase == P_DEAD)
+        return s->rc ? s->rc : -IM_EPROTO;
+    if (s->phase == P_NEW)
+        return 0;
+    s->now = now_ms;
+    if (s->reg_pending && now_ms - s->reg_sent_ms >= SIP_REG_TIMEOUT_MS)
+        return fail(s, IM_ACC_ERROR, -ETIMEDOUT, "no answer to REGISTER within %u s",
+                    SIP_REG_TIMEOUT_MS / 1000);
+    if (s->phase == P_ONLINE && !s->reg_pending && now_ms >= s->refresh_at) {
+        s->reg_auth_tries = 0;
+        int rc = send_register(s, s->expires_req);
+        if (rc < 0)
+            return rc;
+    }
+    while (s->n_tx && now_ms - s->tx[0].start_ms >= SIP_TX_TIMEOUT_MS) {
+        uint64_t id = s->tx[0].msg;
+        notice(s, "no final answer to the message to %.*s within %u s",
+               (int)(strlen(s->tx[0].to) > 120 ? 120 : strlen(s->tx[0].to)), s->tx[0].to,
+               SIP_TX_TIMEOUT_MS / 1000);
+        tx_remove(s, 0);
+        report_sent(s, id);
+        if (s->phase == P_DEAD)
+            return s->rc;
+    }
+    if (s->ping_out && now_ms - s->last_ping >= SIP_PONG_TIMEOUT_MS)
+        return fail(s, IM_ACC_ERROR, -ETIMEDOUT, "the SIP server stopped answering keepalives");
+    if (!s->ping_out && now_ms - s->last_ping >= SIP_KEEPALIVE_MS) {
+        s->last_ping = now_ms;
+        s->ping_out = true;
+        int rc = s->io->out(s->io->ud, "\r\n\r\n", 4);
+        if (rc < 0) {
+            s->phase = P_DEAD;
+            return s->rc = rc;
+        }
+    }
+    return 0;
+}
+
+static int
+sip_send_msg(struct im_sess *s, const struct im_msg *m)
+{
+    char to[SIP_ADDR_MAX + 1];
+    const char *why;
+
+    if (s->phase != P_ONLINE)
+        return -IM_EINVAL;
+    if (sip_normalize(m->to.p, m->to.len, to, sizeof(to), &why)) {
+        /* The relay normalised it already; report rather than loop on it. */
+        notice(s, "message not sent: bad SIP address (%s)", why);
+        report_sent(s, m->msg);
+        return s->phase == P_DEAD ? s->rc : 0;
+    }
+    if (s->n_tx >= SIP_MAX_PENDING_TX)
+        return -IM_ELIMIT;
+    if (s->n_tx == s->cap_tx) {
+        size_t cap = s->cap_tx ? s->cap_tx * 2 : 16;
+        struct sip_tx *nt = realloc(s->tx, cap * sizeof(*nt));
+        if (!nt)
+            return -ENOMEM;
+        s->tx = nt;
+        s->cap_tx = cap;
+    }
+    size_t tl = strlen(to);
+    char *blk = malloc(tl + 1 + m->body.len + 1);
+    if (!blk)
+        return -ENOMEM;
+    struct sip_tx *t = &s->tx[s->n_tx];
+    memset(t, 0, sizeof(*t));
+    t->msg = m->msg;
+    t->start_ms = s->now;
+    t->cseq = 1;
+    t->to = blk;
+    memcpy(blk, to, tl + 1);
+    t->body = blk + tl + 1;
+    memcpy(t->body, m->body.p, m->body.len);
+    t->body[m->body.len] = 0;
+    t->body_len = m->body.len;
+    if (rand_hex(s, t->call_id, 16) || rand_hex(s, t->ftag, 8)) {
+        free(blk);
+        return fail(s, IM_ACC_ERROR, -EIO, "no randomness for SIP identifiers");
+    }
+    s->n_tx++;
+    return send_tx(s, t);
+}
+
+static void
+sip_committed(struct im_sess *s, uint64_t token)
+{
+    for (size_t i = 0; i < s->n_unc; i++) {
+        if (s->unc[i].token != token)
+            continue;
+        struct sip_unc u = s->unc[i];
+        memmove(&s->unc[i], &s->unc[i + 1], (s->n_unc - i - 1) * sizeof(*s->unc));
+        s->n_unc--;
+        if (s->phase != P_DEAD && s->io->out(s->io->ud, u.resp, u.len) < 0) {
+            s->phase = P_DEAD;
+            s->rc = -EPIPE;
+        }
+        free(u.resp);
+        return;
+    }
+}
+
+static void
+sip_logout(struct im_sess *s)
+{
+    if (s->phase != P_ONLINE)
+        return;
+    send_register(s, 0);
+    s->reg_pending = false;
+    if (s->phase != P_DEAD) {
+        s->phase = P_DEAD;
+        s->rc = -IM_EPROTO;
+    }
+}
+
+const struct im_proto_ops sip_ops = {
+    .name = "sip",
+    .default_port = 5060,
+    .default_tls_port = 5061,
+    .normalize_login = sip_normalize_z,
+    .normalize_address = sip_normalize_z,
+    .default_tls_name = sip_default_tls_name,
+    .create = sip_create,
+    .destroy = sip_destroy,
+    .start = sip_start,
+    .input = sip_input,
+    .tls_ready = sip_tls_ready,
+    .tick = sip_tick,
+    .send_msg = sip_send_msg,
+    .add_contact = NULL,
+    .remove_contact = NULL,
+    .set_watch = NULL,
+    .committed = sip_committed,
+    .logout = sip_logout,
+};

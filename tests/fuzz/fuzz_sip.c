@@ -1,0 +1,168 @@
+/*
+ * fuzz_sip.c - libFuzzer target for the SIP/SIMPLE adapter and its framer.
+ *
+ * Input: byte 0 selects the mode (bit 0: start from a fresh REGISTER, or
+ * after a canned 401 + 200 that made the session ONLINE; bit 1: TLS
+ * transport; bit 2: also run the bare framer + message parser over the
+ * whole input), byte 1 seeds the chunk sizes; the rest is what the server
+ * sends, fed in chunks of 1..64 bytes with the clock advancing (refreshes,
+ * keepalives, transaction timeouts).  Events are checked for basic
+ * invariants; message tokens are committed, messages are sent on some events.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "im_common.h"
+#include "im_proto.h"
+#include "sip/sip_int.h"
+
+int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+struct fz {
+    struct im_sess *s;
+    unsigned events;
+    uint64_t next_msg;
+};
+
+static int
+fz_out(void *ud, const void *p, size_t n)
+{
+    (void)ud;
+    (void)p;
+    (void)n;
+    return 0;
+}
+
+static const char *
+fz_local(void *ud)
+{
+    (void)ud;
+    return "127.0.0.1:40000";
+}
+
+static void
+fz_event(void *ud, const struct im_event *e)
+{
+    struct fz *f = ud;
+    f->events++;
+    switch (e->type) {
+    case IM_EV_MESSAGE:
+        if (!im_utf8_valid(e->u.message.body.p, e->u.message.body.len) || !e->u.message.from.len ||
+            !im_utf8_valid(e->u.message.from.p, e->u.message.from.len))
+            abort();
+        if (e->u.message.token && (f->events & 1))
+            sip_ops.committed(f->s, e->u.message.token);
+        break;
+    case IM_EV_STATE:
+        if (!im_utf8_valid(e->u.state.detail.p, e->u.state.detail.len))
+            abort();
+        if (e->u.state.state == IM_ACC_ONLINE) {
+            struct im_msg m = { .msg = ++f->next_msg, .to = IM_STR("sip:bob@sip.test"), .body = IM_STR("hi") };
+            sip_ops.send_msg(f->s, &m);
+        }
+        break;
+    case IM_EV_NOTICE:
+        if (!im_utf8_valid(e->u.notice.text.p, e->u.notice.text.len))
+            abort();
+        break;
+    default:
+        break;
+    }
+}
+
+static int
+fz_rand(void *ud, uint8_t *buf, size_t n)
+{
+    (void)ud;
+    memset(buf, 0x5a, n);
+    return 0;
+}
+
+#define CID "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
+static const char login[] =
+    "SIP/2.0 401 Unauthorized\r\nCall-ID: " CID "\r\nCSeq: 1 REGISTER\r\n"
+    "WWW-Authenticate: Digest realm=\"sip.test\", nonce=\"abc\", qop=\"auth\"\r\nContent-Length: 0\r\n\r\n"
+    "SIP/2.0 200 OK\r\ni: " CID "\r\nCSeq: 2 REGISTER\r\nExpires: 60\r\nl: 0\r\n\r\n";
+
+static void
+framer_only(const uint8_t *data, size_t size, unsigned seed)
+{
+    struct sip_framer fr = { 0 };
+    struct sip_msg *m = malloc(sizeof(*m));
+    if (!m)
+        return;
+    while (size) {
+        seed = seed * 1103515245u + 12345u;
+        size_t n = 1 + (seed >> 16) % 64;
+        if (n > size)
+            n = size;
+        if (sip_framer_push(&fr, data, n))
+            break;
+        data += n;
+        size -= n;
+        int rc;
+        const uint8_t *p;
+        size_t hl, bl;
+        while ((rc = sip_framer_next(&fr, &p, &hl, &bl)) > 0) {
+            if (rc == SIP_FRAME_MSG && !sip_msg_parse(m, (const char *)p, hl, bl)) {
+                struct im_str v;
+                for (uint32_t i = 0; i < m->n_hdr; i++) {
+                    sip_param(m->hdr[i].value, "tag", &v);
+                    struct sip_chal c;
+                    sip_digest_parse(m->hdr[i].value, &c);
+                }
+            }
+        }
+        if (rc != -EAGAIN)
+            break;
+    }
+    sip_framer_free(&fr);
+    free(m);
+}
+
+int
+LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
+{
+    struct fz f = { 0 };
+    struct im_account_cfg cfg = { .account = 1, .login = "sip:alice@sip.test", .password = "pw",
+                                  .host = "127.0.0.1", .port = 5060, .tls_name = "sip.test" };
+    struct im_io io = { .out = fz_out, .event = fz_event, .local_addr = fz_local, .ud = &f };
+    uint64_t now = 1700000000000ull;
+
+    if (size < 2)
+        return 0;
+    bool after_login = data[0] & 1;
+    cfg.tls = (data[0] & 2) ? IM_TLS_DIRECT : IM_TLS_NONE;
+    unsigned seed = data[1];
+    if (data[0] & 4)
+        framer_only(data + 2, size - 2, seed);
+    data += 2;
+    size -= 2;
+
+    f.s = sip_ops.create(&cfg, &io);
+    if (!f.s)
+        return 0;
+    sip_set_rand(f.s, fz_rand, NULL);
+    if (sip_ops.start(f.s, now))
+        goto out;
+    if (after_login && sip_ops.input(f.s, (const uint8_t *)login, sizeof(login) - 1, now))
+        goto out;
+    while (size) {
+        seed = seed * 1103515245u + 12345u;
+        size_t n = 1 + (seed >> 16) % 64;
+        if (n > size)
+            n = size;
+        now += 1000 + (seed & 0x3fff);
+        if (sip_ops.input(f.s, data, n, now))
+            goto out;
+        if (sip_ops.tick(f.s, now))
+            goto out;
+        data += n;
+        size -= n;
+    }
+    sip_ops.logout(f.s);
+out:
+    sip_ops.destroy(f.s);
+    return 0;
+}

@@ -1,0 +1,171 @@
+# tests/integration/lib/kamailio.sh - run a throw-away kamailio 5.6 SIP registrar/proxy for tests.
+# Source it from bash:   . tests/integration/lib/kamailio.sh
+#
+#   kamailio_adduser WORKDIR USER DOMAIN PASSWORD   add a subscriber (call before kamailio_start:
+#                                                   db_text caches its tables)
+#   kamailio_start WORKDIR PORT DOMAIN              write kamailio.cfg + db_text dir, start it in the
+#                                                   foreground in the background, wait until
+#                                                   127.0.0.1:PORT (TCP) accepts (10 s deadline)
+#   kamailio_stop WORKDIR                           TERM by PID, KILL after 5 s
+#   kamailio_ctl WORKDIR CMD...                     kamcmd over the ctl socket (e.g. ul.dump)
+#
+# Knobs (environment, read by kamailio_start):
+#   KAMAILIO_ALG=SHA-256    digest algorithm of the challenges (default MD5)
+#
+# The server: REGISTER with digest auth (401), save("location"), then m_dump()
+# of the messages msilo stored while the user was offline; MESSAGE from a
+# client challenged with 407 (the authenticated user must be the From user),
+# relayed with lookup("location") + t_relay() to the contact (over the UA's own
+# TCP connection), or stored by msilo with a 202 when the recipient is not
+# registered.  msilo's own deliveries come back over UDP from the server's
+# own socket and are not challenged.  No DNS at all (dns=no, rev_dns=no,
+# msilo's outbound_proxy is the IP).  Everything lives in WORKDIR.
+
+kamailio_log() { echo "kamailio.sh: $*" >&2; }
+
+kamailio__moddir() {
+    local d
+    for d in /usr/lib/x86_64-linux-gnu/kamailio/modules /usr/lib/*/kamailio/modules /usr/lib/kamailio/modules; do
+        [ -f "$d/tm.so" ] && { printf '%s\n' "$d"; return 0; }
+    done
+    return 1
+}
+
+kamailio__dbinit() {
+    local db=$1
+    mkdir -p "$db" || return 1
+    [ -f "$db/version" ] && return 0
+    printf 'id(int,auto) table_name(string) table_version(int) \n1:subscriber:7\n2:silo:8\n' > "$db/version"
+    printf 'id(int,auto) username(string) domain(string) password(string) ha1(string) ha1b(string) \n' \
+        > "$db/subscriber"
+    printf '%s\n' 'id(int,auto) src_addr(string) dst_addr(string) username(string) domain(string) inc_time(int) exp_time(int) snd_time(int) ctype(string) body(string,null) extra_hdrs(string,null) callid(string,null) status(int,null) ' \
+        > "$db/silo"
+}
+
+kamailio_adduser() {
+    local w=$1 user=$2 dom=$3 pw=$4 n ha1 ha1b
+    kamailio__dbinit "$w/db" || return 1
+    n=$(($(wc -l < "$w/db/subscriber")))
+    ha1=$(printf '%s' "$user:$dom:$pw" | md5sum | cut -d' ' -f1)
+    ha1b=$(printf '%s' "$user@$dom:$dom:$pw" | md5sum | cut -d' ' -f1)
+    # db_text escapes ':' in values as '\:'.
+    printf '%s:%s:%s:%s:%s:%s\n' "$n" "$user" "$dom" "${pw//:/\\:}" "$ha1" "$ha1b" >> "$w/db/subscriber"
+}
+
+kamailio_start() {
+    local w=$1 port=$2 dom=$3 mods
+    command -v kamailio >/dev/null || { kamailio_log "kamailio is not installed"; return 2; }
+    mods=$(kamailio__moddir) || { kamailio_log "kamailio modules not found"; return 2; }
+    mkdir -p "$w/run" || return 1
+    w=$(cd "$w" && pwd)
+    kamailio__dbinit "$w/db" || return 1
+    cat > "$w/kamailio.cfg" <<EOF
+#!KAMAILIO
+debug=2
+log_stderror=yes
+memdbg=5
+memlog=5
+children=2
+tcp_children=2
+dns=no
+rev_dns=no
+use_dns_cache=off
+auto_aliases=no
+listen=udp:127.0.0.1:$port
+listen=tcp:127.0.0.1:$port
+alias="$dom"
+mpath="$mods/"
+loadmodule "tm.so"
+loadmodule "sl.so"
+loadmodule "pv.so"
+loadmodule "maxfwd.so"
+loadmodule "textops.so"
+loadmodule "siputils.so"
+loadmodule "sanity.so"
+loadmodule "ctl.so"
+loadmodule "db_text.so"
+loadmodule "usrloc.so"
+loadmodule "registrar.so"
+loadmodule "auth.so"
+loadmodule "auth_db.so"
+loadmodule "msilo.so"
+modparam("ctl", "binrpc", "unix:$w/run/kamailio_ctl")
+modparam("usrloc", "db_mode", 0)
+modparam("auth", "algorithm", "${KAMAILIO_ALG:-MD5}")
+modparam("auth_db", "db_url", "text://$w/db")
+modparam("auth_db", "calculate_ha1", yes)
+modparam("auth_db", "password_column", "password")
+modparam("auth_db", "load_credentials", "")
+modparam("msilo", "db_url", "text://$w/db")
+modparam("msilo", "add_date", 0)
+modparam("msilo", "outbound_proxy", "sip:127.0.0.1:$port;transport=udp")
+
+request_route {
+    if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
+    if (!sanity_check()) { exit; }
+    if (is_method("REGISTER")) {
+        if (!auth_check("\$fd", "subscriber", "1")) { auth_challenge("\$fd", "1"); exit; }
+        consume_credentials();
+        if (!save("location")) { sl_reply_error(); exit; }
+        m_dump();
+        exit;
+    }
+    if (is_method("MESSAGE")) {
+        # msilo's deliveries come from our own UDP socket; clients use TCP.
+        if (!(proto == UDP && src_ip == 127.0.0.1 && src_port == $port)) {
+            if (!auth_check("\$fd", "subscriber", "1")) { auth_challenge("\$fd", "1"); exit; }
+            consume_credentials();
+        }
+        if (!lookup("location")) {
+            if (!m_store("\$ru")) { sl_send_reply("500", "Offline Store Failed"); exit; }
+            sl_send_reply("202", "Accepted For Later Delivery");
+            exit;
+        }
+        if (!t_relay()) { sl_reply_error(); }
+        exit;
+    }
+    if (is_method("OPTIONS") && uri == myself) { sl_send_reply("200", "OK"); exit; }
+    if (is_method("ACK")) { exit; }
+    sl_send_reply("405", "Method Not Allowed");
+    exit;
+}
+EOF
+    kamailio -f "$w/kamailio.cfg" -DD -E -Y "$w/run" -P "$w/run/kamailio.pid" -m 64 -M 8 \
+        > "$w/kamailio.log" 2>&1 &
+    echo $! > "$w/kamailio.bgpid"
+    local deadline=$((SECONDS + 10))
+    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+        if ! kill -0 "$(cat "$w/kamailio.bgpid")" 2>/dev/null; then
+            kamailio_log "kamailio exited during start-up:"; tail -n 30 "$w/kamailio.log" >&2
+            return 1
+        fi
+        if [ $SECONDS -ge $deadline ]; then
+            kamailio_log "kamailio did not listen on 127.0.0.1:$port within 10 s"; kamailio_stop "$w"
+            return 1
+        fi
+        sleep 0.05
+    done
+    return 0
+}
+
+kamailio_stop() {
+    local w=$1 pid i
+    [ -f "$w/kamailio.bgpid" ] || return 0
+    pid=$(cat "$w/kamailio.bgpid")
+    if kill -0 "$pid" 2>/dev/null; then
+        kill -TERM "$pid" 2>/dev/null
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "$pid" 2>/dev/null || break
+            sleep 0.1
+        done
+        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+    fi
+    rm -f "$w/kamailio.bgpid"
+    return 0
+}
+
+kamailio_ctl() {
+    local w=$1; shift
+    kamcmd -s "unix:$w/run/kamailio_ctl" "$@"
+}
