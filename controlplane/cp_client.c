@@ -544,6 +544,10 @@ op_link(struct req *r)
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_UNSUPPORTED, msg);
         goto out;
     }
+    if (!ops->has_starttls && !strcmp(a.tls, "starttls")) {
+        bad(r, "tls", "this network has no STARTTLS: use \"tls\" or \"none\"");
+        goto out;
+    }
     char in[256];
     snprintf(in, sizeof(in), "%.*s", (int)login.len, login.p);
     if (ops->normalize_login(in, a.login, sizeof(a.login), &why) < 0) {
@@ -613,6 +617,13 @@ op_update_account(struct req *r)
     if (!t || (rc = cp_account_get(t, r->uid, account, &a)) < 0) {
         free(opts);
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_NOT_FOUND, "no such account");
+        return;
+    }
+    const struct im_proto_ops *ops = im_proto_find(a.network);
+    if (has_tls == 0 && ops && !ops->has_starttls && !strcmp(tls, "starttls")) {
+        free(opts);
+        cp_account_free(&a);
+        bad(r, "tls", "this network has no STARTTLS: use \"tls\" or \"none\"");
         return;
     }
     if (has_server == 0)

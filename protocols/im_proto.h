@@ -193,6 +193,7 @@ struct im_proto_ops {
     const char *name;           /* "xmpp", as in the client protocol */
     uint16_t default_port;
     uint16_t default_tls_port;
+    bool has_starttls;          /* the network can upgrade in-band (tls "starttls") */
 
     /*
      * Validate and normalise a login as given by the user into out (NUL

@@ -1940,6 +1940,7 @@ xmpp_logout(struct im_sess *s)
 
 const struct im_proto_ops xmpp_ops = {
     .name = "xmpp",
+    .has_starttls = true,
     .default_port = 5222,
     .default_tls_port = 5223,
     .normalize_login = xmpp_normalize_login,
