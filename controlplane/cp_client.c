@@ -350,7 +350,7 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
     if (!tls_name[0]) {
         char *host;
         unsigned port;
-        if (cp_split_hostport(a->server, &host, &port) == 0) {
+        if (im_split_hostport(a->server, &host, &port) == 0) {
             im_strlcpy(tls_name, host, sizeof(tls_name));
             free(host);
         }
@@ -482,7 +482,7 @@ server_field(struct req *r, const msgpack_object *map, bool required, char out[2
     char buf[262], *host;
     unsigned port;
     snprintf(buf, sizeof(buf), "%.*s", (int)server.len, server.p);
-    if (cp_split_hostport(buf, &host, &port) < 0) {
+    if (im_split_hostport(buf, &host, &port) < 0) {
         bad(r, "server", "must be \"host:port\" (IPv6 as \"[addr]:port\")");
         return -1;
     }

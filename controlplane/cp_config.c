@@ -221,14 +221,14 @@ cp_config_parse(struct cp_config *c, int argc, char **argv, char *why, size_t wh
     char *host;
     unsigned port;
     if (*c->listen) {
-        if (cp_split_hostport(c->listen, &host, &port) < 0) {
+        if (im_split_hostport(c->listen, &host, &port) < 0) {
             snprintf(why, whysz, "listen: expected HOST:PORT, got \"%s\"", c->listen);
             return -IM_EINVAL;
         }
         free(host);
     }
     if (c->listen_tls) {
-        if (cp_split_hostport(c->listen_tls, &host, &port) < 0) {
+        if (im_split_hostport(c->listen_tls, &host, &port) < 0) {
             snprintf(why, whysz, "listen-tls: expected HOST:PORT, got \"%s\"", c->listen_tls);
             return -IM_EINVAL;
         }
@@ -254,32 +254,4 @@ cp_config_free(struct cp_config *c)
             free(*s);
             *s = NULL;
         }
-}
-
-int
-cp_split_hostport(const char *s, char **host, unsigned *port)
-{
-    const char *h = s, *colon;
-    size_t hl;
-    if (*s == '[') {
-        const char *close = strchr(s, ']');
-        if (!close || close[1] != ':')
-            return -IM_EINVAL;
-        h = s + 1;
-        hl = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || memchr(s, ':', (size_t)(colon - s)))
-            return -IM_EINVAL;      /* bare IPv6 needs brackets */
-        hl = (size_t)(colon - s);
-    }
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (hl == 0 || hl > 255 || !colon[1] || *end || p == 0 || p > 65535)
-        return -IM_EINVAL;
-    if (!(*host = strndup(h, hl)))
-        return -ENOMEM;
-    *port = (unsigned)p;
-    return 0;
 }

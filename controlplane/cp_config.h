@@ -31,7 +31,4 @@ struct cp_config {
 int cp_config_parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz);
 void cp_config_free(struct cp_config *c);
 
-/* Split "host:port" / "[v6]:port".  0 or -IM_EINVAL.  host is malloc'd. */
-int cp_split_hostport(const char *s, char **host, unsigned *port);
-
 #endif

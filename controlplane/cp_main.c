@@ -46,7 +46,7 @@ listen_on(struct dp_relay *relay, const char *hostport, bool tls)
 {
     char *host, why[256];
     unsigned port;
-    if (cp_split_hostport(hostport, &host, &port) < 0)
+    if (im_split_hostport(hostport, &host, &port) < 0)
         return -IM_EINVAL;
     int rc = dp_relay_listen(relay, host, (uint16_t)port, tls, why, sizeof(why));
     if (rc < 0)

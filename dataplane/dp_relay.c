@@ -925,36 +925,6 @@ acct_io_event(void *ud, const struct im_event *ev)
 /* ------------------------------------------------------------------------ */
 /* accounts from the controlplane                                            */
 
-static int
-split_server(const char *server, char **host, uint16_t *port)
-{
-    const char *colon;
-    const char *h = server;
-    size_t hl;
-    if (server[0] == '[') {
-        const char *close = strchr(server, ']');
-        if (!close || close[1] != ':')
-            return -IM_EINVAL;
-        h = server + 1;
-        hl = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(server, ':');
-        if (!colon)
-            return -IM_EINVAL;
-        hl = (size_t)(colon - server);
-    }
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (*end || p == 0 || p > 65535 || hl == 0)
-        return -IM_EINVAL;
-    *host = strndup(h, hl);
-    if (!*host)
-        abort();
-    *port = (uint16_t)p;
-    return 0;
-}
-
 static void
 account_free_cfg(struct dp_account *a)
 {
@@ -1092,11 +1062,13 @@ handle_account_up(struct dp_relay *r, const struct dp_msg *m)
                             .ud = a };
     a->backoff = 0;
     a->online = false;
-    if (!a->ops || split_server(a->server, &a->host, &a->cfg.port)) {
+    unsigned port = 0;
+    if (!a->ops || im_split_hostport(a->server, &a->host, &port) < 0) {
         account_state(a, IM_ACC_ERROR, !a->ops ? "network not supported" : "bad server address");
         return;
     }
     a->cfg.host = a->host;
+    a->cfg.port = (uint16_t)port;
     account_connect(a, dp_worker_now(r->w));
 }
 

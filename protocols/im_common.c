@@ -191,3 +191,31 @@ im_bug(const char *file, int line, const char *what)
     fprintf(stderr, "BUG at %s:%d: %s\n", file, line, what);
     abort();
 }
+
+int
+im_split_hostport(const char *s, char **host, unsigned *port)
+{
+    const char *h = s, *colon;
+    size_t hl;
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (!close || close[1] != ':')
+            return -IM_EINVAL;
+        h = s + 1;
+        hl = (size_t)(close - h);
+        colon = close + 1;
+    } else {
+        colon = strrchr(s, ':');
+        if (!colon || memchr(s, ':', (size_t)(colon - s)))
+            return -IM_EINVAL;      /* bare IPv6 needs brackets */
+        hl = (size_t)(colon - s);
+    }
+    char *end;
+    unsigned long p = strtoul(colon + 1, &end, 10);
+    if (hl == 0 || hl > 255 || !colon[1] || *end || p == 0 || p > 65535)
+        return -IM_EINVAL;
+    if (!(*host = strndup(h, hl)))
+        return -ENOMEM;
+    *port = (unsigned)p;
+    return 0;
+}

@@ -48,6 +48,10 @@ int im_random(void *buf, size_t n);
 /* Wipe memory the compiler may not elide. */
 void im_wipe(void *p, size_t n);
 
+/* Split "host:port" or "[v6]:port" (port 1-65535, host 1-255 bytes).  0, -IM_EINVAL
+ * or -ENOMEM.  On success *host is malloc'd and belongs to the caller. */
+int im_split_hostport(const char *s, char **host, unsigned *port);
+
 /* Copy at most dstsz-1 bytes and NUL-terminate; returns strlen(src). */
 size_t im_strlcpy(char *dst, const char *src, size_t dstsz);
 

@@ -4,6 +4,7 @@
 #include <unistd.h>
 
 #include "t.h"
+#include "im_common.h"
 #include "cp_config.h"
 
 static int
@@ -124,19 +125,19 @@ T_TEST(hostport)
 {
     char *h;
     unsigned p;
-    T_EQ_INT(cp_split_hostport("127.0.0.1:5222", &h, &p), 0);
+    T_EQ_INT(im_split_hostport("127.0.0.1:5222", &h, &p), 0);
     T_EQ_STR(h, "127.0.0.1");
     T_EQ_INT(p, 5222);
     free(h);
-    T_EQ_INT(cp_split_hostport("[::1]:1", &h, &p), 0);
+    T_EQ_INT(im_split_hostport("[::1]:1", &h, &p), 0);
     T_EQ_STR(h, "::1");
     free(h);
-    T_ASSERT(cp_split_hostport("::1:5222", &h, &p) < 0);
-    T_ASSERT(cp_split_hostport("a:0", &h, &p) < 0);
-    T_ASSERT(cp_split_hostport("a:65536", &h, &p) < 0);
-    T_ASSERT(cp_split_hostport(":5", &h, &p) < 0);
-    T_ASSERT(cp_split_hostport("a:", &h, &p) < 0);
-    T_ASSERT(cp_split_hostport("a:5x", &h, &p) < 0);
+    T_ASSERT(im_split_hostport("::1:5222", &h, &p) < 0);
+    T_ASSERT(im_split_hostport("a:0", &h, &p) < 0);
+    T_ASSERT(im_split_hostport("a:65536", &h, &p) < 0);
+    T_ASSERT(im_split_hostport(":5", &h, &p) < 0);
+    T_ASSERT(im_split_hostport("a:", &h, &p) < 0);
+    T_ASSERT(im_split_hostport("a:5x", &h, &p) < 0);
 }
 
 T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line),
