@@ -12,6 +12,11 @@ for p in $PKGS; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
     [ "$st" = installed ] || missing="$missing $p"
 done
+# An expat from before Debian's security update (CVE-2023-52425, reparse
+# deferral) builds, but the update is wanted: upgrade it with the rest.
+if [ -r /usr/include/expat.h ] && ! grep -q XML_SetReparseDeferralEnabled /usr/include/expat.h; then
+    missing="$missing libexpat1-dev libexpat1"
+fi
 [ -z "$missing" ] && exit 0
 echo "make deps: installing:$missing"
 if [ "$(id -u)" != 0 ]; then

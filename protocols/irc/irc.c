@@ -140,7 +140,8 @@ struct im_sess {
     struct watch *watch;
     uint32_t n_watch;
     bool watch_ready;
-    uint64_t next_ison;
+    uint64_t last_ison;                 /* when the last ISON round was due */
+    bool ison_now;                      /* poll at the next tick */
     uint32_t ison_sent, ison_done;
 };
 
@@ -679,18 +680,29 @@ monitor_sync(struct im_sess *s, const char **gone, uint32_t n_gone)
     return rc;
 }
 
+/* While message lines wait for the bucket, polls would eat their share of
+ * it: poll only as often as the contract needs (IRC_ISON_BUSY_MS).  The
+ * period is worked out at each tick, so the normal pace resumes as soon as
+ * the queue drains rather than one busy period later. */
+static bool
+ison_due(const struct im_sess *s)
+{
+    if (s->ison_now)
+        return true;
+    uint32_t period = s->ison_ms;
+    if (!fifo_empty(&s->msgs) && period < IRC_ISON_BUSY_MS)
+        period = IRC_ISON_BUSY_MS;
+    return s->now - s->last_ison >= period;
+}
+
 /* Start an ISON round over the nicks MONITOR does not cover. */
 static int
 ison_poll(struct im_sess *s)
 {
     char buf[IRC_LINE_MAX];
     size_t len = 0;
-    /* While messages wait for the bucket, polls would eat their share of
-     * it: poll only as often as the contract needs (every 30 s). */
-    uint32_t period = s->ison_ms;
-    if (!fifo_empty(&s->msgs) && period < IRC_ISON_BUSY_MS)
-        period = IRC_ISON_BUSY_MS;
-    s->next_ison = s->now + period;
+    s->last_ison = s->now;
+    s->ison_now = false;
     if (s->ison_done != s->ison_sent)
         return 0;                       /* the previous round is still unanswered */
     for (uint32_t i = 0; i <= s->n_watch; i++) {
@@ -771,7 +783,7 @@ on_monitor_full(struct im_sess *s, const char *list)
             w->monitored = false;
         list = *e ? e + 1 : e;
     }
-    s->next_ison = s->now;
+    s->ison_now = true;
 }
 
 static int
@@ -783,7 +795,7 @@ watch_start(struct im_sess *s)
     int rc = 0;
     if (s->has_monitor)
         rc = monitor_sync(s, NULL, 0);
-    s->next_ison = s->now;
+    s->ison_now = true;
     return rc;
 }
 
@@ -1404,14 +1416,14 @@ irc_tick(struct im_sess *s, uint64_t now_ms)
     if (s->phase == P_ONLINE) {
         if (!s->watch_ready && s->now - s->online_at >= IRC_WATCH_DELAY_MS)
             rc = watch_start(s);
-        if (!rc && s->watch_ready && s->now >= s->next_ison) {
+        if (!rc && s->watch_ready && ison_due(s)) {
             bool any = false;
             for (uint32_t i = 0; i < s->n_watch && !any; i++)
                 any = !s->watch[i].monitored;
             if (any)
                 rc = ison_poll(s);
             else
-                s->next_ison = s->now + s->ison_ms;
+                s->last_ison = s->now;
         }
     }
     if (!rc)
@@ -1591,7 +1603,7 @@ irc_set_watch(struct im_sess *s, const struct im_str *addresses, uint32_t n, uin
     if (s->phase == P_ONLINE && s->watch_ready) {
         if (s->has_monitor)
             rc = monitor_sync(s, gone, n_gone);
-        s->next_ison = s->now;                      /* poll new nicks soon */
+        s->ison_now = true;                         /* poll new nicks soon */
         if (!rc)
             rc = irc_tick(s, s->now);
     }

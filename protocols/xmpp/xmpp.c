@@ -1586,9 +1586,12 @@ new_parser(struct im_sess *s)
      * completed by the last bytes the server sent would not be reported until
      * the server sends more.  An XMPP stream needs every complete element at
      * once; the re-parse cost it guards against is bounded here by
-     * XMPP_MAX_STANZA.
+     * XMPP_MAX_STANZA.  An expat without it (built before the backport)
+     * reports every token at once anyway.
      */
+#ifdef IM_HAVE_XML_REPARSE_DEFERRAL
     XML_SetReparseDeferralEnabled(s->xp, XML_FALSE);
+#endif
     s->depth = 0;
     s->fed = s->mark = 0;
     s->restart = s->suspend_tls = false;

@@ -83,7 +83,7 @@ h_event(void *ud, const struct im_event *e)
     }
 }
 
-enum step_kind { S_IN, S_TICK, S_WATCH, S_SEND, S_CHECK_QUEUED, S_END };
+enum step_kind { S_IN, S_TICK, S_WATCH, S_SEND, S_CHECK_QUEUED, S_MARK, S_END };
 
 struct step {
     enum step_kind k;
@@ -96,6 +96,7 @@ struct step {
 #define TICK(ms)        { S_TICK, NULL, (ms), 0 }
 #define WATCH(x, ms)    { S_WATCH, (x), (ms), 0 }
 #define SEND(id, x, ms) { S_SEND, (x), (ms), (id) }
+#define MARK(ms)        { S_MARK, NULL, (ms), 0 }  /* "@ms\n" into the output record */
 #define END             { S_END, NULL, 0, 0 }
 
 struct setup {
@@ -163,6 +164,12 @@ run(const struct setup *su, const struct step *steps, int split_step, size_t spl
         case S_CHECK_QUEUED:
             evf(r, "QUEUED %zu\n", irc_queued_lines(s));
             break;
+        case S_MARK: {
+            char m[32];
+            int n = snprintf(m, sizeof(m), "@%llu\n", (unsigned long long)st->t);
+            h_out(r, m, (size_t)n);
+            break;
+        }
         case S_END:
             break;
         }
@@ -470,27 +477,59 @@ T_TEST(presence_ison)
     T_ASSERT(memmem(second + 1, ref.outn - (size_t)(second + 1 - ref.out), "ISON bob carol\r\n", 16));
 }
 
+/* The time of the last "@ms" mark before p in the output record. */
+static uint64_t
+mark_before(const struct rec *r, const char *p)
+{
+    uint64_t t = 0;
+    for (const char *q = r->out; q < p && (q = memchr(q, '@', (size_t)(p - q))); q++)
+        if (q == r->out || q[-1] == '\n')
+            t = strtoull(q + 1, NULL, 10);
+    return t;
+}
+
 T_TEST(presence_ison_yields_to_messages)
 {
-    /* ISON every 3 s, but a backlog of messages stretches polls to 30 s */
+    /* ISON every 3 s, but a backlog of messages stretches polls to 30 s;
+     * once the backlog drains, polls resume every 3 s at once (not one busy
+     * period later: that is how a presence change went unseen for 30 s). */
     struct setup su = { .n_opts = 1, .opts = { { "ison_interval", "3" } } };
-    struct step st[80] = { IN(WELCOME MOTD_END, 0), WATCH("bob", 0) };
-    int k = 2;
+    static struct step st[256];
+    int k = 0;
+    st[k++] = (struct step)IN(WELCOME MOTD_END, 0);
+    st[k++] = (struct step)WATCH("bob", 0);
     for (int i = 0; i < 30; i++)
         st[k++] = (struct step)SEND((uint64_t)i + 1, "bob x", 100);
-    for (int t = 1; t <= 20; t++) {                 /* every poll is answered at once */
+    for (int t = 1; t <= 60; t++) {                 /* every poll is answered at once */
+        st[k++] = (struct step)MARK((uint64_t)t * 1000);
         st[k++] = (struct step)TICK((uint64_t)t * 1000);
         st[k++] = (struct step)IN(":irc.test 303 alice :bob\r\n", (uint64_t)t * 1000 + 10);
     }
     st[k++] = (struct step)END;
     run(&su, st, -1, 0, &ref);
+    T_EQ_INT(ref.rc, 0);
     size_t isons = 0, msgs = 0;
-    for (const char *p = ref.out; (p = memmem(p, ref.outn - (size_t)(p - ref.out), "ISON bob", 8)); p++)
-        isons++;
+    const char *last_msg = NULL, *first_ison_after = NULL;
+    uint64_t prev_ison = 0;
     for (const char *p = ref.out; (p = memmem(p, ref.outn - (size_t)(p - ref.out), "PRIVMSG bob", 11)); p++)
-        msgs++;
-    T_EQ_INT(isons, 2);                 /* at 0 s (queue empty) and 3 s, then not before 33 s */
-    T_ASSERT(msgs >= 19);               /* the budget went to the messages */
+        msgs++, last_msg = p;
+    T_EQ_INT(msgs, 30);                 /* the backlog drained, in the 60 s */
+    for (const char *p = ref.out; (p = memmem(p, ref.outn - (size_t)(p - ref.out), "ISON bob", 8)); p++) {
+        uint64_t t = mark_before(&ref, p);
+        if (p < last_msg) {
+            /* during the backlog: the first poll, then none closer than 30 s */
+            T_ASSERT(isons == 0 || t - prev_ison >= 30000);
+        } else if (!first_ison_after) {
+            first_ison_after = p;
+        }
+        prev_ison = t;
+        isons++;
+    }
+    T_ASSERT(first_ison_after);
+    uint64_t drained = mark_before(&ref, last_msg);
+    /* the next poll comes within one normal period (3 s) of the drain */
+    T_ASSERT(mark_before(&ref, first_ison_after) <= drained + 3000);
+    T_ASSERT(drained < 57000);          /* and there was room left to see it */
     EV_HAS(&ref, "PRES bob available");
 }
 
