@@ -18,7 +18,7 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 # Expat's reparse deferral (2.6.0; Debian backports it to 2.5.0 without
 # changing the version macros) is found by looking at the header itself.
-EXPAT_FEATURES := $(shell echo '\#include <expat.h>' | $(CC) $(PKG_CFLAGS) -E - 2>/dev/null | \
+EXPAT_FEATURES := $(shell printf '\043include <expat.h>\n' | $(CC) $(PKG_CFLAGS) -E - 2>/dev/null | \
                     grep -q XML_SetReparseDeferralEnabled && echo -DIM_HAVE_XML_REPARSE_DEFERRAL)
 # mbedTLS 2.28 ships no pkg-config file.
 TLS_LIBS := -lmbedtls -lmbedx509 -lmbedcrypto
