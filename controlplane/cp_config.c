@@ -10,7 +10,7 @@
 #include "im_common.h"
 #include "cp_config.h"
 
-enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL };
+enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL, OPT_SIZE };
 
 struct opt_def {
     const char *name;
@@ -31,6 +31,7 @@ static const struct opt_def opts[] = {
     { "ca-file",           OPT_STR,  OFF(ca_file),  "FILE  CA bundle for IM server certificates (default: system)" },
     { "io",                OPT_STR,  OFF(io),       "kernel|dpdk  I/O backend (default kernel)" },
     { "workers",           OPT_UINT, OFF(workers),  "N     dataplane workers (default 1)" },
+    { "store-map-size",    OPT_SIZE, OFF(store_map_size), "SIZE  LMDB map size, e.g. 4G (K, M, G, T; default 1G, 1M-16T)" },
     { "open-registration", OPT_BOOL, OFF(open_registration), "   let clients register users themselves" },
     { "log-level",         OPT_STR,  OFF(log_level), "LEVEL error|warn|info|debug (default info)" },
 };
@@ -64,6 +65,26 @@ opt_set(struct cp_config *c, const struct opt_def *o, const char *val, char *why
             return -IM_EINVAL;
         }
         *(unsigned *)field = (unsigned)v;
+        return 0;
+    }
+    case OPT_SIZE: {
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(val, &end, 10);
+        unsigned shift = 0;
+        switch (*end) {
+        case 'k': case 'K': shift = 10; end++; break;
+        case 'm': case 'M': shift = 20; end++; break;
+        case 'g': case 'G': shift = 30; end++; break;
+        case 't': case 'T': shift = 40; end++; break;
+        }
+        if (!*val || *val == '-' || *end || errno || v > (16ull << 40) >> shift ||
+            (v << shift) < (1ull << 20) || (v << shift) > (16ull << 40)) {
+            snprintf(why, whysz, "%s: expected a size from 1M to 16T (bytes, or with K, M, G or T), got \"%s\"",
+                     o->name, val);
+            return -IM_EINVAL;
+        }
+        *(uint64_t *)field = (uint64_t)v << shift;
         return 0;
     }
     case OPT_BOOL:

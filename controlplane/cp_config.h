@@ -8,6 +8,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 struct cp_config {
     char *config;               /* --config FILE */
@@ -19,6 +20,7 @@ struct cp_config {
     char *ca_file;              /* --ca-file FILE */
     char *io;                   /* --io kernel|dpdk */
     unsigned workers;           /* --workers N */
+    uint64_t store_map_size;    /* --store-map-size SIZE (bytes; 0 = the store's default) */
     bool open_registration;     /* --open-registration */
     char *log_level;            /* --log-level LEVEL */
 };

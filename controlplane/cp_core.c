@@ -151,8 +151,11 @@ commit_turn(struct cp_core *c)
                 cp_store_strerror(rc));
         } else {
             c->commits++;
+            c->msgs_committed += c->turn_msgs;
+            c->outbox_added += c->turn_outbox;
         }
     }
+    c->turn_msgs = c->turn_outbox = 0;
     while (c->after) {
         struct cp_after *a = c->after;
         c->after = a->next;
@@ -347,7 +350,7 @@ handle_msg_in(struct cp_core *c, struct dp_msg *m)
         retry_push(c, m);
         return;
     }
-    c->msgs_committed++;
+    c->turn_msgs++;
     struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account, .a = seq,
                         .b = m->b, .len = m->len };
     d.data = malloc(m->len);
@@ -432,7 +435,7 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
             cl_msg_free(&pm);
             return;
         }
-        c->outbox_added++;
+        c->turn_outbox++;
         /* the accepted message goes to the account's queue after the commit */
         struct dp_msg acc_msg = { .type = DPM_OUT_ACCEPTED, .uid = m->uid, .account = m->account,
                                   .a = msg };

@@ -92,6 +92,7 @@ struct cp_core {
 
     bool stopping;
     uint64_t commits, commit_failures, msgs_committed, outbox_added;
+    uint32_t turn_msgs, turn_outbox;    /* counted into the two above if the turn commits */
 };
 
 /* The write transaction of this turn (begun on first use), or NULL with an

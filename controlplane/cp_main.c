@@ -100,7 +100,7 @@ main(int argc, char **argv)
         IM_LOG(IM_LOG_ERROR, "imfused", "cannot create data directory %s: %s", cfg.data, strerror(-rc));
         goto out;
     }
-    if ((rc = cp_store_open(&core.store, cfg.data, 0, why, sizeof(why))) < 0) {
+    if ((rc = cp_store_open(&core.store, cfg.data, (size_t)cfg.store_map_size, why, sizeof(why))) < 0) {
         IM_LOG(IM_LOG_ERROR, "imfused", "cannot open the store in %s: %s", cfg.data, why);
         goto out;
     }

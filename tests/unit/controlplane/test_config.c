@@ -97,6 +97,41 @@ T_TEST(file_errors_name_the_line)
     unlink(path);
 }
 
+T_TEST(store_map_size)
+{
+    struct cp_config c;
+    char why[512];
+    char *argv0[] = { "imfused", NULL };
+    T_EQ_INT(parse(&c, why, 1, argv0), 0);
+    T_EQ_INT(c.store_map_size, 0);                  /* the store's own default */
+    cp_config_free(&c);
+
+    static const struct { const char *v; uint64_t want; } ok[] = {
+        { "4G", 4ull << 30 }, { "64m", 64ull << 20 }, { "1M", 1ull << 20 }, { "16T", 16ull << 40 },
+        { "1048576", 1ull << 20 }, { "2048K", 2ull << 20 },
+    };
+    for (size_t i = 0; i < IM_ARRAY_SIZE(ok); i++) {
+        char *argv[] = { "imfused", "--store-map-size", (char *)ok[i].v, NULL };
+        T_EQ_INT(parse(&c, why, 3, argv), 0);
+        T_EQ_INT(c.store_map_size, ok[i].want);
+        cp_config_free(&c);
+    }
+    static const char *bad[] = { "", "G", "1023K", "17T", "-1G", "4GB", "4 G", "99999999999999999999",
+                                 "18446744073709551615K" };
+    for (size_t i = 0; i < IM_ARRAY_SIZE(bad); i++) {
+        char *argv[] = { "imfused", "--store-map-size", (char *)bad[i], NULL };
+        T_ASSERT(parse(&c, why, 3, argv) < 0);
+        T_ASSERT(strstr(why, "store-map-size") && strstr(why, "1M to 16T"));
+        cp_config_free(&c);
+    }
+    char *path = write_conf("store-map-size = 8G\n");
+    char *argv[] = { "imfused", "--config", path, NULL };
+    T_EQ_INT(parse(&c, why, 3, argv), 0);
+    T_EQ_INT(c.store_map_size, 8ull << 30);
+    cp_config_free(&c);
+    unlink(path);
+}
+
 T_TEST(bad_flags)
 {
     struct cp_config c;
@@ -140,5 +175,5 @@ T_TEST(hostport)
     T_ASSERT(im_split_hostport("a:5x", &h, &p) < 0);
 }
 
-T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line),
+T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(store_map_size),
        T_RUN(bad_flags), T_RUN(hostport))

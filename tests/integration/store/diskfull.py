@@ -1,0 +1,170 @@
+"""A full disk under the store loses nothing (DEVELOPERS.md: "full disks").
+
+The daemon's data directory is a small tmpfs (diskfull.sh) that this driver
+fills to the last byte while bob, on a real prosody, sends alice messages.
+The commits that need room fail; the daemon stays up, says why, withholds
+the XEP-0198 acknowledgements and keeps the messages for retry.  Once room
+is made, every message is committed and alice, logging in, gets them all,
+in order, once.
+"""
+import errno
+import json
+import os
+import sys
+import tempfile
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from harness import JsonPeer, Daemon, lib, stop_all, HERE as LIB  # noqa: E402
+from imclient import Client  # noqa: E402
+
+XMPP_PORT, IMFUSE_PORT = 15222, 17700
+N = 30
+failures = 0
+
+
+def check(cond, what):
+    global failures
+    print(("ok   - " if cond else "FAIL - ") + what, flush=True)
+    if not cond:
+        failures += 1
+        raise AssertionError(what)
+
+
+def stats(d):
+    r = d.ctl_cmd("stats", "--json")
+    if r.returncode != 0:
+        raise RuntimeError("imfusectl stats: " + r.stderr.strip())
+    s = json.loads(r.stdout)
+    return s.get("stats", s)
+
+
+def wait_stat(d, pred, what, timeout=60.0):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        s = stats(d)
+        if pred(s):
+            return s
+        time.sleep(0.2)
+    raise TimeoutError("timed out waiting for %s; last stats %r" % (what, s))
+
+
+def fill(path):
+    """Write until the file system refuses, big chunks then small ones."""
+    with open(path, "wb", buffering=0) as f:
+        for chunk in (1 << 18, 1 << 12, 1 << 9):
+            block = b"\0" * chunk
+            while True:
+                try:
+                    f.write(block)
+                except OSError as e:
+                    if e.errno != errno.ENOSPC:
+                        raise
+                    break
+
+
+def main(work):
+    var = os.path.join(work, "var")
+    pdir = os.path.join(work, "prosody")
+    dirs.append(pdir)
+    lib("prosody.sh", "prosody_set_roster %s alice a.test '[\"bob@a.test\"] = {subscription=\"both\"; groups={}; name=\"Bob\"};'" % pdir)
+    lib("prosody.sh", "prosody_set_roster %s bob a.test '[\"alice@a.test\"] = {subscription=\"both\"; groups={}; name=\"Alice\"};'" % pdir)
+    lib("prosody.sh", "prosody_start %s %d a.test" % (pdir, XMPP_PORT))
+    lib("prosody.sh", "prosody_adduser %s alice a.test pw-alice && prosody_adduser %s bob a.test pw-bob" % (pdir, pdir))
+    ca = os.path.join(pdir, "ca.pem")
+    lib("prosody.sh", "prosody_cafile %s >/dev/null" % pdir)
+
+    d = Daemon(work, IMFUSE_PORT, ca)
+    d.start()
+    check(d.ctl_cmd("user", "add", "alice", stdin="alice-secret\n").returncode == 0, "imfusectl user add alice")
+    c = Client(port=IMFUSE_PORT)
+    check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in")
+    a = c.call("link", network="xmpp", login="alice@a.test", password="pw-alice",
+               server="127.0.0.1:%d" % XMPP_PORT, tls="starttls")["account"]
+    c.wait_event(lambda e: e.get("op") == "account" and e.get("account") == a and e.get("state") == "online",
+                 30, "account online")
+    bob = JsonPeer("xmpp bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "pw-bob",
+                                "127.0.0.1", str(XMPP_PORT), ca])
+    bob.expect(lambda e: e["ev"] == "online", "bob online")
+    bob.send("alice@a.test", "before")
+    m = c.wait_event(lambda e: e.get("op") == "message", 30, "the first message")
+    check(m["body"] == "before", "with room on disk a message is pushed: %r" % m["body"])
+    c.call("ack", seq=m["seq"])
+    c.close()                                   # alice is offline from here on
+
+    filler = os.path.join(var, "filler")
+    fill(filler)
+    st = os.statvfs(var)
+    check(st.f_bavail == 0, "the store's file system is full (%d KiB in the filler)"
+          % (os.path.getsize(filler) >> 10))
+    before = stats(d)
+
+    # Big bodies, so the commits need pages the store's free list cannot give.
+    bodies = ["full-%02d %s" % (i, "x" * 3000) for i in range(N)]
+    for b in bodies:
+        bob.send("alice@a.test", b)
+    s = wait_stat(d, lambda s: s["store_commit_failures"] > before["store_commit_failures"],
+                  "a failed commit")
+    check(True, "commits fail while the disk is full (%d failures so far)" % s["store_commit_failures"])
+    time.sleep(2)                               # several retry rounds, all on a full disk
+    check(d.p.poll() is None, "the daemon is still running")
+    with open(d.logpath) as f:
+        log = f.read()
+    check("store commit failed" in log and "disk is full" in log,
+          "the log says why: %r" % [ln for ln in log.splitlines() if "commit failed" in ln][:1])
+    s = stats(d)
+    check(s["msgs_committed"] - before["msgs_committed"] < N,
+          "not every message could be committed (%d of %d)" % (s["msgs_committed"] - before["msgs_committed"], N))
+
+    # A user request that must write: an error that says so, or (if the
+    # store's free pages happened to suffice) a change really saved.
+    c2 = Client(port=IMFUSE_PORT)
+    check(c2.login("alice", "alice-secret")["op"] == "ok", "alice can log in on a full disk (login writes nothing)")
+    r = c2.request("set_unified", contacts=[{"name": "Bob", "members": [{"account": a, "address": "bob@a.test"}]}])
+    if r["op"] == "error":
+        check(r["code"] == "internal" and "storage" in r.get("message", ""),
+              "set_unified on a full disk -> error internal: %r" % r.get("message"))
+    else:
+        check(c2.call("unified")["contacts"][0]["name"] == "Bob", "set_unified saved despite the full disk")
+    c2.close()
+
+    os.remove(filler)
+    s = wait_stat(d, lambda s: s["msgs_committed"] - before["msgs_committed"] >= N,
+                  "all %d messages committed once there is room" % N, 90)
+    check(True, "room again: all %d messages committed (%d failed commits in all)"
+          % (N, s["store_commit_failures"] - before["store_commit_failures"]))
+
+    c = Client(port=IMFUSE_PORT)
+    check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in again")
+    got = []
+    while len(got) < N:
+        m = c.wait_event(lambda e: e.get("op") == "message", 30, "message %d of %d" % (len(got) + 1, N))
+        got.append(m["body"])
+        c.call("ack", seq=m["seq"])
+    check(got == bodies, "all %d messages delivered in order, none lost" % N)
+    try:
+        extra = c.wait_event(lambda e: e.get("op") == "message", 3, "no more")
+    except TimeoutError:
+        extra = None
+    check(extra is None, "and each once (no duplicate after the retries): %r" % (extra and extra["body"][:8]))
+    c.close()
+    bob.quit()
+    check(d.stop() == 0, "imfused exits 0")
+
+
+dirs = []
+if __name__ == "__main__":
+    rc = 0
+    try:
+        main(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="imfuse-diskfull-"))
+    except Exception:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        rc = 1
+    finally:
+        stop_all()
+        for p in dirs:
+            lib("prosody.sh", "prosody_stop %s" % p)
+    print("%d checks failed%s" % (failures, ", stopped on an exception" if rc else ""))
+    sys.exit(1 if (rc or failures) else 0)
