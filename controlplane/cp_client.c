@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "im_proto.h"
+#include "dp_chan.h"
 #include "cp_int.h"
 
 /* One request being served. */
@@ -195,22 +196,36 @@ replay_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
     if (!d.data)
         abort();
     memcpy(d.data, v, n);
-    cp_after_commit(rc->c, &d, NULL, NULL);
+    dp_chan_send_down(rc->c->ch, &d);
     return 0;
 }
 
+/*
+ * The login's answer and its replay come from a read-only snapshot of what
+ * is committed and leave at once: a login writes nothing, so it must not
+ * wait for this turn's commit, nor be lost if that commit fails (a full
+ * disk).  Messages this turn commits reach the new session after the
+ * commit, like every delivery, with higher seqs than the replay's.
+ */
 static void
 login_done(void *ctx, struct cp_auth_job *j)
 {
     struct cp_core *c = ctx;
-    struct cp_txn *t = cp_txn(c);
+    struct cp_txn *t = NULL;
     struct cp_user u;
     char ukey[CP_NAME_MAX + 3], akey[80];
     uint64_t now = im_mono_ms();
 
+    int trc = cp_txn_begin(c->store, false, &t);
+    if (trc < 0) {
+        LOG(IM_LOG_ERROR, "login of %s: cannot read the store: %s", j->user, cp_store_strerror(trc));
+        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL, "storage unavailable, try again");
+        return;
+    }
     snprintf(ukey, sizeof(ukey), "u:%s", j->user);
     addr_key(akey, sizeof(akey), j->peer);
-    if (j->result < 0 || !t || cp_user_get(t, j->user, &u) < 0 || u.uid != j->uid) {
+    if (j->result < 0 || cp_user_get(t, j->user, &u) < 0 || u.uid != j->uid) {
+        cp_txn_abort(t);
         cp_ratelim_fail(c->rl_user, ukey, now);
         cp_ratelim_fail(c->rl_addr, akey, now);
         LOG(IM_LOG_INFO, "login of %s from %s failed", j->user, j->peer);
@@ -233,10 +248,11 @@ login_done(void *ctx, struct cp_auth_job *j)
     struct dp_msg ok = { .type = DPM_LOGIN_OK, .conn = j->conn, .gen = j->gen, .uid = u.uid,
                          .a = queued };
     cp_msg_payload(&ok, &e);
-    cp_after_commit(c, &ok, NULL, NULL);
+    dp_chan_send_down(c->ch, &ok);
 
     struct replay_ctx rc = { c, j->conn, j->gen };
     (void)cp_blob_each(t, CP_DB_QUEUE, u.uid, 0, replay_one, &rc);
+    cp_txn_abort(t);
     cp_session_add(c, j->conn, j->gen, u.uid, u.name, j->peer, j->device);
     LOG(IM_LOG_INFO, "user %s logged in from %s (%llu queued)", u.name, j->peer,
         (unsigned long long)queued);

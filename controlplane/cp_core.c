@@ -57,6 +57,13 @@ cp_after_commit(struct cp_core *c, struct dp_msg *ok, struct dp_msg *fail, struc
 }
 
 void
+cp_after_always(struct cp_core *c, struct dp_msg *m)
+{
+    cp_after_commit(c, m, NULL, NULL);
+    c->after_tail->always = true;
+}
+
+void
 cp_msg_payload(struct dp_msg *m, struct cl_enc *e)
 {
     size_t len;
@@ -68,14 +75,6 @@ cp_msg_payload(struct dp_msg *m, struct cl_enc *e)
     }
     m->data = cl_enc_release(e, &len);
     m->len = (uint32_t)len;
-}
-
-void
-cp_client_reply(struct cp_core *c, uint32_t conn, uint32_t gen, struct cl_enc *e)
-{
-    struct dp_msg m = { .type = DPM_CONN_SEND, .conn = conn, .gen = gen };
-    cp_msg_payload(&m, e);
-    cp_after_commit(c, &m, NULL, NULL);
 }
 
 static void
@@ -98,7 +97,7 @@ cp_client_error(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id, con
 {
     struct dp_msg m;
     error_msg(&m, conn, gen, id, code, msg);
-    cp_after_commit(c, &m, NULL, NULL);
+    cp_after_always(c, &m);
 }
 
 void
@@ -136,6 +135,8 @@ retry_push(struct cp_core *c, struct dp_msg *m)
     m->data = NULL;
 }
 
+static void cid_turn_end(struct cp_core *c, bool committed);
+
 /* Commit the turn's transaction and release what waited for it. */
 static void
 commit_turn(struct cp_core *c)
@@ -156,6 +157,7 @@ commit_turn(struct cp_core *c)
         }
     }
     c->turn_msgs = c->turn_outbox = 0;
+    cid_turn_end(c, ok);
     while (c->after) {
         struct cp_after *a = c->after;
         c->after = a->next;
@@ -165,6 +167,8 @@ commit_turn(struct cp_core *c)
             dp_msg_release(&a->fail);
             dp_msg_release(&a->retry);
         } else {
+            if (a->always && a->ok.type)
+                dp_chan_send_down(c->ch, &a->ok);
             if (a->fail.type)
                 dp_chan_send_down(c->ch, &a->fail);
             if (a->retry.type) {
@@ -238,21 +242,46 @@ cp_cid_find(struct cp_core *c, uint64_t uid, const char *cid, size_t len)
 }
 
 static void
-cid_evict_oldest(struct cp_core *c)
+cid_unlink(struct cp_core *c, struct cp_cid *e)
 {
-    struct cp_cid *e = c->cid_head;
-    if (!e)
-        return;
-    c->cid_head = e->fnext;
-    if (!c->cid_head)
-        c->cid_tail = NULL;
     struct cp_cid **pp = &c->cids[cid_hash(e->uid, e->cid, strlen(e->cid))];
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
+    if (e->fprev)
+        e->fprev->fnext = e->fnext;
+    else
+        c->cid_head = e->fnext;
+    if (e->fnext)
+        e->fnext->fprev = e->fprev;
+    else
+        c->cid_tail = e->fprev;
     free(e->address);
     free(e);
     c->n_cids--;
+}
+
+/* The oldest settled entry goes; entries of this turn stay until it ends. */
+static void
+cid_evict_oldest(struct cp_core *c)
+{
+    if (c->cid_head && !c->cid_head->pending)
+        cid_unlink(c, c->cid_head);
+}
+
+/* End of a turn: keep its cids if the commit made their messages durable,
+ * else forget them, so that the client's retry with the same cid is sent
+ * rather than answered with the id of a message that was never stored. */
+static void
+cid_turn_end(struct cp_core *c, bool committed)
+{
+    for (unsigned i = 0; i < c->n_turn_cids; i++) {
+        if (committed)
+            c->turn_cids[i]->pending = false;
+        else
+            cid_unlink(c, c->turn_cids[i]);
+    }
+    c->n_turn_cids = 0;
 }
 
 void
@@ -278,12 +307,23 @@ cp_cid_add(struct cp_core *c, uint64_t uid, const char *cid, size_t len, uint64_
     unsigned h = cid_hash(uid, cid, len);
     e->hnext = c->cids[h];
     c->cids[h] = e;
+    e->fprev = c->cid_tail;
     if (c->cid_tail)
         c->cid_tail->fnext = e;
     else
         c->cid_head = e;
     c->cid_tail = e;
     c->n_cids++;
+    if (c->n_turn_cids == c->cap_turn_cids) {
+        unsigned n = c->cap_turn_cids ? c->cap_turn_cids * 2 : 64;
+        struct cp_cid **nt = realloc(c->turn_cids, n * sizeof(*nt));
+        if (!nt)
+            abort();
+        c->turn_cids = nt;
+        c->cap_turn_cids = n;
+    }
+    e->pending = true;
+    c->turn_cids[c->n_turn_cids++] = e;
 }
 
 void
@@ -337,7 +377,7 @@ handle_msg_in(struct cp_core *c, struct dp_msg *m)
     if (rc < 0 || !m->data || m->len < 5) {
         /* user deleted meanwhile: release the network acknowledgement only */
         struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account, .b = m->b };
-        cp_after_commit(c, &d, NULL, NULL);
+        cp_after_always(c, &d);
         return;
     }
     uint64_t seq = u.next_seq++;
@@ -476,9 +516,16 @@ handle_up(struct cp_core *c, struct dp_msg *m)
         handle_out_req(c, m);
         break;
     case CPM_OUT_DONE: {
+        /* Sent: forget it, and try again if this turn's commit fails (else
+         * a restart would send it a second time). */
         struct cp_txn *t = cp_txn(c);
-        if (t)
-            (void)cp_outbox_del(t, m->a);
+        if (!t) {
+            retry_push(c, m);
+            c->retry_at = im_mono_ms() + CP_RETRY_MS;
+            break;
+        }
+        (void)cp_outbox_del(t, m->a);
+        cp_after_commit(c, NULL, NULL, m);
         break;
     }
     case CPM_CONTACTS: {
@@ -572,6 +619,7 @@ cp_core_start(struct cp_core *c)
         rc = cp_outbox_each(c->txn, start_outbox, c);
     cp_txn_abort(c->txn);
     c->txn = NULL;
+    cid_turn_end(c, true);              /* the outbox's cids are durable already */
     dp_chan_flush_down(c->ch);
     return rc;
 }
@@ -624,7 +672,12 @@ cp_core_run(struct cp_core *c, int sigfd)
         struct dp_msg m;
         unsigned got = 0;
         while (got < CP_UP_BATCH && dp_chan_recv_up(c->ch, &m) == 0) {
-            handle_up(c, &m);
+            /* Incoming messages queue behind those waiting for the store
+             * to take them again, so that seqs follow the arrival order. */
+            if (c->n_retry && m.type == CPM_MSG_IN)
+                retry_push(c, &m);
+            else
+                handle_up(c, &m);
             dp_msg_release(&m);
             got++;
         }
@@ -665,7 +718,10 @@ cp_core_free(struct cp_core *c)
             free(s);
         }
     while (c->cid_head)
-        cid_evict_oldest(c);
+        cid_unlink(c, c->cid_head);
+    free(c->turn_cids);
+    c->turn_cids = NULL;
+    c->n_turn_cids = c->cap_turn_cids = 0;
     for (unsigned i = 0; i < c->n_retry; i++)
         dp_msg_release(&c->retry[i]);
     free(c->retry);

@@ -9,7 +9,12 @@
  * (replies, deliveries, commands to the dataplane) is queued with
  * cp_after_commit() and leaves only after the commit succeeded; if the
  * commit fails, each item's failure alternative is sent instead and messages
- * from the dataplane marked for retry are processed again later.
+ * from the dataplane marked for retry are processed again later.  What does
+ * not depend on the turn's writes but must keep its place after them (error
+ * replies, commands that change nothing) is queued with cp_after_always():
+ * it leaves whatever the commit's outcome, so a failing commit (a full disk)
+ * never leaves a client waiting for an answer.  Reads that must not wait
+ * for the turn (login) use a read-only snapshot of what is committed.
  */
 #ifndef CP_INT_H
 #define CP_INT_H
@@ -37,6 +42,7 @@ struct cp_after {
     struct dp_msg ok;               /* sent down after a successful commit (type 0: none) */
     struct dp_msg fail;             /* sent down instead when the commit failed */
     struct dp_msg retry;            /* put back into the input after a failed commit */
+    bool always;                    /* ok leaves even when the commit failed */
 };
 
 struct cp_session {
@@ -57,7 +63,8 @@ struct cp_acct_state {
 };
 
 struct cp_cid {
-    struct cp_cid *hnext, *fnext;   /* hash chain, FIFO for eviction */
+    struct cp_cid *hnext, *fnext, *fprev;   /* hash chain, FIFO for eviction */
+    bool pending;                   /* added this turn: forgotten if the commit fails */
     uint64_t uid, msg, account;
     char network[16];
     char *address;
@@ -93,6 +100,8 @@ struct cp_core {
     bool stopping;
     uint64_t commits, commit_failures, msgs_committed, outbox_added;
     uint32_t turn_msgs, turn_outbox;    /* counted into the two above if the turn commits */
+    struct cp_cid **turn_cids;          /* cids added this turn */
+    unsigned n_turn_cids, cap_turn_cids;
 };
 
 /* The write transaction of this turn (begun on first use), or NULL with an
@@ -102,8 +111,10 @@ struct cp_txn *cp_txn(struct cp_core *c);
 /* Queue an after-commit item (copies the structs; payloads change owner). */
 void cp_after_commit(struct cp_core *c, struct dp_msg *ok, struct dp_msg *fail, struct dp_msg *retry);
 
-/* Reply frames to a client connection, sent after the commit. */
-void cp_client_reply(struct cp_core *c, uint32_t conn, uint32_t gen, struct cl_enc *e);
+/* Queue a message that leaves after the commit whatever its outcome. */
+void cp_after_always(struct cp_core *c, struct dp_msg *m);
+
+/* Error replies leave after the commit, whatever its outcome. */
 void cp_client_error(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id,
                      const char *code, const char *msg);
 void cp_client_ok(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id);

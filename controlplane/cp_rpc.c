@@ -452,7 +452,7 @@ cmd_kick(struct rpc_req *q)
         if (s->uid != u.uid)
             continue;
         struct dp_msg m = { .type = DPM_LOGOUT, .conn = s->conn, .gen = s->gen, .uid = u.uid };
-        cp_after_commit(c, &m, NULL, NULL);
+        cp_after_always(c, &m);
         n++;
     }
     struct cl_enc e;
@@ -465,7 +465,7 @@ static void
 cmd_drain(struct rpc_req *q)
 {
     struct dp_msg m = { .type = DPM_DRAIN };
-    cp_after_commit(q->r->c, &m, NULL, NULL);
+    cp_after_always(q->r->c, &m);
     LOG(IM_LOG_INFO, "operator: drain: no new client connections are accepted");
     reply_ok(q, false);
 }

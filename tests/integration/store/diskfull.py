@@ -127,13 +127,32 @@ def main(work):
               "set_unified on a full disk -> error internal: %r" % r.get("message"))
     else:
         check(c2.call("unified")["contacts"][0]["name"] == "Bob", "set_unified saved despite the full disk")
-    c2.close()
+    # A send on a full disk: refused with a clear error (then the same cid,
+    # sent again later, must really go out) or, if it fitted, sent.
+    r = c2.request("send", to={"account": a, "address": "bob@a.test"}, body="sent on a full disk", cid="full-1")
+    send_refused = r["op"] == "error"
+    if send_refused:
+        check(r["code"] == "internal" and "storage" in r.get("message", ""),
+              "send on a full disk -> error internal: %r" % r.get("message"))
+    else:
+        check(r.get("msg", 0) > 0, "send on a full disk accepted (it fitted): msg %r" % r.get("msg"))
 
     os.remove(filler)
     s = wait_stat(d, lambda s: s["msgs_committed"] - before["msgs_committed"] >= N,
                   "all %d messages committed once there is room" % N, 90)
     check(True, "room again: all %d messages committed (%d failed commits in all)"
           % (N, s["store_commit_failures"] - before["store_commit_failures"]))
+
+    r = c2.request("send", to={"account": a, "address": "bob@a.test"}, body="sent on a full disk", cid="full-1")
+    check(r["op"] == "ok" and r.get("cid") == "full-1", "the same cid again with room: ok, msg %r" % r.get("msg"))
+    e = bob.expect(lambda e: e["ev"] == "message", "the message sent on a full disk")
+    check(e["body"] == "sent on a full disk", "bob received it (%s before)" % ("refused" if send_refused else "accepted"))
+    try:
+        e = bob.expect(lambda e: e["ev"] == "message", "a duplicate", timeout=3)
+    except TimeoutError:
+        e = None
+    check(e is None, "and once: %r" % e)
+    c2.close()
 
     c = Client(port=IMFUSE_PORT)
     check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in again")
@@ -148,6 +167,36 @@ def main(work):
     except TimeoutError:
         extra = None
     check(extra is None, "and each once (no duplicate after the retries): %r" % (extra and extra["body"][:8]))
+    c.close()
+
+    # A restart while the disk is full: what the store could not take was
+    # never acknowledged to the server (XEP-0198), so the server keeps it
+    # (prosody puts unacknowledged messages in offline storage) and it comes
+    # back after the restart.
+    fill(filler)
+    before = stats(d)
+    # More than the free pages the first round left in the store.
+    later = ["restart-%02d %s" % (i, "y" * 3000) for i in range(2 * N)]
+    for b in later:
+        bob.send("alice@a.test", b)
+    s = wait_stat(d, lambda s: s["store_commit_failures"] > before["store_commit_failures"], "a failed commit")
+    time.sleep(1)
+    s = stats(d)
+    check(s["msgs_committed"] - before["msgs_committed"] < len(later),
+          "%d of the %d messages committed before the restart" % (s["msgs_committed"] - before["msgs_committed"],
+                                                                   len(later)))
+    check(d.stop() == 0, "imfused stopped (SIGTERM, exit 0) while the disk is full")
+    os.remove(filler)
+    d.start()
+    c = Client(port=IMFUSE_PORT)
+    check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in after the restart")
+    got = []
+    while len(got) < len(later):
+        m = c.wait_event(lambda e: e.get("op") == "message", 60, "message %d of %d" % (len(got) + 1, len(later)))
+        got.append(m["body"])
+        c.call("ack", seq=m["seq"])
+    check(got == later, "all %d arrived after the restart, in order, once (queued ones from the store, "
+          "the rest from the server)" % len(later) if got == later else "order: %r" % [b[:10] for b in got])
     c.close()
     bob.quit()
     check(d.stop() == 0, "imfused exits 0")
@@ -164,6 +213,13 @@ if __name__ == "__main__":
         rc = 1
     finally:
         stop_all()
+        if rc or failures:
+            log = os.path.join(sys.argv[1] if len(sys.argv) > 1 else ".", "imfused.log")
+            if os.path.exists(log):
+                print("# the last lines of imfused.log:")
+                with open(log) as f:
+                    for ln in f.readlines()[-40:]:
+                        print("#   " + ln.rstrip())
         for p in dirs:
             lib("prosody.sh", "prosody_stop %s" % p)
     print("%d checks failed%s" % (failures, ", stopped on an exception" if rc else ""))
