@@ -21,25 +21,19 @@ Also SASL PLAIN through inspircd + atheme-services (right password ->
 online, wrong -> auth_failed), skipped with a note when atheme is missing.
 IRC_ONLY=ngircd|inspircd|sasl runs one part; IRC_BURST sets the burst size.
 """
-import json
 import os
-import select
 import shutil
-import signal
 import socket
-import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from harness import (HERE as LIB, Daemon, JsonPeer, account_state, check, lib, log,  # noqa: E402
+                     presence_event, run, stop_at_end)
 from imclient import Client  # noqa: E402
 
-BUILD = os.path.join(ROOT, os.environ.get("IMFUSE_BUILD", "build/asan"))
-LIB = os.path.join(HERE, "..", "lib")
-PY = "/usr/bin/python3"
 BURST = int(os.environ.get("IRC_BURST", "300"))
 ONLY = os.environ.get("IRC_ONLY", "")          # "ngircd", "inspircd" or "sasl": one part only
 
@@ -49,141 +43,16 @@ SASL_PORT = 16669           # inspircd linked to atheme
 LINK_PORT = 17000
 IMFUSE_PORT = 17701
 
-procs = []          # (name, Popen) to stop at the end
-servers = []        # (stop function name, work dir)
-failures = 0
-
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def check(cond, what):
-    global failures
-    if cond:
-        log("ok   - " + what)
-    else:
-        failures += 1
-        log("FAIL - " + what)
-        raise AssertionError(what)
-
-
-def stop_proc(p, sig=signal.SIGTERM, wait=5.0):
-    if p.poll() is not None:
-        return p.returncode
-    try:
-        p.send_signal(sig)
-        return p.wait(wait)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        return p.wait()
-
-
-def wait_port(port, deadline=10.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
 
 def ircd(cmd):
-    subprocess.run(["bash", "-c", "source %s/ircd.sh && %s" % (LIB, cmd)], check=True)
+    lib("ircd.sh", cmd)
 
 
-class Daemon:
-    def __init__(self, work):
-        self.data = os.path.join(work, "var")
-        self.ctl = os.path.join(self.data, "imfused.sock")
-        self.logpath = os.path.join(work, "imfused.log")
-        self.p = None
-
-    def start(self):
-        logf = open(self.logpath, "a")
-        self.p = subprocess.Popen(
-            [os.path.join(BUILD, "imfused"), "--data", self.data,
-             "--listen", "127.0.0.1:%d" % IMFUSE_PORT, "--control", self.ctl, "--log-level", "debug"],
-            stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
-        procs.append(("imfused", self.p))
-        if not wait_port(IMFUSE_PORT):
-            raise RuntimeError("imfused did not start; see " + self.logpath)
-
-    def stop(self):
-        return stop_proc(self.p)
-
-    def ctl_cmd(self, *args, stdin=None):
-        return subprocess.run([os.path.join(BUILD, "imfusectl"), "-s", self.ctl] + list(args),
-                              input=stdin, capture_output=True, text=True, timeout=30)
-
-
-class Peer:
-    """A real IRC user (python3-irc)."""
-
-    def __init__(self, nick, port):
-        self.p = subprocess.Popen([PY, os.path.join(LIB, "irc_peer.py"), nick, "127.0.0.1", str(port)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        procs.append(("peer " + nick, self.p))
-        self.nick = nick
-        self.fd = self.p.stdout.fileno()
-        self.buf = b""
-        self.expect(lambda e: e["ev"] == "online", "peer %s online" % nick)
-
-    def _line(self, end):
-        """The next line of the peer's output, or None at the deadline.  Reads the
-        pipe unbuffered: a buffered readline would hide lines from select()."""
-        while b"\n" not in self.buf:
-            left = end - time.monotonic()
-            if left <= 0:
-                return None
-            r, _, _ = select.select([self.fd], [], [], left)
-            if not r:
-                return None
-            data = os.read(self.fd, 65536)
-            if not data:
-                raise RuntimeError("peer %s exited" % self.nick)
-            self.buf += data
-        line, self.buf = self.buf.split(b"\n", 1)
-        return line.decode()
-
-    def expect(self, pred, what, timeout=30.0):
-        end = time.monotonic() + timeout
-        while True:
-            line = self._line(end)
-            if line is None:
-                break
-            e = json.loads(line)
-            if e["ev"] == "error":
-                raise RuntimeError("peer %s: %s" % (self.nick, e["text"]))
-            if pred(e):
-                return e
-        raise TimeoutError("peer %s: timed out waiting for %s" % (self.nick, what))
-
-    def send(self, to, body):
-        self.p.stdin.write(json.dumps({"cmd": "send", "to": to, "body": body}) + "\n")
-        self.p.stdin.flush()
-        self.expect(lambda e: e["ev"] == "sent", "sent")
-
-    def quit(self):
-        try:
-            self.p.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.p.stdin.flush()
-        except OSError:
-            pass
-        stop_proc(self.p, wait=3)
-
-
-def account_event(c, account, states, timeout=30.0):
-    return c.wait_event(lambda e: e.get("op") == "account" and e.get("account") == account
-                        and e.get("state") in states, timeout, "account %d in %s" % (account, states))
-
-
-def presence_event(c, account, address, presence, timeout):
-    return c.wait_event(lambda e: e.get("op") == "presence" and e.get("account") == account
-                        and e.get("address") == address and e.get("presence") == presence,
-                        timeout, "presence %s %s on account %d" % (address, presence, account))
+def peer(nick, port):
+    """A real IRC user (python3-irc), online."""
+    p = JsonPeer(nick, [os.path.join(LIB, "irc_peer.py"), nick, "127.0.0.1", str(port)], fatal=("error",))
+    p.expect(lambda e: e["ev"] == "online", "peer %s online" % nick)
+    return p
 
 
 def scenario(c, name, port, login, options, presence_timeout, taken_nick):
@@ -191,7 +60,7 @@ def scenario(c, name, port, login, options, presence_timeout, taken_nick):
     tag = "[%s] " % name
     a = c.call("link", network="irc", login=login, password="", server="127.0.0.1:%d" % port,
                tls="none", name=name, options=options)["account"]
-    e = account_event(c, a, ("online",))
+    e = account_state(c, a, ("online",))
     check(e["network"] == "irc" and e["login"] == login, tag + "1. account %d online: %r" % (a, e))
 
     c.call("add_contact", account=a, address="Bob")
@@ -201,7 +70,7 @@ def scenario(c, name, port, login, options, presence_timeout, taken_nick):
           tag + "2. add_contact bob -> contacts event %r" % ev["contacts"])
 
     t = time.monotonic()
-    bob = Peer("bob", port)
+    bob = peer("bob", port)
     presence_event(c, a, "bob", "available", presence_timeout)
     check(True, tag + "3. bob connects -> presence available after %.1f s" % (time.monotonic() - t))
 
@@ -235,7 +104,7 @@ def scenario(c, name, port, login, options, presence_timeout, taken_nick):
 
     a2 = c.call("link", network="irc", login=taken_nick, password="", server="127.0.0.1:%d" % port,
                 tls="none", name=name + "-taken")["account"]
-    e = account_event(c, a2, ("online",))
+    e = account_state(c, a2, ("online",))
     if "in use" not in e.get("detail", ""):
         e = c.wait_event(lambda x: x.get("op") == "account" and x.get("account") == a2
                          and "in use" in x.get("detail", ""), 10, "nick-in-use detail")
@@ -304,19 +173,19 @@ def sasl_scenario(c, work):
         log("# skipped SASL: atheme-services is not installed")
         return
     ins2, ath = os.path.join(work, "inspircd-sasl"), os.path.join(work, "atheme")
-    servers.append(("inspircd_stop", ins2))
-    servers.append(("atheme_stop", ath))
+    stop_at_end("ircd.sh", "inspircd_stop " + ins2)
+    stop_at_end("ircd.sh", "atheme_stop " + ath)
     ircd("INSPIRCD_LINK_PORT=%d inspircd_start %s %d" % (LINK_PORT, ins2, SASL_PORT))
     ircd("atheme_start %s %d" % (ath, LINK_PORT))
     check(raw_register(SASL_PORT, "sasluser", "sasl-pw-1"), "[sasl] sasluser registered with atheme's NickServ")
     a = c.call("link", network="irc", login="sasluser", password="sasl-pw-1", server="127.0.0.1:%d" % SASL_PORT,
                tls="none", name="sasl", options={"sasl": "yes"})["account"]
-    e = account_event(c, a, ("online", "auth_failed", "error"))
+    e = account_state(c, a, ("online", "auth_failed", "error"))
     check(e["state"] == "online", "[sasl] SASL PLAIN with the right password -> online: %r" % e)
     c.call("unlink", account=a)
     b = c.call("link", network="irc", login="SaslUser", password="wrong-pw", server="127.0.0.1:%d" % SASL_PORT,
                tls="none", name="sasl-bad", options={"sasl": "yes"})["account"]
-    e = account_event(c, b, ("online", "auth_failed", "error"))
+    e = account_state(c, b, ("online", "auth_failed", "error"))
     check(e["state"] == "auth_failed" and "SASL" in e.get("detail", ""),
           "[sasl] a wrong password -> auth_failed with the server's text: %r" % e.get("detail"))
     c.call("unlink", account=b)
@@ -326,12 +195,12 @@ def main():
     work = tempfile.mkdtemp(prefix="imfuse-irc-")
     log("# work directory " + work)
     ng, ins = os.path.join(work, "ngircd"), os.path.join(work, "inspircd")
-    servers.append(("ngircd_stop", ng))
-    servers.append(("inspircd_stop", ins))
+    stop_at_end("ircd.sh", "ngircd_stop " + ng)
+    stop_at_end("ircd.sh", "inspircd_stop " + ins)
     ircd("ngircd_start %s %d" % (ng, NGIRCD_PORT))
     ircd("inspircd_start %s %d" % (ins, INSPIRCD_PORT))
 
-    d = Daemon(work)
+    d = Daemon(work, IMFUSE_PORT)
     d.start()
     r = d.ctl_cmd("user", "add", "alice", stdin="alice-secret\n")
     check(r.returncode == 0, "imfusectl user add alice (%s)" % r.stderr.strip())
@@ -364,17 +233,4 @@ def main():
 
 
 if __name__ == "__main__":
-    rc = 0
-    try:
-        main()
-    except Exception:  # noqa: BLE001
-        import traceback
-        traceback.print_exc()
-        rc = 1
-    finally:
-        for name, p in reversed(procs):
-            stop_proc(p)
-        for fn, wd in servers:
-            subprocess.run(["bash", "-c", "source %s/ircd.sh; %s %s" % (LIB, fn, wd)])
-    log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
-    sys.exit(1 if (rc or failures) else 0)
+    run(main)

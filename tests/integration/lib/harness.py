@@ -1,11 +1,16 @@
-"""Shared pieces of the Python integration drivers: processes stopped by PID,
-real user clients driven over line-JSON, the daemon under test."""
+"""Shared pieces of the Python integration drivers: checks counted and
+printed, processes stopped by PID, real user clients driven over line-JSON,
+the daemon under test, waits for its account and presence events, and a
+main() runner that cleans up on every exit.
+
+Run the drivers with /usr/bin/python3 (Debian's python3-* packages)."""
 import json
 import os
 import select
 import signal
 import socket
 import subprocess
+import sys
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -14,6 +19,23 @@ BUILD = os.path.join(ROOT, os.environ.get("IMFUSE_BUILD", "build/asan"))
 PY = "/usr/bin/python3"
 
 procs = []      # every process started, stopped by PID at the end
+at_end = []     # (library script, command) run by run() after every process is stopped
+failures = 0    # checks failed so far
+
+
+def log(*a):
+    print(*a, flush=True)
+
+
+def check(cond, what):
+    """Print "ok   - WHAT" or "FAIL - WHAT"; a failure is counted and raised."""
+    global failures
+    if cond:
+        log("ok   - " + what)
+    else:
+        failures += 1
+        log("FAIL - " + what)
+        raise AssertionError(what)
 
 
 def stop_proc(p, sig=signal.SIGTERM, wait=5.0):
@@ -43,29 +65,91 @@ def wait_port(port, deadline=10.0):
     return False
 
 
-def lib(script, cmd):
-    """Run a function of a sourceable bash library in tests/integration/lib."""
-    subprocess.run(["bash", "-c", "source %s/%s && %s" % (HERE, script, cmd)], check=True)
+def lib(script, cmd, strict=True):
+    """Run a function of a sourceable bash library in tests/integration/lib;
+    a non-zero exit raises unless strict is false."""
+    subprocess.run(["bash", "-c", "source %s/%s && %s" % (HERE, script, cmd)], check=strict)
+
+
+def lib_out(script, cmd):
+    """lib(), returning what the command printed, stripped."""
+    return subprocess.run(["bash", "-c", "source %s/%s && %s" % (HERE, script, cmd)],
+                          capture_output=True, text=True, check=True).stdout.strip()
+
+
+def stop_at_end(script, cmd):
+    """Have run() call lib(script, cmd) at the end (e.g. a server's stop), in the order given."""
+    at_end.append((script, cmd))
+
+
+def account_state(c, account, states, timeout=30.0):
+    """The next account event of imclient.Client c for account with a state in states."""
+    return c.wait_event(lambda e: e.get("op") == "account" and e.get("account") == account
+                        and e.get("state") in states, timeout, "account %d in %s" % (account, states))
+
+
+def presence_event(c, account, address, presence, timeout=30.0):
+    return c.wait_event(lambda e: e.get("op") == "presence" and e.get("account") == account
+                        and e.get("address") == address and e.get("presence") == presence,
+                        timeout, "presence %s %s on account %d" % (address, presence, account))
+
+
+def run(main, *args):
+    """Run main(*args); then stop every process and what stop_at_end() named,
+    print the count of failed checks and exit 1 if any failed or main raised."""
+    rc = 0
+    try:
+        main(*args)
+    except Exception:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        rc = 1
+    finally:
+        stop_all()
+        for script, cmd in at_end:
+            lib(script, cmd, strict=False)
+    log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
+    sys.exit(1 if (rc or failures) else 0)
 
 
 class JsonPeer:
-    """A real IM client (xmpp_peer.py, irc_peer.py, sip_peer.py): JSON lines both ways."""
+    """A real IM client (xmpp_peer.py, irc_peer.py, sip_peer.py): JSON lines both ways.
+    An event whose "ev" is in fatal (e.g. ("error",)) makes expect() raise."""
 
-    def __init__(self, name, argv):
+    def __init__(self, name, argv, fatal=()):
         self.name = name
+        self.fatal = fatal
         self.p = subprocess.Popen([PY] + argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         procs.append(self.p)
+        self.fd = self.p.stdout.fileno()
+        self.buf = b""
+
+    def _line(self, end, what):
+        """The next line of the peer's output, or None at the deadline.  Reads the
+        pipe unbuffered: a buffered readline would hide lines from select()."""
+        while b"\n" not in self.buf:
+            left = end - time.monotonic()
+            if left <= 0:
+                return None
+            r, _, _ = select.select([self.fd], [], [], left)
+            if not r:
+                return None
+            data = os.read(self.fd, 65536)
+            if not data:
+                raise RuntimeError("peer %s exited while waiting for %s" % (self.name, what))
+            self.buf += data
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line.decode()
 
     def expect(self, pred, what, timeout=30.0):
         end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            r, _, _ = select.select([self.p.stdout], [], [], max(0.0, end - time.monotonic()))
-            if not r:
+        while True:
+            line = self._line(end, what)
+            if line is None:
                 break
-            line = self.p.stdout.readline()
-            if not line:
-                raise RuntimeError("peer %s exited while waiting for %s" % (self.name, what))
             e = json.loads(line)
+            if e.get("ev") in self.fatal:
+                raise RuntimeError("peer %s: %s" % (self.name, e.get("text", e)))
             if pred(e):
                 return e
         raise TimeoutError("peer %s: timed out waiting for %s" % (self.name, what))
@@ -85,11 +169,15 @@ class JsonPeer:
 
 
 class Daemon:
-    def __init__(self, work, port, cafile=None):
+    """imfused on 127.0.0.1:port, its data and control socket under work.
+    listen_tls=(port, certfile, keyfile) adds the TLS client listener."""
+
+    def __init__(self, work, port, cafile=None, listen_tls=None):
         self.data = os.path.join(work, "var")
         self.ctl = os.path.join(self.data, "imfused.sock")
         self.port = port
         self.cafile = cafile
+        self.listen_tls = listen_tls
         self.logpath = os.path.join(work, "imfused.log")
         self.p = None
 
@@ -99,10 +187,18 @@ class Daemon:
                 "127.0.0.1:%d" % self.port, "--control", self.ctl, "--log-level", "debug"]
         if self.cafile:
             argv += ["--ca-file", self.cafile]
+        if self.listen_tls:
+            port, cert, key = self.listen_tls
+            argv += ["--listen-tls", "127.0.0.1:%d" % port, "--tls-cert", cert, "--tls-key", key]
         self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+        logf.close()
         procs.append(self.p)
         if not wait_port(self.port):
             raise RuntimeError("imfused did not start; see " + self.logpath)
+
+    def kill9(self):
+        self.p.kill()
+        self.p.wait()
 
     def stop(self):
         return stop_proc(self.p)

@@ -18,21 +18,16 @@ Steps (letters as in the issue):
 """
 import json
 import os
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
+from harness import (BUILD, HERE as LIB, Daemon, JsonPeer, account_state, check, lib,  # noqa: E402
+                     lib_out, log, presence_event, run, stop_at_end)
 from imclient import Client  # noqa: E402
-
-BUILD = os.path.join(ROOT, os.environ.get("IMFUSE_BUILD", "build/asan"))
-LIB = os.path.join(HERE, "..", "lib")
-PY = "/usr/bin/python3"
 
 XMPP_PORT = 15222
 # SCRAM is proven by disabling PLAIN on the server.
@@ -40,129 +35,16 @@ PROSODY_START = "PROSODY_DISABLE_PLAIN=1 prosody_start %%s %d a.test b.test" % X
 IMFUSE_PORT = 17700
 IMFUSE_TLS_PORT = 17701
 
-procs = []          # (name, Popen) to stop at the end
-prosody_dirs = []   # prosody work directories to stop at the end
-failures = 0
-
-
-def log(*a):
-    print(*a, flush=True)
-
-
-def check(cond, what):
-    global failures
-    if cond:
-        log("ok   - " + what)
-    else:
-        failures += 1
-        log("FAIL - " + what)
-        raise AssertionError(what)
-
-
-def stop_proc(p, sig=signal.SIGTERM, wait=5.0):
-    if p.poll() is not None:
-        return p.returncode
-    try:
-        p.send_signal(sig)
-        return p.wait(wait)
-    except subprocess.TimeoutExpired:
-        p.kill()
-        return p.wait()
-
-
-def wait_port(port, deadline=10.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
 
 def prosody(cmd):
-    subprocess.run(["bash", "-c", "source %s/prosody.sh && %s" % (LIB, cmd)], check=True)
+    lib("prosody.sh", cmd)
 
 
-class Daemon:
-    def __init__(self, work, cafile):
-        self.work = work
-        self.data = os.path.join(work, "var")
-        self.ctl = os.path.join(self.data, "imfused.sock")
-        self.cafile = cafile
-        self.logpath = os.path.join(work, "imfused.log")
-        self.p = None
-
-    def start(self):
-        logf = open(self.logpath, "a")
-        self.p = subprocess.Popen(
-            [os.path.join(BUILD, "imfused"), "--data", self.data,
-             "--listen", "127.0.0.1:%d" % IMFUSE_PORT, "--control", self.ctl,
-             "--ca-file", self.cafile, "--log-level", "debug",
-             "--listen-tls", "127.0.0.1:%d" % IMFUSE_TLS_PORT,
-             "--tls-cert", os.path.join(self.work, "client-tls.crt"),
-             "--tls-key", os.path.join(self.work, "client-tls.key")],
-            stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
-        procs.append(("imfused", self.p))
-        if not wait_port(IMFUSE_PORT):
-            raise RuntimeError("imfused did not start; see " + self.logpath)
-
-    def kill9(self):
-        self.p.kill()
-        self.p.wait()
-
-    def stop(self):
-        return stop_proc(self.p)
-
-    def ctl_cmd(self, *args, stdin=None):
-        return subprocess.run([os.path.join(BUILD, "imfusectl"), "-s", self.ctl] + list(args),
-                              input=stdin, capture_output=True, text=True, timeout=30)
-
-
-class Peer:
-    """bob's real XMPP client (slixmpp)."""
-
-    def __init__(self, jid, password, cafile):
-        self.p = subprocess.Popen([PY, os.path.join(LIB, "xmpp_peer.py"), jid, password,
-                                   "127.0.0.1", str(XMPP_PORT), cafile],
-                                  stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
-        procs.append(("peer " + jid, self.p))
-        self.jid = jid
-        self.expect(lambda e: e["ev"] == "online", "peer %s online" % jid)
-
-    def expect(self, pred, what, timeout=30.0):
-        import select
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            r, _, _ = select.select([self.p.stdout], [], [], end - time.monotonic())
-            if not r:
-                break
-            line = self.p.stdout.readline()
-            if not line:
-                raise RuntimeError("peer %s exited" % self.jid)
-            e = json.loads(line)
-            if pred(e):
-                return e
-        raise TimeoutError("peer %s: timed out waiting for %s" % (self.jid, what))
-
-    def send(self, to, body):
-        self.p.stdin.write(json.dumps({"cmd": "send", "to": to, "body": body}) + "\n")
-        self.p.stdin.flush()
-        self.expect(lambda e: e["ev"] == "sent", "sent")
-
-    def quit(self):
-        try:
-            self.p.stdin.write(json.dumps({"cmd": "quit"}) + "\n")
-            self.p.stdin.flush()
-        except OSError:
-            pass
-        stop_proc(self.p, wait=3)
-
-
-def account_state(c, account, states, timeout=30.0):
-    return c.wait_event(lambda e: e.get("op") == "account" and e.get("account") == account
-                        and e.get("state") in states, timeout, "account %d in %s" % (account, states))
+def peer(jid, password, cafile):
+    """bob's real XMPP client (slixmpp), online."""
+    p = JsonPeer(jid, [os.path.join(LIB, "xmpp_peer.py"), jid, password, "127.0.0.1", str(XMPP_PORT), cafile])
+    p.expect(lambda e: e["ev"] == "online", "peer %s online" % jid)
+    return p
 
 
 def wait_states(c, want, timeout=30.0):
@@ -180,7 +62,7 @@ def wait_states(c, want, timeout=30.0):
 def main():
     work = tempfile.mkdtemp(prefix="imfuse-flow-")
     pdir = os.path.join(work, "prosody")
-    prosody_dirs.append(pdir)
+    stop_at_end("prosody.sh", "prosody_stop %s" % pdir)
     log("# work directory " + work)
 
     # ---- servers ------------------------------------------------------------
@@ -192,14 +74,14 @@ def main():
     prosody(PROSODY_START % pdir)
     for user, host in (("alice", "a.test"), ("bob", "a.test"), ("al", "b.test"), ("bob", "b.test")):
         prosody("prosody_adduser %s %s %s pw-%s-%s" % (pdir, user, host, user, host))
-    cafile = subprocess.run(["bash", "-c", "source %s/prosody.sh; prosody_cafile %s" % (LIB, pdir)],
-                            capture_output=True, text=True, check=True).stdout.strip()
+    cafile = lib_out("prosody.sh", "prosody_cafile %s" % pdir)
 
     subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
                     "-subj", "/CN=imfuse.test", "-addext", "subjectAltName=DNS:imfuse.test",
                     "-keyout", os.path.join(work, "client-tls.key"),
                     "-out", os.path.join(work, "client-tls.crt")], check=True, capture_output=True)
-    d = Daemon(work, cafile)
+    d = Daemon(work, IMFUSE_PORT, cafile, listen_tls=(IMFUSE_TLS_PORT, os.path.join(work, "client-tls.crt"),
+                                                      os.path.join(work, "client-tls.key")))
     d.start()
 
     # ---- a. the operator creates alice ---------------------------------------
@@ -262,10 +144,8 @@ def main():
     check(r["op"] == "error" and r["code"] == "bad_request", "c. a member in two unified contacts is refused")
 
     # ---- d. send to the unified contact: bob's client receives it -------------
-    bob = Peer("bob@a.test", "pw-bob-a.test", cafile)
-    e = c.wait_event(lambda e: e.get("op") == "presence" and e.get("account") == a1 and
-                     e.get("address") == "bob@a.test" and e.get("presence") == "available", 20,
-                     "bob's presence")
+    bob = peer("bob@a.test", "pw-bob-a.test", cafile)
+    presence_event(c, a1, "bob@a.test", "available", 20)
     check(True, "d. bob's client online -> presence event available")
     r = c.call("send", to={"contact": bob_id}, body="hello <Bob> & \"friends\" \u00e9\U0001F600", cid="m1")
     check(r["account"] == a1 and r["address"] == "bob@a.test" and r["network"] == "xmpp" and r["cid"] == "m1",
@@ -357,7 +237,7 @@ def main():
     account_state(c, a1, ("online",), 60)
     account_state(c, a2, ("online",), 60)
     check(True, "h. prosody restarted -> back online by themselves")
-    bob = Peer("bob@a.test", "pw-bob-a.test", cafile)
+    bob = peer("bob@a.test", "pw-bob-a.test", cafile)
 
     # ---- certificate checked against the right name ----------------------------------
     a3 = c.call("link", network="xmpp", login="bob@b.test", password="pw-bob-b.test",
@@ -399,17 +279,4 @@ def main():
 
 
 if __name__ == "__main__":
-    rc = 0
-    try:
-        main()
-    except Exception as ex:  # noqa: BLE001
-        import traceback
-        traceback.print_exc()
-        rc = 1
-    finally:
-        for name, p in reversed(procs):
-            stop_proc(p)
-        for pd in prosody_dirs:
-            subprocess.run(["bash", "-c", "source %s/prosody.sh; prosody_stop %s" % (LIB, pd)])
-    log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
-    sys.exit(1 if (rc or failures) else 0)
+    run(main)

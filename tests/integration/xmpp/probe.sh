@@ -1,18 +1,32 @@
 #!/usr/bin/env bash
 # tests/integration/xmpp/probe.sh - the XMPP adapter (xmpp_ops, via xmpp_probe)
-# against a real prosody 0.12, with a real XMPP client (slixmpp) on the other side.
+# against a real XMPP server, with a real XMPP client (slixmpp) on the other side.
+# XMPP_SERVER picks the server: prosody (0.12, the default) or ejabberd (Debian
+# bookworm's 23.01: tests/integration/xmpp/ejabberd.sh, which says what is
+# checked there on top).
 #
-# Needs root (private network namespace via unshare -n), prosody, openssl,
-# /usr/bin/python3 with slixmpp.  Exits 77 with a reason when those are missing.
+# Needs root (private network namespace via unshare -n), the server, openssl,
+# /usr/bin/python3 with slixmpp; for ejabberd also setpriv and a user ejabberd
+# (the node runs as that user).  Exits 77 with a reason when those are missing.
 # Builds the probe with: make BUILD=$BUILD $BUILD/tests/integration/xmpp/xmpp_probe
 # (BUILD defaults to build/asan); set XMPP_PROBE=path to use another binary.
 set -u
 top=$(cd "$(dirname "$0")/../../.." && pwd)
 self="$top/tests/integration/xmpp/probe.sh"
+server=${XMPP_SERVER:-prosody}
 
 if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
     [ "$(id -u)" = 0 ] || { echo "skip: needs root for unshare -n" >&2; exit 77; }
-    command -v prosody >/dev/null || { echo "skip: prosody not installed" >&2; exit 77; }
+    case $server in
+    prosody)
+        command -v prosody >/dev/null || { echo "skip: prosody not installed" >&2; exit 77; } ;;
+    ejabberd)
+        command -v ejabberdctl >/dev/null || { echo "skip: ejabberd not installed" >&2; exit 77; }
+        id ejabberd >/dev/null 2>&1 || { echo "skip: no user ejabberd" >&2; exit 77; }
+        command -v setpriv >/dev/null || { echo "skip: setpriv (util-linux) not installed" >&2; exit 77; } ;;
+    *)
+        echo "XMPP_SERVER must be prosody or ejabberd, not $server" >&2; exit 2 ;;
+    esac
     command -v openssl >/dev/null || { echo "skip: openssl not installed" >&2; exit 77; }
     /usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "skip: python3-slixmpp missing" >&2; exit 77; }
     IMFUSE_IN_NETNS=1 exec unshare -n "$self" "$@"
@@ -28,35 +42,71 @@ if [ -z "${XMPP_PROBE:-}" ]; then
         || { echo "cannot build $probe" >&2; exit 1; }
 fi
 
-. "$top/tests/integration/lib/prosody.sh"
+. "$top/tests/integration/lib/$server.sh"
 
-work=$(mktemp -d /tmp/imfuse-xmpp-probe.XXXXXX)
+work=$(mktemp -d "/tmp/imfuse-xmpp-$server.XXXXXX")
+chmod 0711 "$work"              # ejabberd (user ejabberd) works in $srv
+srv=$work/$server
 pids=()
 cleanup() {
+    local rc=$?
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    prosody_stop "$work"
+    "${server}_stop" "$srv" || rc=1
     rm -rf "$work"
+    exit $rc
 }
 trap cleanup EXIT
 
-port=15222
 fail=0
+t_start=$SECONDS
 check() {   # check NAME CONDITION-EXIT-CODE
     if [ "$2" = 0 ]; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi
 }
+wait_for() {   # wait_for FILE PATTERN SECONDS
+    local deadline=$((SECONDS + $3))
+    until grep -q -- "$2" "$1" 2>/dev/null; do
+        [ $SECONDS -ge $deadline ] && return 1
+        sleep 0.1
+    done
+}
 
-prosody_set_roster "$work" alice a.test \
-    '["bob@b.test"] = { subscription = "both"; name = "Bob"; groups = { Friends = true } };' || exit 1
-prosody_set_roster "$work" bob b.test \
-    '["alice@a.test"] = { subscription = "both"; name = "Alice"; groups = {} };' || exit 1
-PROSODY_DISABLE_PLAIN=1 prosody_start "$work" "$port" a.test b.test || exit 1
-prosody_adduser "$work" alice a.test 'alice-pw' || exit 1
-prosody_adduser "$work" bob b.test 'bob-pw' || exit 1
-ca=$(prosody_cafile "$work") || exit 1
+# alice@a.test and bob@b.test, each on the other's roster (bob as "Bob" in
+# group Friends), SCRAM only: PLAIN disabled (prosody), or never picked
+# although offered, like SCRAM-SHA-1-PLUS (ejabberd, checked in its log).
+case $server in
+prosody)
+    port=15222 srvlog=$srv/prosody.log bad_tls_name=b.test
+    prosody_set_roster "$srv" alice a.test \
+        '["bob@b.test"] = { subscription = "both"; name = "Bob"; groups = { Friends = true } };' || exit 1
+    prosody_set_roster "$srv" bob b.test \
+        '["alice@a.test"] = { subscription = "both"; name = "Alice"; groups = {} };' || exit 1
+    PROSODY_DISABLE_PLAIN=1 prosody_start "$srv" "$port" a.test b.test || exit 1
+    echo "prosody up after $((SECONDS - t_start)) s"
+    prosody_adduser "$srv" alice a.test 'alice-pw' || exit 1
+    prosody_adduser "$srv" bob b.test 'bob-pw' || exit 1
+    ;;
+ejabberd)
+    # ejabberd picks the certificate by SNI: a name it has no certificate for
+    # (with b.test it would present b.test's, which is then a correct match).
+    port=15322 srvlog=$srv/logs/ejabberd.log bad_tls_name=wrong.test
+    ejabberd_start "$srv" "$port" a.test b.test || exit 1
+    echo "ejabberd up after $((SECONDS - t_start)) s"
+    # Each ejabberdctl call starts an Erlang node (~0.7 s): run them in parallel.
+    ejabberd_adduser "$srv" alice a.test 'alice-pw' & a1=$!
+    ejabberd_adduser "$srv" bob b.test 'bob-pw' & a2=$!
+    wait $a1 && wait $a2 || exit 1
+    ejabberd_add_rosteritem "$srv" alice a.test bob@b.test Bob Friends both & a1=$!
+    ejabberd_add_rosteritem "$srv" bob b.test alice@a.test Alice '' both & a2=$!
+    wait $a1 && wait $a2 || exit 1
+    ;;
+esac
+ca=$("${server}_cafile" "$srv") || exit 1
+echo "users and rosters ready after $((SECONDS - t_start)) s"
 
 cat > "$work/bob.py" <<'PY'
-# bob: a real XMPP client.  recv: print the first chat message and quit.
-# send TO BODY: send one message after login, then quit.
+# bob@b.test, a real XMPP client (slixmpp).
+#   recv PORT CA            print "GOT <from-bare> <body>" for the first chat message, then quit
+#   send PORT CA TO BODY    send one chat message after login, then quit
 import asyncio, sys
 import slixmpp
 
@@ -65,10 +115,10 @@ mode, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 class Bob(slixmpp.ClientXMPP):
     def __init__(self):
         super().__init__("bob@b.test/py", "bob-pw")
-        self.add_event_handler("session_start", self.start)
+        self.add_event_handler("session_start", self.on_start)
         self.add_event_handler("message", self.on_message)
 
-    async def start(self, event):
+    async def on_start(self, event):
         self.send_presence()
         await self.get_roster()
         print("READY", flush=True)
@@ -78,7 +128,7 @@ class Bob(slixmpp.ClientXMPP):
             self.disconnect()
 
     def on_message(self, msg):
-        if msg["type"] in ("chat", "normal") and mode == "recv":
+        if mode == "recv" and msg["type"] in ("chat", "normal"):
             print("GOT %s %s" % (msg["from"].bare, msg["body"]), flush=True)
             self.disconnect()
 
@@ -88,23 +138,23 @@ b.connect(address=("127.0.0.1", port))
 b.process(forever=False)
 PY
 
-wait_for() {   # wait_for FILE PATTERN SECONDS
-    local deadline=$((SECONDS + $3))
-    until grep -q -- "$2" "$1" 2>/dev/null; do
-        [ $SECONDS -ge $deadline ] && return 1
-        sleep 0.1
-    done
-}
-
 P=("$probe" --host 127.0.0.1 --port "$port" --tls starttls --ca-file "$ca" --timeout 20)
 
-# 1. STARTTLS + SCRAM login to ONLINE; the contacts list has bob.
+# 1. STARTTLS (required by the server) + SCRAM login to ONLINE; the roster
+#    arrives as the contacts list.
 "${P[@]}" --login alice@a.test --password alice-pw --exit-after-online > "$work/p1.out" 2>&1
 rc=$?
 cat "$work/p1.out"
-[ $rc = 0 ] && grep -q '^TLS ok' "$work/p1.out" && grep -q '^STATE online' "$work/p1.out" \
+[ $rc = 0 ] && grep -q '^STARTTLS' "$work/p1.out" && grep -q '^TLS ok' "$work/p1.out" \
+    && grep -q '^STATE online' "$work/p1.out" && grep -q '^CONTACTS 1$' "$work/p1.out" \
     && grep -q '^CONTACT bob@b.test .* Bob$' "$work/p1.out"
-check "starttls + scram login, contacts list bob" $?
+rc=$?
+if [ $server = ejabberd ]; then
+    [ $rc = 0 ] && wait_for "$srvlog" 'Accepted c2s SCRAM-SHA-1 authentication for alice@a.test' 3
+    check "starttls + scram-sha-1 (not -plus) login, contacts list bob" $?
+else
+    check "starttls + scram login, contacts list bob" $rc
+fi
 
 # 2. A message from the probe reaches bob's real client.
 timeout 30 /usr/bin/python3 "$work/bob.py" recv "$port" "$ca" > "$work/bob1.out" 2>"$work/bob1.err" &
@@ -131,6 +181,24 @@ cat "$work/p3.out"
 [ $rc = 0 ] && grep -qF 'MESSAGE bob@b.test py hello alice & co' "$work/p3.out"
 check "message from bob (slixmpp) received by the probe" $?
 
+# 3b. ejabberd: the next login gets no second copy of that message: the probe
+#     committed it, and logout acknowledged it (XEP-0198 <a/> before the close;
+#     without it ejabberd re-stores unacknowledged messages offline).
+#     Meanwhile a roster change made on the server arrives as a new contacts list.
+if [ $server = ejabberd ]; then
+    "${P[@]}" --login alice@a.test --password alice-pw --wait-message --timeout 4 > "$work/p3b.out" 2>&1 &
+    ppid=$!; pids+=("$ppid")
+    wait_for "$work/p3b.out" '^STATE online' 15
+    ejabberd_add_rosteritem "$srv" alice a.test carol@a.test Carol 'G1;G2' both
+    wait "$ppid"
+    rc=$?
+    cat "$work/p3b.out"
+    [ $rc = 5 ] && grep -q '^STATE online' "$work/p3b.out" && ! grep -q '^MESSAGE' "$work/p3b.out"
+    check "a committed message is not delivered again at the next login" $?
+    grep -q '^CONTACTS 2$' "$work/p3b.out" && grep -q '^CONTACT carol@a.test unknown Carol$' "$work/p3b.out"
+    check "roster push from the server gives a new contacts list" $?
+fi
+
 # 4. A wrong password: auth_failed.
 "${P[@]}" --login alice@a.test --password wrong --exit-after-online > "$work/p4.out" 2>&1
 rc=$?
@@ -139,15 +207,17 @@ cat "$work/p4.out"
 check "wrong password gives auth_failed" $?
 
 # 5. A TLS name that the certificate does not match is refused.
-"${P[@]}" --login alice@a.test --password alice-pw --tls-name b.test --exit-after-online > "$work/p5.out" 2>&1
+"${P[@]}" --login alice@a.test --password alice-pw --tls-name "$bad_tls_name" --exit-after-online \
+    > "$work/p5.out" 2>&1
 rc=$?
 cat "$work/p5.out"
 [ $rc = 4 ] && grep -q '^TLS error' "$work/p5.out" && ! grep -q '^STATE online' "$work/p5.out"
 check "certificate name mismatch refused" $?
 
+echo "checks done after $((SECONDS - t_start)) s"
 if [ $fail != 0 ]; then
-    echo "--- prosody log (tail)"; tail -n 40 "$work/prosody.log"
+    echo "--- $server log (tail)"; tail -n 40 "$srvlog"
     exit 1
 fi
-echo "all xmpp probe checks passed"
+echo "all xmpp probe checks against $server passed"
 exit 0
