@@ -1,7 +1,7 @@
 /*
  * sip.c - the SIP/SIMPLE adapter (sans-I/O): REGISTER with digest
  * authentication over one TCP (or TLS) connection, instant messages with
- * MESSAGE (RFC 3428) both ways.
+ * MESSAGE (RFC 3428) both ways, presence with SUBSCRIBE/NOTIFY and PUBLISH.
  *
  * Login.  The login is a SIP address of record, sip:user@domain.  start()
  * sends REGISTER for it with Contact = the connection's own local address
@@ -34,8 +34,34 @@
  * server's own pings get a CRLF pong.  Nothing received within
  * SIP_PONG_TIMEOUT_MS of a ping is an ERROR (dead connection).
  *
- * Contacts are the list imfuse keeps (add/remove_contact and set_watch are
- * NULL): presence stays unknown; no SUBSCRIBE.
+ * Presence (SIMPLE).  Contacts are the list imfuse keeps: add/remove_contact
+ * are NULL and set_watch() gives the watch list.  Each watched address gets
+ * a subscription (RFC 6665, RFC 3856): SUBSCRIBE Event: presence, Accept:
+ * application/pidf+xml, Contact = our local address so the NOTIFYs come
+ * back over this connection.  At most SIP_SUB_WINDOW SUBSCRIBEs await an
+ * answer at once; the rest follow as answers come.  Each subscription is a
+ * dialog (Call-ID, both tags, CSeq, remote target, route set) refreshed in
+ * the dialog at 80 % of the granted expiry (or of a shorter expires a NOTIFY
+ * gives), and ended with Expires: 0 when its address leaves the watch list
+ * and at logout.  Challenges are answered as for MESSAGE.  A NOTIFY in a
+ * dialog is answered 200 (481 outside any, 489 for another event package)
+ * and its PIDF body (sip_pidf.c) gives the contact's presence: basic open
+ * is AVAILABLE (AWAY with an RPID away-like activity), closed is OFFLINE;
+ * an empty body in an active subscription means nothing is published,
+ * OFFLINE too.  A terminated subscription: with reason deactivated or
+ * timeout it is renewed at once and the presence kept; rejected,
+ * noresource and invariant end it for this session; other reasons (or
+ * none) retry after retry-after or a backoff from SIP_RETRY_MIN_MS to
+ * SIP_RETRY_MAX_MS; all of these report OFFLINE.  A SUBSCRIBE that fails
+ * or times out retries the same way and reports UNKNOWN (the contact's
+ * presence is no longer known).  IM_EV_PRESENCE is reported only on change.
+ *
+ * Our own presence: after the first REGISTER succeeds, PUBLISH (RFC 3903)
+ * a PIDF document with basic open for our address of record, refreshed at
+ * 80 % of the granted expiry with SIP-If-Match and no body (412: publish
+ * the document again).  logout() removes it (Expires: 0), which watchers
+ * see as closed.  A server that does not take PUBLISH (405, 489, 501) is
+ * told once as a notice and not asked again this session.
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -63,6 +89,39 @@ struct sip_tx {
     char *to;           /* NUL-terminated; one allocation with body */
     char *body;
     uint32_t body_len;
+};
+
+enum sub_state {
+    SUB_IDLE = 0,       /* no dialog: (re)SUBSCRIBE at `due` when the window allows */
+    SUB_TRYING,         /* the initial SUBSCRIBE is under way */
+    SUB_ACTIVE,         /* dialog up; refreshed at `due` */
+    SUB_ENDING,         /* un-SUBSCRIBE sent; dropped at the final NOTIFY or at `due` */
+    SUB_DONE,           /* terminated for good this session (rejected, noresource...) */
+};
+
+/* A presence subscription to one watched address (one dialog at a time). */
+struct sip_sub {
+    char *aor;          /* normalised address watched (owned) */
+    uint32_t hash;      /* of aor, to find it fast */
+    enum sub_state st;
+    bool watched;       /* on the watch list; false while ending */
+    bool mark;          /* scratch for set_watch() */
+    bool tx;            /* a SUBSCRIBE awaits its final answer (counted in sub_inflight) */
+    bool has_rcseq;
+    uint8_t auth_tries, n423, fails;
+    enum im_presence pres;  /* last reported */
+    char call_id[40];
+    char ftag[20];
+    char *rtag;         /* remote tag, NULL before the dialog exists (owned) */
+    char *target;       /* remote target URI, NULL = aor (owned) */
+    char *routes;       /* "Route: <uri>\r\n" lines of the route set, or NULL (owned) */
+    uint32_t cseq;      /* of our last SUBSCRIBE in this dialog */
+    uint32_t rcseq;     /* of the last NOTIFY accepted */
+    uint32_t want;      /* expiry to ask for (raised by 423) */
+    uint32_t asked;     /* expiry asked by the SUBSCRIBE under way (0: un-SUBSCRIBE) */
+    uint64_t tx_ms;     /* when the SUBSCRIBE under way was sent */
+    uint64_t since;     /* when the dialog came up */
+    uint64_t due;       /* see enum sub_state */
 };
 
 /* An incoming MESSAGE whose 200 OK waits for ops->committed(). */
@@ -115,6 +174,29 @@ struct im_sess {
     uint64_t last_ping;
     uint64_t last_rx;
     bool ping_out;
+
+    /* our publication (RFC 3903) */
+    char pub_call_id[40];
+    char pub_tag[20];
+    char pub_tuple[20];
+    char pub_etag[128];             /* entity tag, "" when none */
+    uint32_t pub_cseq;
+    uint32_t pub_want;              /* expiry to ask for (raised by 423) */
+    uint32_t pub_asked;             /* of the PUBLISH under way (0: removal) */
+    bool pub_started;
+    bool pub_tx;                    /* a PUBLISH awaits its final answer */
+    bool pub_body;                  /* ... and carries the document */
+    bool pub_off;                   /* the server does not take PUBLISH */
+    uint8_t pub_auth_tries, pub_423, pub_412, pub_fails;
+    uint64_t pub_tx_ms;
+    uint64_t pub_due;               /* refresh or retry, 0 = nothing planned */
+
+    /* presence subscriptions, one per watched address (plus ending ones) */
+    struct sip_sub *sub;
+    size_t n_sub, cap_sub;
+    unsigned sub_inflight;          /* subscriptions with tx set */
+    uint64_t sub_due;               /* tick() looks at them from then on */
+    bool watch_capped;              /* told once that the list is over SIP_MAX_WATCH */
 
     char to_tag[20];                /* our tag in answers to requests */
     uint64_t tok_base;
@@ -537,11 +619,12 @@ put_auth(struct im_sess *s, struct sip_chal *c, const char *method, const char *
 }
 
 /*
- * Build and write one request.  `extra` holds whole header lines (CRLF
- * terminated) or is "".  ctype NULL means no body.
+ * Build and write one request.  to_tag is the remote tag of a dialog or
+ * NULL.  `extra` holds whole header lines (CRLF terminated) or is "".
+ * ctype NULL means no body.
  */
 static int
-send_request(struct im_sess *s, const char *method, const char *ruri, const char *to_uri,
+send_request(struct im_sess *s, const char *method, const char *ruri, const char *to_uri, const char *to_tag,
              const char *call_id, const char *ftag, uint32_t cseq, const char *extra,
              const char *ctype, const void *body, size_t blen)
 {
@@ -554,11 +637,11 @@ send_request(struct im_sess *s, const char *method, const char *ruri, const char
               "Via: SIP/2.0/%s %s;branch=z9hG4bK%s;rport\r\n"
               "Max-Forwards: 70\r\n"
               "From: <%s>;tag=%s\r\n"
-              "To: <%s>\r\n"
+              "To: <%s>%s%s\r\n"
               "Call-ID: %s\r\n"
               "CSeq: %u %s\r\n%s",
-              method, ruri, s->transport, s->local, branch, s->aor, ftag, to_uri, call_id, cseq,
-              method, extra);
+              method, ruri, s->transport, s->local, branch, s->aor, ftag, to_uri, to_tag ? ";tag=" : "",
+              to_tag ? to_tag : "", call_id, cseq, method, extra);
     if (s->www.valid)
         put_auth(s, &s->www, method, ruri, body, blen);
     if (s->proxy.valid)
@@ -589,14 +672,14 @@ send_register(struct im_sess *s, uint32_t expires)
     s->reg_cseq++;
     s->reg_pending = expires != 0;
     s->reg_sent_ms = s->now;
-    return send_request(s, "REGISTER", ruri, s->aor, s->reg_call_id, s->reg_tag, s->reg_cseq, extra,
+    return send_request(s, "REGISTER", ruri, s->aor, NULL, s->reg_call_id, s->reg_tag, s->reg_cseq, extra,
                         NULL, NULL, 0);
 }
 
 static int
 send_tx(struct im_sess *s, struct sip_tx *t)
 {
-    return send_request(s, "MESSAGE", t->to, t->to, t->call_id, t->ftag, t->cseq, "",
+    return send_request(s, "MESSAGE", t->to, t->to, NULL, t->call_id, t->ftag, t->cseq, "",
                         "text/plain;charset=UTF-8", t->body, t->body_len);
 }
 
@@ -673,7 +756,9 @@ answer(struct im_sess *s, const struct sip_msg *m, int code, const char *reason,
     return rc;
 }
 
-#define ALLOW "Allow: MESSAGE, OPTIONS, ACK\r\nAccept: text/plain\r\n"
+#define ALLOW "Allow: MESSAGE, NOTIFY, OPTIONS, ACK\r\nAccept: text/plain\r\n"
+
+static int on_notify(struct im_sess *s, const struct sip_msg *m);
 
 /* Content type acceptable as a chat message: text/<anything>, or none at all. */
 static bool
@@ -745,10 +830,12 @@ on_request(struct im_sess *s, const struct sip_msg *m)
         return answer(s, m, 400, "CSeq Method Does Not Match", "");
     if (str_eq(m->method, "MESSAGE"))
         return on_message(s, m);
+    if (str_eq(m->method, "NOTIFY"))
+        return on_notify(s, m);
     if (str_eq(m->method, "OPTIONS"))
         return answer(s, m, 200, "OK", ALLOW);
-    static const char *const known[] = { "INVITE", "BYE", "CANCEL", "REGISTER", "SUBSCRIBE", "NOTIFY",
-                                         "PUBLISH", "REFER", "INFO", "UPDATE", "PRACK" };
+    static const char *const known[] = { "INVITE", "BYE", "CANCEL", "REGISTER", "SUBSCRIBE", "PUBLISH",
+                                         "REFER", "INFO", "UPDATE", "PRACK" };
     for (size_t i = 0; i < IM_ARRAY_SIZE(known); i++)
         if (str_eq(m->method, known[i]))
             return answer(s, m, 405, "Method Not Allowed", ALLOW);
@@ -795,6 +882,34 @@ parse_secs(struct im_str v, uint32_t *out)
     return true;
 }
 
+/* The next element of a comma-separated header value (Contact, Record-Route):
+ * up to a comma outside <> and quotes.  false when *rest is used up. */
+static bool
+next_elem(struct im_str *rest, struct im_str *el)
+{
+    if (!rest->len)
+        return false;
+    uint32_t i = 0;
+    bool q = false, a = false;
+    for (; i < rest->len; i++) {
+        char c = rest->p[i];
+        if (q) {
+            if (c == '"')
+                q = false;
+        } else if (c == '"')
+            q = true;
+        else if (c == '<')
+            a = true;
+        else if (c == '>')
+            a = false;
+        else if (c == ',' && !a)
+            break;
+    }
+    *el = (struct im_str){ rest->p, i };
+    *rest = i < rest->len ? (struct im_str){ rest->p + i + 1, rest->len - i - 1 } : (struct im_str){ "", 0 };
+    return true;
+}
+
 /* The expiry the registrar granted to our contact. */
 static uint32_t
 granted_expiry(struct im_sess *s, const struct sip_msg *m)
@@ -802,32 +917,13 @@ granted_expiry(struct im_sess *s, const struct sip_msg *m)
     uint32_t v;
     /* Contact: <uri>;expires=N[, <uri>;expires=N]... - find ours. */
     for (const struct sip_hdr *h = sip_msg_find(m, SH_CONTACT, NULL); h; h = sip_msg_find(m, SH_CONTACT, h)) {
-        struct im_str rest = h->value;
-        while (rest.len) {
-            /* One element: up to a comma outside <> and quotes. */
-            uint32_t i = 0;
-            bool q = false, a = false;
-            for (; i < rest.len; i++) {
-                char c = rest.p[i];
-                if (q) {
-                    if (c == '"')
-                        q = false;
-                } else if (c == '"')
-                    q = true;
-                else if (c == '<')
-                    a = true;
-                else if (c == '>')
-                    a = false;
-                else if (c == ',' && !a)
-                    break;
-            }
-            struct im_str el = { rest.p, i };
+        struct im_str rest = h->value, el;
+        while (next_elem(&rest, &el)) {
             struct im_str uri = value_uri(el);
             struct im_str ex;
             if (memmem(uri.p, uri.len, s->local, strlen(s->local)) && sip_param(el, "expires", &ex) &&
                 parse_secs(ex, &v))
                 return v;
-            rest = i < rest.len ? (struct im_str){ rest.p + i + 1, rest.len - i - 1 } : (struct im_str){ "", 0 };
         }
     }
     const struct sip_hdr *e = sip_msg_find(m, SH_EXPIRES, NULL);
@@ -835,6 +931,9 @@ granted_expiry(struct im_sess *s, const struct sip_msg *m)
         return v;
     return s->expires_req;
 }
+
+static int sub_pump(struct im_sess *s);
+static int pub_start(struct im_sess *s);
 
 static int
 on_register_response(struct im_sess *s, const struct sip_msg *m)
@@ -854,6 +953,15 @@ on_register_response(struct im_sess *s, const struct sip_msg *m)
             ev.u.state.state = IM_ACC_ONLINE;
             ev.u.state.detail = (struct im_str){ "", 0 };
             s->io->event(s->io->ud, &ev);
+            /* The glue gives the watch list from inside the event; then our own presence. */
+            if (s->phase == P_ONLINE) {
+                int rc = sub_pump(s);
+                if (rc < 0)
+                    return rc;
+                rc = pub_start(s);
+                if (rc < 0)
+                    return rc;
+            }
         }
         return s->phase == P_DEAD ? s->rc : 0;
     }
@@ -911,6 +1019,656 @@ on_message_response(struct im_sess *s, const struct sip_msg *m, size_t i)
     return s->phase == P_DEAD ? s->rc : 0;
 }
 
+/* ---- presence: dialogs ------------------------------------------------------ */
+
+static bool
+tok_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           (c && strchr("-.!%*_+`'~", c));
+}
+
+/* A tag or entity tag we can echo back: 1..127 token characters. */
+static bool
+token_ok(struct im_str t)
+{
+    if (!t.len || t.len > 127)
+        return false;
+    for (uint32_t i = 0; i < t.len; i++)
+        if (!tok_char(t.p[i]))
+            return false;
+    return true;
+}
+
+/* A URI we can put in a Request-URI or Route: sip:/sips:, printable, no
+ * spaces, quotes or angle brackets (so it cannot break the header). */
+static bool
+dlg_uri_ok(struct im_str u)
+{
+    if (u.len < 5 || u.len > SIP_DLG_URI_MAX)
+        return false;
+    if (strncasecmp(u.p, "sip:", 4) && strncasecmp(u.p, "sips:", 5))
+        return false;
+    for (uint32_t i = 0; i < u.len; i++) {
+        unsigned char c = (unsigned char)u.p[i];
+        if (c <= 0x20 || c >= 0x7f || c == '<' || c == '>' || c == '"')
+            return false;
+    }
+    return true;
+}
+
+static char *
+str_dup(struct im_str v)
+{
+    char *p = malloc((size_t)v.len + 1);
+    if (p) {
+        memcpy(p, v.p, v.len);
+        p[v.len] = 0;
+    }
+    return p;
+}
+
+static uint32_t
+str_hash(const char *z)
+{
+    uint32_t h = 2166136261u;
+    while (*z)
+        h = (h ^ (uint8_t)*z++) * 16777619u;
+    return h;
+}
+
+static uint64_t
+backoff_ms(uint8_t fails)
+{
+    uint64_t d = SIP_RETRY_MIN_MS;
+    for (uint8_t i = 0; i < fails && d < SIP_RETRY_MAX_MS; i++)
+        d *= 2;
+    return d > SIP_RETRY_MAX_MS ? SIP_RETRY_MAX_MS : d;
+}
+
+/* A Retry-After header or parameter in seconds, capped; 0 when absent. */
+static uint64_t
+retry_after_ms(struct im_str v)
+{
+    uint32_t secs;
+    if (!v.len || !parse_secs(v, &secs))
+        return 0;
+    uint64_t ms = (uint64_t)secs * 1000u;
+    return ms > SIP_RETRY_MAX_MS ? SIP_RETRY_MAX_MS : ms;
+}
+
+static void
+sub_wake(struct im_sess *s, uint64_t t)
+{
+    if (t < s->sub_due)
+        s->sub_due = t;
+}
+
+static void
+sub_clear_dialog(struct sip_sub *u)
+{
+    free(u->rtag);
+    free(u->target);
+    free(u->routes);
+    u->rtag = u->target = u->routes = NULL;
+    u->has_rcseq = false;
+}
+
+static void
+sub_tx_end(struct im_sess *s, struct sip_sub *u)
+{
+    if (u->tx) {
+        u->tx = false;
+        s->sub_inflight--;
+    }
+}
+
+static void
+sub_remove(struct im_sess *s, size_t i)
+{
+    struct sip_sub *u = &s->sub[i];
+    sub_tx_end(s, u);
+    sub_clear_dialog(u);
+    free(u->aor);
+    memmove(&s->sub[i], &s->sub[i + 1], (s->n_sub - i - 1) * sizeof(*s->sub));
+    s->n_sub--;
+}
+
+/* The first Contact URI of m when it is fit to be a remote target, else len 0. */
+static struct im_str
+contact_target(const struct sip_msg *m)
+{
+    const struct sip_hdr *c = sip_msg_find(m, SH_CONTACT, NULL);
+    if (c) {
+        struct im_str rest = c->value, el;
+        if (next_elem(&rest, &el)) {
+            struct im_str uri = value_uri(el);
+            if (dlg_uri_ok(uri))
+                return uri;
+        }
+    }
+    return (struct im_str){ "", 0 };
+}
+
+/* A NOTIFY or a 2xx to a refresh in an established dialog moves the remote
+ * target to its Contact (RFC 6665 4.1.2.1, 4.1.3: target refresh). */
+static void
+sub_target_refresh(struct sip_sub *u, const struct sip_msg *m)
+{
+    struct im_str t = contact_target(m);
+    if (!t.len || (u->target && str_eq(t, u->target)))
+        return;
+    char *nt = str_dup(t);
+    if (nt) {
+        free(u->target);
+        u->target = nt;
+    }
+}
+
+/*
+ * Take the dialog of subscription u from m: the remote tag (To of a 2xx,
+ * From of a NOTIFY), the remote target (Contact) and the route set
+ * (Record-Route; reversed for a response, RFC 3261 12.1.2; in order for a
+ * request, 12.1.1).  A target or route we could not safely echo is left
+ * out (the target falls back to the address).  false when the tag is
+ * missing or unusable, or out of memory.
+ */
+static bool
+sub_take_dialog(struct sip_sub *u, const struct sip_msg *m, struct im_str tag, bool response)
+{
+    if (!token_ok(tag))
+        return false;
+    sub_clear_dialog(u);
+    u->rtag = str_dup(tag);
+    if (!u->rtag)
+        return false;
+    struct im_str t = contact_target(m);
+    if (t.len)
+        u->target = str_dup(t);
+    struct im_str rr[SIP_DLG_ROUTES_MAX];
+    uint32_t n = 0;
+    bool ok = true;
+    for (const struct sip_hdr *h = sip_msg_find(m, SH_RECORD_ROUTE, NULL); h && ok;
+         h = sip_msg_find(m, SH_RECORD_ROUTE, h)) {
+        struct im_str rest = h->value, el;
+        while (ok && next_elem(&rest, &el)) {
+            struct im_str uri = value_uri(el);
+            if (n >= SIP_DLG_ROUTES_MAX || !dlg_uri_ok(uri))
+                ok = false;             /* a route set we cannot follow: none */
+            else
+                rr[n++] = uri;
+        }
+    }
+    if (ok && n) {
+        size_t len = 1;
+        for (uint32_t i = 0; i < n; i++)
+            len += rr[i].len + 11;
+        u->routes = malloc(len);
+        if (u->routes) {
+            size_t o = 0;
+            for (uint32_t k = 0; k < n; k++) {
+                struct im_str r = rr[response ? n - 1 - k : k];
+                memcpy(u->routes + o, "Route: <", 8);
+                memcpy(u->routes + o + 8, r.p, r.len);
+                memcpy(u->routes + o + 8 + r.len, ">\r\n", 3);
+                o += 11 + r.len;
+            }
+            u->routes[o] = 0;
+        }
+    }
+    return true;
+}
+
+/* Report a contact's presence if it changed.  Call last: the event may
+ * reach back into the session. */
+static void
+sub_report(struct im_sess *s, size_t i, enum im_presence p)
+{
+    struct sip_sub *u = &s->sub[i];
+    if (u->pres == p || !u->watched)
+        return;
+    u->pres = p;
+    char a[SIP_ADDR_MAX + 1];
+    im_strlcpy(a, u->aor, sizeof(a));
+    struct im_event ev = { .type = IM_EV_PRESENCE };
+    ev.u.presence.address = (struct im_str){ a, (uint32_t)strlen(a) };
+    ev.u.presence.presence = p;
+    s->io->event(s->io->ud, &ev);
+}
+
+/* SUBSCRIBE in the subscription's dialog (or creating it); expires 0 ends it. */
+static int
+send_subscribe(struct im_sess *s, size_t i, uint32_t expires)
+{
+    struct sip_sub *u = &s->sub[i];
+    char extra[SIP_DLG_ROUTES_MAX * (SIP_DLG_URI_MAX + 11) + SIP_ADDR_MAX + 256];
+    snprintf(extra, sizeof(extra), "%sContact: <sip:%s@%s;transport=%s>\r\nEvent: presence\r\n"
+             "Accept: application/pidf+xml\r\nExpires: %u\r\n", u->routes ? u->routes : "", s->user, s->local,
+             s->tparam, expires);
+    u->cseq++;
+    if (!u->tx) {
+        u->tx = true;
+        s->sub_inflight++;
+    }
+    u->tx_ms = s->now;
+    u->asked = expires;
+    sub_wake(s, s->now + SIP_SUB_TIMEOUT_MS);
+    return send_request(s, "SUBSCRIBE", u->target ? u->target : u->aor, u->aor, u->rtag, u->call_id, u->ftag,
+                        u->cseq, extra, NULL, NULL, 0);
+}
+
+/* A new subscription (a new dialog) for s->sub[i]. */
+static int
+sub_start(struct im_sess *s, size_t i)
+{
+    struct sip_sub *u = &s->sub[i];
+    sub_clear_dialog(u);
+    if (rand_hex(s, u->call_id, 16) || rand_hex(s, u->ftag, 8))
+        return fail(s, IM_ACC_ERROR, -EIO, "no randomness for SIP identifiers");
+    u->cseq = 0;
+    u->auth_tries = u->n423 = 0;
+    u->st = SUB_TRYING;
+    return send_subscribe(s, i, u->want);
+}
+
+/* Start waiting subscriptions while the window has room. */
+static int
+sub_pump(struct im_sess *s)
+{
+    for (size_t i = 0; i < s->n_sub && s->sub_inflight < SIP_SUB_WINDOW && s->phase == P_ONLINE; i++) {
+        struct sip_sub *u = &s->sub[i];
+        if (u->st != SUB_IDLE || !u->watched)
+            continue;
+        if (u->due > s->now) {
+            sub_wake(s, u->due);
+            continue;
+        }
+        int rc = sub_start(s, i);
+        if (rc < 0)
+            return rc;
+    }
+    return s->phase == P_DEAD ? s->rc : 0;
+}
+
+/* No dialog any more: try a new subscription after `delay` ms. */
+static void
+sub_retry_in(struct im_sess *s, struct sip_sub *u, uint64_t delay)
+{
+    sub_tx_end(s, u);
+    sub_clear_dialog(u);
+    u->st = SUB_IDLE;
+    u->due = s->now + delay;
+    sub_wake(s, u->due);
+}
+
+/* A SUBSCRIBE failed (final error or no answer): retry later, presence unknown. */
+static void
+sub_failed(struct im_sess *s, size_t i, uint64_t retry_after)
+{
+    struct sip_sub *u = &s->sub[i];
+    if (!u->watched) {
+        sub_remove(s, i);
+        return;
+    }
+    sub_retry_in(s, u, retry_after ? retry_after : backoff_ms(u->fails));
+    if (u->fails < 16)
+        u->fails++;
+    sub_report(s, i, IM_PRES_UNKNOWN);
+}
+
+static int
+on_subscribe_response(struct im_sess *s, const struct sip_msg *m, size_t i)
+{
+    struct sip_sub *u = &s->sub[i];
+    sub_tx_end(s, u);
+    if (m->status == 401 || m->status == 407) {
+        bool stale = false;
+        if (!take_challenge(s, m, &stale) && (u->auth_tries < 1 || (stale && u->auth_tries < 3))) {
+            u->auth_tries++;
+            return send_subscribe(s, i, u->asked);
+        }
+    }
+    if (!u->asked) {                    /* the answer to an un-SUBSCRIBE */
+        if (m->status >= 300) {
+            sub_remove(s, i);
+            return 0;
+        }
+        u->st = SUB_ENDING;             /* the final NOTIFY is on its way */
+        u->due = s->now + SIP_SUB_TIMEOUT_MS;
+        sub_wake(s, u->due);
+        return 0;
+    }
+    if (m->status >= 200 && m->status < 300) {
+        struct im_str tag;
+        if (u->rtag) {
+            sub_target_refresh(u, m);
+        } else if (!(sip_param(m->to, "tag", &tag) && sub_take_dialog(u, m, tag, true))) {
+            sub_failed(s, i, 0);
+            return 0;
+        }
+        uint32_t g = u->asked;
+        const struct sip_hdr *e = sip_msg_find(m, SH_EXPIRES, NULL);
+        if (e && !parse_secs(e->value, &g))
+            g = u->asked;
+        if (!g) {                       /* over at once: a NOTIFY terminated follows */
+            sub_failed(s, i, 0);
+            return 0;
+        }
+        u->auth_tries = u->n423 = 0;
+        if (u->st == SUB_TRYING) {
+            u->st = SUB_ACTIVE;
+            u->since = s->now;
+        }
+        u->due = s->now + (uint64_t)g * 800u;
+        sub_wake(s, u->due);
+        if (!u->watched) {              /* left the watch list meanwhile */
+            u->st = SUB_ENDING;
+            return send_subscribe(s, i, 0);
+        }
+        return 0;
+    }
+    if (m->status == 423 && u->n423 < 3) {
+        const struct sip_hdr *h = sip_msg_find(m, SH_MIN_EXPIRES, NULL);
+        uint32_t v;
+        if (h && parse_secs(h->value, &v) && v > u->asked && v <= 7 * 86400) {
+            u->n423++;
+            u->want = v;
+            return send_subscribe(s, i, v);
+        }
+    }
+    if (m->status == 481 && u->watched) {
+        /* The server lost the dialog: a new subscription, at once the first time. */
+        sub_retry_in(s, u, u->fails ? backoff_ms(u->fails) : 0);
+        if (u->fails < 16)
+            u->fails++;
+        return 0;
+    }
+    const struct sip_hdr *ra = sip_msg_find(m, SH_RETRY_AFTER, NULL);
+    sub_failed(s, i, ra ? retry_after_ms(ra->value) : 0);
+    return s->phase == P_DEAD ? s->rc : 0;
+}
+
+/* The media type of a Content-Type value without parameters, trimmed. */
+static struct im_str
+media_type(struct im_str ct)
+{
+    uint32_t n = 0;
+    while (n < ct.len && ct.p[n] != ';')
+        n++;
+    while (n && (ct.p[n - 1] == ' ' || ct.p[n - 1] == '\t'))
+        n--;
+    return (struct im_str){ ct.p, n };
+}
+
+static int
+on_notify(struct im_sess *s, const struct sip_msg *m)
+{
+    struct im_str totag, ftag = { "", 0 };
+    size_t i = s->n_sub;
+    if (sip_param(m->to, "tag", &totag))
+        for (i = 0; i < s->n_sub; i++) {
+            struct sip_sub *u = &s->sub[i];
+            if ((u->st == SUB_TRYING || u->st == SUB_ACTIVE || u->st == SUB_ENDING) &&
+                str_eq(m->call_id, u->call_id) && str_eq(totag, u->ftag))
+                break;
+        }
+    bool has_ftag = sip_param(m->from, "tag", &ftag);
+    if (i == s->n_sub || (s->sub[i].rtag && (!has_ftag || !str_eq(ftag, s->sub[i].rtag))))
+        return answer(s, m, 481, "Subscription Does Not Exist", "");
+    struct sip_sub *u = &s->sub[i];
+    const struct sip_hdr *ev = sip_msg_find(m, SH_EVENT, NULL);
+    if (!ev || !str_ieq(media_type(ev->value), "presence"))
+        return answer(s, m, 489, "Bad Event", "Allow-Events: presence\r\n");
+    const struct sip_hdr *ss = sip_msg_find(m, SH_SUB_STATE, NULL);
+    if (!ss)
+        return answer(s, m, 400, "Missing Subscription-State", "");
+    if (u->has_rcseq && m->cseq < u->rcseq)
+        return answer(s, m, 500, "CSeq Out Of Order", "");
+    if (u->rtag)
+        sub_target_refresh(u, m);
+    else if (!sub_take_dialog(u, m, ftag, false))
+        return answer(s, m, 400, "Bad From Tag", "");
+    u->rcseq = m->cseq;
+    u->has_rcseq = true;
+
+    struct im_str state = media_type(ss->value);        /* the value up to its parameters */
+    bool terminated = str_ieq(state, "terminated"), active = str_ieq(state, "active");
+    enum im_presence p = IM_PRES_UNKNOWN;
+    bool have = false;
+    if (m->body.len) {
+        if (str_ieq(media_type(m->ctype), "application/pidf+xml"))
+            have = sip_pidf_parse(m->body.p, m->body.len, &p) == 0;
+    } else if (active) {
+        p = IM_PRES_OFFLINE;            /* nothing published for this presentity */
+        have = true;
+    }
+    int rc = answer(s, m, 200, "OK", "");
+    if (rc < 0)
+        return rc;
+
+    if (terminated) {
+        struct im_str reason, ra;
+        sip_param(ss->value, "reason", &reason);
+        sip_param(ss->value, "retry-after", &ra);
+        if (!u->watched) {
+            sub_remove(s, i);
+            return 0;
+        }
+        if ((str_ieq(reason, "deactivated") || str_ieq(reason, "timeout")) && u->st == SUB_ACTIVE &&
+            s->now - u->since >= SIP_RETRY_MIN_MS) {
+            /* RFC 6665 4.1.3: subscribe again at once; the presence stands meanwhile. */
+            sub_retry_in(s, u, 0);
+        } else if (str_ieq(reason, "rejected") || str_ieq(reason, "noresource") || str_ieq(reason, "invariant")) {
+            sub_tx_end(s, u);
+            sub_clear_dialog(u);
+            u->st = SUB_DONE;
+            p = IM_PRES_OFFLINE;
+            have = true;
+        } else {
+            uint64_t d = retry_after_ms(ra);
+            sub_retry_in(s, u, d ? d : backoff_ms(u->fails));
+            if (u->fails < 16)
+                u->fails++;
+            p = IM_PRES_OFFLINE;
+            have = true;
+        }
+    } else {
+        struct im_str ex;
+        uint32_t secs;
+        if (u->st == SUB_TRYING) {
+            u->st = SUB_ACTIVE;
+            u->since = s->now;
+            u->due = s->now + (uint64_t)u->want * 800u;     /* until the 2xx says */
+        }
+        if (u->st == SUB_ACTIVE && !u->tx && sip_param(ss->value, "expires", &ex) && parse_secs(ex, &secs) &&
+            s->now + (uint64_t)secs * 800u < u->due)
+            u->due = s->now + (uint64_t)secs * 800u;
+        sub_wake(s, u->due);
+        if (active && have && p != IM_PRES_UNKNOWN)
+            u->fails = 0;
+    }
+    if (have && u->watched)
+        sub_report(s, i, p);
+    rc = sub_pump(s);
+    return rc < 0 ? rc : (s->phase == P_DEAD ? s->rc : 0);
+}
+
+/* Look after the subscriptions whose time has come: timeouts, refreshes,
+ * retries, ending ones given up. */
+static int
+sub_scan(struct im_sess *s)
+{
+    s->sub_due = UINT64_MAX;
+    for (size_t i = 0; i < s->n_sub && s->phase == P_ONLINE;) {
+        struct sip_sub *u = &s->sub[i];
+        if (u->tx) {
+            if (s->now - u->tx_ms < SIP_SUB_TIMEOUT_MS) {
+                sub_wake(s, u->tx_ms + SIP_SUB_TIMEOUT_MS);
+                i++;
+            } else if (!u->asked || !u->watched) {
+                sub_remove(s, i);
+            } else {
+                size_t n = s->n_sub;
+                sub_failed(s, i, 0);
+                i += s->n_sub == n;
+            }
+            continue;
+        }
+        int rc = 0;
+        if (u->st == SUB_ENDING && s->now >= u->due) {
+            sub_remove(s, i);
+            continue;
+        }
+        if (u->st == SUB_ACTIVE && s->now >= u->due) {
+            u->auth_tries = 0;
+            rc = send_subscribe(s, i, u->want);
+        } else if (u->st == SUB_ACTIVE || u->st == SUB_ENDING || (u->st == SUB_IDLE && u->watched && u->due > s->now)) {
+            sub_wake(s, u->due);        /* idle ones already due start from sub_pump() */
+        }
+        if (rc < 0)
+            return rc;
+        i++;
+    }
+    return sub_pump(s);
+}
+
+/* ---- presence: our publication -------------------------------------------- */
+
+/* Escape for an XML attribute value. */
+static void
+xml_attr(char *out, size_t outsz, const char *in)
+{
+    size_t o = 0;
+    for (; *in && o + 7 < outsz; in++) {
+        const char *e = NULL;
+        switch (*in) {
+        case '&': e = "&amp;"; break;
+        case '<': e = "&lt;"; break;
+        case '>': e = "&gt;"; break;
+        case '"': e = "&quot;"; break;
+        case '\'': e = "&apos;"; break;
+        default: break;
+        }
+        if (e) {
+            memcpy(out + o, e, strlen(e));
+            o += strlen(e);
+        } else {
+            out[o++] = *in;
+        }
+    }
+    out[o] = 0;
+}
+
+/* PUBLISH our presence; with_body sends the document, else it is a refresh
+ * (SIP-If-Match); expires 0 removes the publication. */
+static int
+send_publish(struct im_sess *s, uint32_t expires, bool with_body)
+{
+    char extra[sizeof(s->pub_etag) + 80], ent[SIP_ADDR_MAX * 6 + 1], body[SIP_ADDR_MAX * 6 + 400];
+    int blen = 0;
+    if (!s->pub_etag[0])
+        with_body = true;               /* nothing to refresh: the whole document */
+    if (with_body) {
+        xml_attr(ent, sizeof(ent), s->aor);
+        blen = snprintf(body, sizeof(body), "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\r\n"
+                        "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"%s\">"
+                        "<tuple id=\"%s\"><status><basic>open</basic></status></tuple></presence>\r\n",
+                        ent, s->pub_tuple);
+        if (blen < 0 || (size_t)blen >= sizeof(body))
+            return fail(s, IM_ACC_ERROR, -IM_ETOOBIG, "presence document too long");
+    }
+    snprintf(extra, sizeof(extra), "Event: presence\r\nExpires: %u\r\n%s%s%s", expires,
+             s->pub_etag[0] ? "SIP-If-Match: " : "", s->pub_etag, s->pub_etag[0] ? "\r\n" : "");
+    s->pub_cseq++;
+    s->pub_tx = true;
+    s->pub_tx_ms = s->now;
+    s->pub_asked = expires;
+    s->pub_body = with_body;
+    return send_request(s, "PUBLISH", s->aor, s->aor, NULL, s->pub_call_id, s->pub_tag, s->pub_cseq, extra,
+                        with_body ? "application/pidf+xml" : NULL, body, with_body ? (size_t)blen : 0);
+}
+
+static int
+pub_start(struct im_sess *s)
+{
+    if (s->pub_started)
+        return 0;
+    s->pub_started = true;
+    s->pub_want = s->expires_req;
+    if (rand_hex(s, s->pub_call_id, 16) || rand_hex(s, s->pub_tag, 8) || rand_hex(s, s->pub_tuple + 1, 4))
+        return fail(s, IM_ACC_ERROR, -EIO, "no randomness for SIP identifiers");
+    s->pub_tuple[0] = 't';              /* an XML ID starts with a letter */
+    return send_publish(s, s->pub_want, true);
+}
+
+/* A PUBLISH failed: tell the user, try again later. */
+static void
+pub_failed(struct im_sess *s, const char *what, uint64_t retry_after)
+{
+    uint64_t d = retry_after ? retry_after : backoff_ms(s->pub_fails);
+    if (s->pub_fails < 16)
+        s->pub_fails++;
+    s->pub_due = s->now + d;
+    notice(s, "presence not published: %s (retrying in %u s)", what, (unsigned)(d / 1000));
+}
+
+static int
+on_publish_response(struct im_sess *s, const struct sip_msg *m)
+{
+    char what[120];
+    s->pub_tx = false;
+    if (m->status == 401 || m->status == 407) {
+        bool stale = false;
+        if (!take_challenge(s, m, &stale) && (s->pub_auth_tries < 1 || (stale && s->pub_auth_tries < 3))) {
+            s->pub_auth_tries++;
+            return send_publish(s, s->pub_asked, s->pub_body);
+        }
+    }
+    if (!s->pub_asked)
+        return 0;                       /* the removal at logout */
+    if (m->status >= 200 && m->status < 300) {
+        const struct sip_hdr *et = sip_msg_find(m, SH_SIP_ETAG, NULL);
+        uint32_t g = s->pub_asked;
+        const struct sip_hdr *e = sip_msg_find(m, SH_EXPIRES, NULL);
+        if (e && !parse_secs(e->value, &g))
+            g = s->pub_asked;
+        s->pub_etag[0] = 0;
+        if (et && token_ok(et->value)) {
+            memcpy(s->pub_etag, et->value.p, et->value.len);
+            s->pub_etag[et->value.len] = 0;
+        }
+        s->pub_auth_tries = s->pub_423 = s->pub_412 = s->pub_fails = 0;
+        s->pub_due = s->now + (uint64_t)(g ? g : 1) * 800u;
+        return 0;
+    }
+    if (m->status == 412 && s->pub_412 < 3) {
+        /* The server forgot our entity tag: publish the document anew. */
+        s->pub_412++;
+        s->pub_etag[0] = 0;
+        return send_publish(s, s->pub_asked, true);
+    }
+    if (m->status == 423 && s->pub_423 < 3) {
+        const struct sip_hdr *h = sip_msg_find(m, SH_MIN_EXPIRES, NULL);
+        uint32_t v;
+        if (h && parse_secs(h->value, &v) && v > s->pub_asked && v <= 7 * 86400) {
+            s->pub_423++;
+            s->pub_want = v;
+            return send_publish(s, v, s->pub_body);
+        }
+    }
+    if (m->status == 405 || m->status == 489 || m->status == 501) {
+        s->pub_off = true;
+        s->pub_due = 0;
+        notice(s, "the SIP server does not take PUBLISH (%d %.*s): other SIMPLE users will not see "
+               "this account's presence", m->status, reason_len(m->reason), m->reason.p);
+        return s->phase == P_DEAD ? s->rc : 0;
+    }
+    snprintf(what, sizeof(what), "%d %.*s", m->status, reason_len(m->reason), m->reason.p);
+    const struct sip_hdr *ra = sip_msg_find(m, SH_RETRY_AFTER, NULL);
+    pub_failed(s, what, ra ? retry_after_ms(ra->value) : 0);
+    return s->phase == P_DEAD ? s->rc : 0;
+}
+
 static int
 on_response(struct im_sess *s, const struct sip_msg *m)
 {
@@ -925,6 +1683,17 @@ on_response(struct im_sess *s, const struct sip_msg *m)
         for (size_t i = 0; i < s->n_tx; i++)
             if (s->tx[i].cseq == m->cseq && str_eq(m->call_id, s->tx[i].call_id))
                 return on_message_response(s, m, i);
+    if (str_eq(m->cseq_method, "SUBSCRIBE"))
+        for (size_t i = 0; i < s->n_sub; i++)
+            if (s->sub[i].tx && s->sub[i].cseq == m->cseq && str_eq(m->call_id, s->sub[i].call_id)) {
+                int rc = on_subscribe_response(s, m, i);
+                if (rc >= 0 && s->phase == P_ONLINE)
+                    rc = sub_pump(s);   /* the window has room again */
+                return s->phase == P_DEAD ? s->rc : rc;
+            }
+    if (str_eq(m->cseq_method, "PUBLISH") && s->pub_tx && m->cseq == s->pub_cseq &&
+        str_eq(m->call_id, s->pub_call_id))
+        return on_publish_response(s, m);
     return 0;                           /* a stray answer (after a timeout) */
 }
 
@@ -981,6 +1750,11 @@ sip_destroy(struct im_sess *s)
     for (size_t i = 0; i < s->n_unc; i++)
         free(s->unc[i].resp);
     free(s->unc);
+    for (size_t i = 0; i < s->n_sub; i++) {
+        sub_clear_dialog(&s->sub[i]);
+        free(s->sub[i].aor);
+    }
+    free(s->sub);
     sip_framer_free(&s->fr);
     if (s->ob.p)
         im_wipe(s->ob.p, s->ob.cap);
@@ -1108,6 +1882,23 @@ sip_tick(struct im_sess *s, uint64_t now_ms)
         if (rc < 0)
             return rc;
     }
+    if (s->phase == P_ONLINE && s->pub_tx && now_ms - s->pub_tx_ms >= SIP_SUB_TIMEOUT_MS) {
+        s->pub_tx = false;
+        if (s->pub_asked)
+            pub_failed(s, "no answer to PUBLISH within 32 s", 0);
+        if (s->phase == P_DEAD)
+            return s->rc;
+    } else if (s->phase == P_ONLINE && !s->pub_tx && !s->pub_off && s->pub_due && now_ms >= s->pub_due) {
+        s->pub_auth_tries = 0;
+        int rc = send_publish(s, s->pub_want, false);
+        if (rc < 0)
+            return rc;
+    }
+    if (s->phase == P_ONLINE && now_ms >= s->sub_due) {
+        int rc = sub_scan(s);
+        if (rc < 0)
+            return rc;
+    }
     while (s->n_tx && now_ms - s->tx[0].start_ms >= SIP_TX_TIMEOUT_MS) {
         uint64_t id = s->tx[0].msg;
         notice(s, "no final answer to the message to %.*s within %u s",
@@ -1197,9 +1988,96 @@ sip_committed(struct im_sess *s, uint64_t token)
     }
 }
 
+static int
+sip_set_watch(struct im_sess *s, const struct im_str *addresses, uint32_t n, uint64_t now_ms)
+{
+    if (s->phase == P_DEAD)
+        return s->rc ? s->rc : -IM_EPROTO;
+    s->now = now_ms;
+    for (size_t i = 0; i < s->n_sub; i++)
+        s->sub[i].mark = false;
+    size_t watched = 0;
+    for (size_t i = 0; i < s->n_sub; i++)
+        watched += s->sub[i].watched;
+    for (uint32_t k = 0; k < n; k++) {
+        char a[SIP_ADDR_MAX + 1];
+        const char *why;
+        if (sip_normalize(addresses[k].p, addresses[k].len, a, sizeof(a), &why))
+            continue;                   /* the relay normalised it; nothing to watch */
+        uint32_t h = str_hash(a);
+        size_t i = 0;
+        for (; i < s->n_sub; i++)
+            if (s->sub[i].watched && s->sub[i].hash == h && !strcmp(s->sub[i].aor, a))
+                break;
+        if (i < s->n_sub) {
+            s->sub[i].mark = true;
+            continue;
+        }
+        if (watched >= SIP_MAX_WATCH || s->n_sub >= 2 * SIP_MAX_WATCH) {
+            if (!s->watch_capped)
+                notice(s, "presence is followed for the first %u SIP contacts only", SIP_MAX_WATCH);
+            s->watch_capped = true;
+            if (s->phase == P_DEAD)
+                return s->rc;
+            continue;
+        }
+        if (s->n_sub == s->cap_sub) {
+            size_t cap = s->cap_sub ? s->cap_sub * 2 : 16;
+            struct sip_sub *ns = realloc(s->sub, cap * sizeof(*ns));
+            if (!ns)
+                return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+            s->sub = ns;
+            s->cap_sub = cap;
+        }
+        struct sip_sub *u = &s->sub[s->n_sub];
+        memset(u, 0, sizeof(*u));
+        u->aor = str_dup((struct im_str){ a, (uint32_t)strlen(a) });
+        if (!u->aor)
+            return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+        u->hash = h;
+        u->watched = u->mark = true;
+        u->st = SUB_IDLE;
+        u->pres = IM_PRES_UNKNOWN;
+        u->want = s->expires_req;
+        s->n_sub++;
+        watched++;
+    }
+    /* Addresses no longer watched: end their subscriptions. */
+    for (size_t i = s->n_sub; i-- > 0;) {
+        struct sip_sub *u = &s->sub[i];
+        if (!u->watched || u->mark)
+            continue;
+        u->watched = false;
+        if (u->st == SUB_IDLE || u->st == SUB_DONE || (u->st == SUB_TRYING && u->tx && !u->rtag)) {
+            if (u->st != SUB_TRYING)
+                sub_remove(s, i);       /* a SUBSCRIBE under way is ended at its 2xx */
+            continue;
+        }
+        if (u->st == SUB_ENDING || s->phase != P_ONLINE)
+            continue;
+        u->st = SUB_ENDING;
+        int rc = send_subscribe(s, i, 0);
+        if (rc < 0)
+            return rc;
+    }
+    if (s->phase != P_ONLINE)
+        return s->phase == P_DEAD ? s->rc : 0;
+    return sub_pump(s);
+}
+
 static void
 sip_logout(struct im_sess *s)
 {
+    if (s->phase != P_ONLINE)
+        return;
+    /* Our publication, then our subscriptions, then the binding. */
+    if (s->pub_etag[0] && !s->pub_off)
+        send_publish(s, 0, false);
+    for (size_t i = 0; i < s->n_sub && s->phase == P_ONLINE; i++)
+        if (s->sub[i].rtag && s->sub[i].st == SUB_ACTIVE) {
+            s->sub[i].st = SUB_ENDING;
+            send_subscribe(s, i, 0);
+        }
     if (s->phase != P_ONLINE)
         return;
     send_register(s, 0);
@@ -1226,7 +2104,7 @@ const struct im_proto_ops sip_ops = {
     .send_msg = sip_send_msg,
     .add_contact = NULL,
     .remove_contact = NULL,
-    .set_watch = NULL,
+    .set_watch = sip_set_watch,
     .committed = sip_committed,
     .logout = sip_logout,
 };

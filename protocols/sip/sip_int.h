@@ -5,6 +5,7 @@
  *   sip_frame.c   resumable message framer for SIP over a byte stream (TCP)
  *   sip_msg.c     parser of one framed message into header views
  *   sip_digest.c  HTTP digest authentication (RFC 2617 / RFC 7616) for SIP
+ *   sip_pidf.c    PIDF presence documents (RFC 3863, RPID RFC 4480) with expat
  *   sip.c         the adapter (struct im_proto_ops sip_ops)
  */
 #ifndef SIP_INT_H
@@ -26,6 +27,15 @@ extern const struct im_proto_ops sip_ops;
 #define SIP_REG_TIMEOUT_MS      30000           /* a REGISTER without a final answer */
 #define SIP_KEEPALIVE_MS        30000           /* our CRLFCRLF ping (RFC 5626 4.4.1) */
 #define SIP_PONG_TIMEOUT_MS     15000           /* nothing at all received after a ping */
+#define SIP_MAX_WATCH           4096            /* watched addresses (presence subscriptions) */
+#define SIP_SUB_WINDOW          16              /* SUBSCRIBEs awaiting an answer at once */
+#define SIP_SUB_TIMEOUT_MS      32000           /* SUBSCRIBE / PUBLISH without a final answer (Timer F) */
+#define SIP_RETRY_MIN_MS        30000           /* first retry of a failed SUBSCRIBE / PUBLISH */
+#define SIP_RETRY_MAX_MS        (30u * 60000u)  /* retries back off (doubling) up to this */
+#define SIP_PIDF_MAX            (64u * 1024u)   /* a NOTIFY body we parse */
+#define SIP_PIDF_DEPTH          32              /* XML nesting in it */
+#define SIP_DLG_URI_MAX         512             /* remote target or one route of a dialog */
+#define SIP_DLG_ROUTES_MAX      8               /* routes in a dialog's route set */
 
 /* ---- framer ------------------------------------------------------------ */
 
@@ -78,6 +88,11 @@ enum sip_hid {
     SH_MIN_EXPIRES,
     SH_WWW_AUTH,
     SH_PROXY_AUTH,
+    SH_EVENT,
+    SH_SUB_STATE,
+    SH_RECORD_ROUTE,
+    SH_SIP_ETAG,
+    SH_RETRY_AFTER,
 };
 
 struct sip_hdr {
@@ -156,6 +171,21 @@ int sip_digest_response(enum sip_digest_alg alg, const char *user, const char *r
 
 /* Name of an algorithm as written in Authorization ("MD5", "SHA-256-sess"...). */
 const char *sip_digest_alg_name(enum sip_digest_alg alg);
+
+/* ---- presence documents -------------------------------------------------- */
+
+/*
+ * The presence a PIDF document (RFC 3863) of n bytes gives its presentity:
+ * AVAILABLE when a tuple's basic status is open (AWAY when an RPID activity
+ * such as away, busy or steppedOut, or a note that is just "away", says so),
+ * OFFLINE when there are tuples and all are closed.  Returns 0 with *out
+ * set; -IM_ENOTFOUND for a valid document without any basic status;
+ * -IM_EPROTO when it is not well-formed, not PIDF, has a DOCTYPE (so no
+ * entity can be declared) or a basic other than open/closed; -IM_ETOOBIG
+ * over SIP_PIDF_MAX bytes or SIP_PIDF_DEPTH levels; -ENOMEM.  *out is left
+ * alone on error.
+ */
+int sip_pidf_parse(const char *p, size_t n, enum im_presence *out);
 
 /* ---- adapter hooks for tests --------------------------------------------- */
 

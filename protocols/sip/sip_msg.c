@@ -27,6 +27,11 @@ static const struct {
     { "min-expires", 0, SH_MIN_EXPIRES },
     { "www-authenticate", 0, SH_WWW_AUTH },
     { "proxy-authenticate", 0, SH_PROXY_AUTH },
+    { "event", 'o', SH_EVENT },
+    { "subscription-state", 0, SH_SUB_STATE },
+    { "record-route", 0, SH_RECORD_ROUTE },
+    { "sip-etag", 0, SH_SIP_ETAG },
+    { "retry-after", 0, SH_RETRY_AFTER },
 };
 
 static enum sip_hid

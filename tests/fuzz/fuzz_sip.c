@@ -4,10 +4,18 @@
  * Input: byte 0 selects the mode (bit 0: start from a fresh REGISTER, or
  * after a canned 401 + 200 that made the session ONLINE; bit 1: TLS
  * transport; bit 2: also run the bare framer + message parser over the
- * whole input), byte 1 seeds the chunk sizes; the rest is what the server
- * sends, fed in chunks of 1..64 bytes with the clock advancing (refreshes,
- * keepalives, transaction timeouts).  Events are checked for basic
+ * whole input; bit 3: a slow clock), byte 1 seeds the chunk sizes; the rest
+ * is what the server sends, fed in chunks of 1..64 bytes with the clock
+ * advancing 1..17 s per chunk (refreshes, keepalives, transaction timeouts),
+ * or 0..255 ms with the slow clock (long exchanges before any timeout).  Events are checked for basic
  * invariants; message tokens are committed, messages are sent on some events.
+ *
+ * Presence: when the session goes ONLINE it watches sip:bob@sip.test and
+ * sip:carol@sip.test (from inside the event, as the relay does), and now and
+ * then carol gives way to dave or back between chunks.  The randomness is constant, so every
+ * SUBSCRIBE has Call-ID 5a5a... and From tag 5a5a5a5a5a5a5a5a: a NOTIFY with
+ * those reaches the dialog code and its body the PIDF parser (see the seed
+ * notify_pidf).  In framer-only mode every body also goes to sip_pidf_parse().
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +31,13 @@ struct fz {
     struct im_sess *s;
     unsigned events;
     uint64_t next_msg;
+    uint64_t now;
+};
+
+/* Two watch lists: bob stays on both, carol and dave come and go. */
+static const struct im_str watch[2][2] = {
+    { IM_STR("sip:bob@sip.test"), IM_STR("sip:carol@sip.test") },
+    { IM_STR("sip:bob@sip.test"), IM_STR("sip:dave@sip.test") },
 };
 
 static int
@@ -60,10 +75,17 @@ fz_event(void *ud, const struct im_event *e)
         if (e->u.state.state == IM_ACC_ONLINE) {
             struct im_msg m = { .msg = ++f->next_msg, .to = IM_STR("sip:bob@sip.test"), .body = IM_STR("hi") };
             sip_ops.send_msg(f->s, &m);
+            sip_ops.set_watch(f->s, watch[0], 2, f->now);
         }
         break;
     case IM_EV_NOTICE:
         if (!im_utf8_valid(e->u.notice.text.p, e->u.notice.text.len))
+            abort();
+        break;
+    case IM_EV_PRESENCE:
+        if (e->u.presence.presence > IM_PRES_OFFLINE ||
+            !im_utf8_valid(e->u.presence.address.p, e->u.presence.address.len) ||
+            strncmp(e->u.presence.address.p, "sip:", 4))
             abort();
         break;
     default:
@@ -112,6 +134,10 @@ framer_only(const uint8_t *data, size_t size, unsigned seed)
                     struct sip_chal c;
                     sip_digest_parse(m->hdr[i].value, &c);
                 }
+                enum im_presence pres = IM_PRES_UNKNOWN;
+                if (!sip_pidf_parse(m->body.p, m->body.len, &pres) && pres != IM_PRES_AVAILABLE &&
+                    pres != IM_PRES_AWAY && pres != IM_PRES_OFFLINE)
+                    abort();
             }
         }
         if (rc != -EAGAIN)
@@ -132,7 +158,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     if (size < 2)
         return 0;
-    bool after_login = data[0] & 1;
+    bool after_login = data[0] & 1, slow = data[0] & 8;
     cfg.tls = (data[0] & 2) ? IM_TLS_DIRECT : IM_TLS_NONE;
     unsigned seed = data[1];
     if (data[0] & 4)
@@ -144,6 +170,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (!f.s)
         return 0;
     sip_set_rand(f.s, fz_rand, NULL);
+    f.now = now;
     if (sip_ops.start(f.s, now))
         goto out;
     if (after_login && sip_ops.input(f.s, (const uint8_t *)login, sizeof(login) - 1, now))
@@ -153,8 +180,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = 1 + (seed >> 16) % 64;
         if (n > size)
             n = size;
-        now += 1000 + (seed & 0x3fff);
+        now += slow ? (seed & 0xff) : 1000 + (seed & 0x3fff);
+        f.now = now;
         if (sip_ops.input(f.s, data, n, now))
+            goto out;
+        if (((seed >> 8) & 15) == 0 && sip_ops.set_watch(f.s, watch[(seed >> 12) & 1], 2, now))
             goto out;
         if (sip_ops.tick(f.s, now))
             goto out;

@@ -20,6 +20,15 @@
 # registered.  msilo's own deliveries come back over UDP from the server's
 # own socket and are not challenged.  No DNS at all (dns=no, rev_dns=no,
 # msilo's outbound_proxy is the IP).  Everything lives in WORKDIR.
+#
+# Presence (SIP/SIMPLE, RFC 3856 / RFC 3903): the presence and presence_xml
+# modules (Debian package kamailio-presence-modules) serve SUBSCRIBE and
+# PUBLISH for Event: presence, both challenged with 407 like MESSAGE; a user
+# may PUBLISH only his own presence.  presence_xml's force_active makes every
+# watcher authorised, so no XCAP server or pres-rules are needed.  NOTIFYs go
+# to the SUBSCRIBE's Contact over the watcher's own TCP connection.  The
+# presence tables live in the same db_text directory (schemas copied from
+# /usr/share/kamailio/dbtext/kamailio).
 
 kamailio_log() { echo "kamailio.sh: $*" >&2; }
 
@@ -35,11 +44,25 @@ kamailio__dbinit() {
     local db=$1
     mkdir -p "$db" || return 1
     [ -f "$db/version" ] && return 0
-    printf 'id(int,auto) table_name(string) table_version(int) \n1:subscriber:7\n2:silo:8\n' > "$db/version"
+    # Table versions as kamailio 5.6 checks them at start-up (its own dbtext/kamailio/version).
+    { printf 'id(int,auto) table_name(string) table_version(int) \n'
+      printf '%s\n' 1:subscriber:7 2:silo:8 3:presentity:5 4:active_watchers:12 5:watchers:3 6:xcap:4
+    } > "$db/version"
     printf 'id(int,auto) username(string) domain(string) password(string) ha1(string) ha1b(string) \n' \
         > "$db/subscriber"
     printf '%s\n' 'id(int,auto) src_addr(string) dst_addr(string) username(string) domain(string) inc_time(int) exp_time(int) snd_time(int) ctype(string) body(string,null) extra_hdrs(string,null) callid(string,null) status(int,null) ' \
         > "$db/silo"
+    local t schemas=/usr/share/kamailio/dbtext/kamailio
+    for t in presentity active_watchers watchers xcap; do
+        if [ ! -f "$schemas/$t" ]; then
+            kamailio_log "no db_text schema $schemas/$t (apt-get install kamailio)"; return 1
+        fi
+        # Every column may be null: db_text reads an empty value back as null
+        # (presentity.sender is written empty), has no column defaults, and
+        # kamailio 5.6 leaves active_watchers.flags out of its inserts (SQL
+        # would fill in 0).  Strict columns make the next start fail.
+        head -n 1 "$schemas/$t" | sed -E 's/\((int|string)\)/(\1,null)/g' > "$db/$t" || return 1
+    done
 }
 
 kamailio_adduser() {
@@ -89,6 +112,8 @@ loadmodule "registrar.so"
 loadmodule "auth.so"
 loadmodule "auth_db.so"
 loadmodule "msilo.so"
+loadmodule "presence.so"
+loadmodule "presence_xml.so"
 modparam("ctl", "binrpc", "unix:$w/run/kamailio_ctl")
 modparam("usrloc", "db_mode", 0)
 modparam("auth", "algorithm", "${KAMAILIO_ALG:-MD5}")
@@ -99,6 +124,9 @@ modparam("auth_db", "load_credentials", "")
 modparam("msilo", "db_url", "text://$w/db")
 modparam("msilo", "add_date", 0)
 modparam("msilo", "outbound_proxy", "sip:127.0.0.1:$port;transport=udp")
+modparam("presence", "db_url", "text://$w/db")
+modparam("presence_xml", "db_url", "text://$w/db")
+modparam("presence_xml", "force_active", 1)
 
 request_route {
     if (!mf_process_maxfwd_header("10")) { sl_send_reply("483", "Too Many Hops"); exit; }
@@ -122,6 +150,15 @@ request_route {
             exit;
         }
         if (!t_relay()) { sl_reply_error(); }
+        exit;
+    }
+    if (is_method("PUBLISH|SUBSCRIBE")) {
+        if (!auth_check("\$fd", "subscriber", "1")) { auth_challenge("\$fd", "1"); exit; }
+        consume_credentials();
+        if (is_method("PUBLISH") && \$tU != \$fU) { sl_send_reply("403", "Publish Only Your Own Presence"); exit; }
+        if (!t_newtran()) { sl_reply_error(); exit; }
+        if (is_method("PUBLISH")) { handle_publish(); } else { handle_subscribe(); }
+        t_release();
         exit;
     }
     if (is_method("OPTIONS") && uri == myself) { sl_send_reply("200", "OK"); exit; }

@@ -1,5 +1,6 @@
 """A real SIP user agent for the integration tests (bob), written from RFC 3261,
-RFC 3428 and RFC 7616; no SIP library.
+RFC 3428, RFC 7616, RFC 6665 / RFC 3856 (presence subscriptions), RFC 3903
+(PUBLISH) and RFC 3863 (PIDF); no SIP library.
 
     python3 sip_peer.py USER DOMAIN PASSWORD HOST PORT [--expires N]
 
@@ -11,11 +12,24 @@ proxy reaches it over the same connection.  Prints one JSON line per event:
     {"ev":"auth_failed","status":N}              REGISTER refused
     {"ev":"message","from":URI,"body":TEXT,"ctype":CT}   an incoming MESSAGE (answered 200 OK)
     {"ev":"sent","n":N,"status":CODE,"reason":R} final answer to our MESSAGE
+    {"ev":"published","basic":B,"status":CODE,"expires":N}   final answer to our PUBLISH
+                                                 (B "open", "closed" or null for a removal)
+    {"ev":"subscribed","to":URI,"status":CODE}   final answer to our SUBSCRIBE
+    {"ev":"presence","from":URI,"basic":B,"note":N,"state":S,"ctype":CT}
+                                                 a NOTIFY of one of our subscriptions (answered
+                                                 200 OK): B "open"/"closed"/null (no PIDF body),
+                                                 S the Subscription-State value
     {"ev":"bye"}                                 un-REGISTERed (after "quit")
 
 Commands on stdin, one JSON object per line:
-    {"cmd":"send","to":URI,"body":TEXT}          MESSAGE (a 407 is answered once)
-    {"cmd":"quit"}                               REGISTER Expires: 0, then exit
+    {"cmd":"send","to":URI,"body":TEXT}          MESSAGE
+    {"cmd":"publish","basic":"open"|"closed"[,"note":TEXT]}
+                                                 PUBLISH our presence (SIP-If-Match once we
+                                                 have an entity tag)
+    {"cmd":"subscribe","to":URI}                 SUBSCRIBE Event: presence
+    {"cmd":"quit"}                               remove our publication (PUBLISH Expires: 0),
+                                                 then REGISTER Expires: 0, then exit
+Every request is answered a 401/407 challenge once.
 """
 import hashlib
 import json
@@ -24,6 +38,10 @@ import select
 import socket
 import sys
 import time
+import xml.etree.ElementTree as ET
+from xml.sax.saxutils import escape, quoteattr
+
+PIDF_NS = "urn:ietf:params:xml:ns:pidf"
 
 
 def out(obj):
@@ -66,6 +84,34 @@ def parse_params(s):
     return res
 
 
+def uri_of(v):
+    return v[v.find("<") + 1:v.find(">")] if "<" in v else v.split(";")[0].strip()
+
+
+def param_of(v, name):
+    for p in v.split(";")[1:]:
+        k, _, val = p.partition("=")
+        if k.strip().lower() == name:
+            return val.strip()
+    return None
+
+
+def pidf(entity, basic, note=None):
+    n = "<note>%s</note>" % escape(note) if note else ""
+    return ('<?xml version="1.0" encoding="UTF-8"?>\n'
+            '<presence xmlns="%s" entity=%s><tuple id="t%s"><status><basic>%s</basic></status>%s</tuple>'
+            '</presence>\n' % (PIDF_NS, quoteattr(entity), rnd(4), basic, n)).encode()
+
+
+def pidf_basic(body):
+    """(basic, note) of a PIDF document: "open" if any tuple is open."""
+    root = ET.fromstring(body)
+    basics = [e.text.strip() for e in root.iter("{%s}basic" % PIDF_NS) if e.text]
+    notes = [e.text.strip() for e in root.iter("{%s}note" % PIDF_NS) if e.text]
+    basic = "open" if "open" in basics else ("closed" if basics else None)
+    return basic, (notes[0] if notes else None)
+
+
 class UA:
     def __init__(self, user, domain, password, host, port, expires):
         self.user, self.domain, self.password = user, domain, password
@@ -74,16 +120,19 @@ class UA:
         self.sock.setblocking(False)
         ip, lport = self.sock.getsockname()[:2]
         self.local = "%s:%d" % (ip, lport)
+        self.contact = "<sip:%s@%s;transport=tcp>" % (user, self.local)
         self.buf = b""
         self.expires = expires
-        self.reg_callid = rnd(12)
-        self.reg_tag = rnd(4)
-        self.cseq = 0
-        self.pending = {}        # call-id -> dict(kind, n, ...)
+        self.reg = None          # the REGISTER request state (same Call-ID throughout)
+        self.pub = None          # the PUBLISH request state (same Call-ID throughout)
+        self.etag = None         # entity tag of our publication
+        self.pending = {}        # call-id -> request state awaiting a final answer
+        self.subs = {}           # call-id -> subscribed URI
         self.nsent = 0
         self.reg_start = 0.0
         self.registered = False
         self.quitting = False
+        self.quit_deadline = 0.0
 
     # ---- wire ----
     def write(self, data):
@@ -109,39 +158,56 @@ class UA:
             hdr += ', opaque="%s"' % chal["opaque"]
         return hdr + ', response="%s"' % resp
 
-    def request(self, method, ruri, to, callid, ftag, cseq, extra=(), body=b"", ctype=None):
-        lines = ["%s %s SIP/2.0" % (method, ruri),
+    def new_req(self, kind, method, ruri, to, extra=(), body=b"", ctype=None, **more):
+        st = {"kind": kind, "method": method, "ruri": ruri, "to": to, "callid": rnd(12), "tag": rnd(4),
+              "cseq": 0, "extra": list(extra), "body": body, "ctype": ctype, "auth": None}
+        st.update(more)
+        return st
+
+    def send_req(self, st, auth=None):
+        """(Re)send a request: a new CSeq, credentials when answering a challenge."""
+        st["cseq"] += 1
+        st["auth"] = auth
+        self.pending[st["callid"]] = st
+        lines = ["%s %s SIP/2.0" % (st["method"], st["ruri"]),
                  "Via: SIP/2.0/TCP %s;branch=z9hG4bK%s;rport" % (self.local, rnd(8)),
                  "Max-Forwards: 70",
-                 "From: <%s>;tag=%s" % (self.aor, ftag),
-                 "To: <%s>" % to,
-                 "Call-ID: %s" % callid,
-                 "CSeq: %d %s" % (cseq, method)]
-        lines += list(extra)
-        if ctype:
-            lines.append("Content-Type: " + ctype)
-        lines.append("Content-Length: %d" % len(body))
-        self.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
-
-    def register(self, expires, auth=None):
-        self.cseq += 1
-        extra = ["Contact: <sip:%s@%s;transport=tcp>" % (self.user, self.local), "Expires: %d" % expires]
+                 "From: <%s>;tag=%s" % (self.aor, st["tag"]),
+                 "To: <%s>" % st["to"],
+                 "Call-ID: %s" % st["callid"],
+                 "CSeq: %d %s" % (st["cseq"], st["method"])]
+        lines += st["extra"]
         if auth:
-            extra.append(auth)
-        self.pending[self.reg_callid] = {"kind": "register", "expires": expires,
-                                         "authed": auth is not None}
-        self.request("REGISTER", "sip:" + self.domain, self.aor, self.reg_callid, self.reg_tag,
-                     self.cseq, extra)
+            lines.append(auth)
+        if st["ctype"]:
+            lines.append("Content-Type: " + st["ctype"])
+        lines.append("Content-Length: %d" % len(st["body"]))
+        self.write(("\r\n".join(lines) + "\r\n\r\n").encode() + st["body"])
 
-    def send_message(self, to, body, auth=None, state=None):
-        st = state or {"kind": "message", "to": to, "body": body, "callid": rnd(12), "tag": rnd(4),
-                       "cseq": 0, "authed": False}
-        st["cseq"] += 1
-        extra = [auth] if auth else []
-        st["authed"] = auth is not None
-        self.pending[st["callid"]] = st
-        self.request("MESSAGE", to, to, st["callid"], st["tag"], st["cseq"], extra,
-                     body.encode(), "text/plain;charset=UTF-8")
+    def register(self, expires):
+        if not self.reg:
+            self.reg = self.new_req("register", "REGISTER", "sip:" + self.domain, self.aor)
+        self.reg["expires"] = expires
+        self.reg["extra"] = ["Contact: " + self.contact, "Expires: %d" % expires]
+        self.send_req(self.reg)
+
+    def publish(self, basic, note=None):
+        """basic None: remove the publication (Expires: 0)."""
+        if not self.pub:
+            self.pub = self.new_req("publish", "PUBLISH", self.aor, self.aor)
+        extra = ["Event: presence", "Expires: %d" % (0 if basic is None else self.expires)]
+        if self.etag:
+            extra.append("SIP-If-Match: " + self.etag)
+        self.pub.update(extra=extra, basic=basic, body=pidf(self.aor, basic, note) if basic else b"",
+                        ctype="application/pidf+xml" if basic else None)
+        self.send_req(self.pub)
+
+    def subscribe(self, to):
+        st = self.new_req("subscribe", "SUBSCRIBE", to, to,
+                          ["Contact: " + self.contact, "Event: presence", "Accept: application/pidf+xml",
+                           "Expires: %d" % self.expires])
+        self.subs[st["callid"]] = to
+        self.send_req(st)
 
     # ---- parsing ----
     def messages(self):
@@ -170,7 +236,7 @@ class UA:
                 name, _, val = ln.partition(":")
                 hdrs.append((name.strip().lower(), val.strip()))
             compact = {"i": "call-id", "f": "from", "t": "to", "v": "via", "l": "content-length",
-                       "c": "content-type", "m": "contact"}
+                       "c": "content-type", "m": "contact", "o": "event"}
             hdrs = [(compact.get(n, n), v) for n, v in hdrs]
             clen = int(next((v for n, v in hdrs if n == "content-length"), "0"))
             if len(self.buf) < end + 4 + clen:
@@ -179,49 +245,47 @@ class UA:
             self.buf = self.buf[end + 4 + clen:]
             yield lines[0], hdrs, body
 
-    def handle(self, start, hdrs, body):
-        get = lambda n: next((v for k, v in hdrs if k == n), "")  # noqa: E731
-        if start.startswith("SIP/2.0 "):
-            code = int(start[8:11])
-            reason = start[12:]
-            if code < 200:
-                return
-            st = self.pending.get(get("call-id"))
-            if not st:
-                return
-            if st["kind"] == "register":
-                if code in (401, 407) and not st["authed"]:
-                    chal = parse_params(get("www-authenticate" if code == 401 else "proxy-authenticate")[7:])
-                    hname = "Authorization" if code == 401 else "Proxy-Authorization"
-                    self.register(st["expires"], "%s: %s" % (hname, self.digest(
-                        chal, "REGISTER", "sip:" + self.domain)))
-                    return
-                del self.pending[get("call-id")]
-                if st["expires"] == 0:
-                    out({"ev": "bye", "status": code})
-                    self.quitting = "done"
-                elif 200 <= code < 300:
-                    if not self.registered:
-                        out({"ev": "online", "ms": int((time.monotonic() - self.reg_start) * 1000)})
-                    self.registered = True
-                else:
-                    out({"ev": "auth_failed" if code in (401, 403, 407) else "error", "status": code,
-                         "reason": reason})
+    def on_response(self, code, reason, get):
+        if code < 200:
+            return
+        st = self.pending.get(get("call-id"))
+        if not st or (get("cseq").split() or [""])[-1] != st["method"]:
+            return
+        if code in (401, 407) and not st["auth"]:
+            chal = parse_params(get("www-authenticate" if code == 401 else "proxy-authenticate")[7:])
+            hname = "Authorization" if code == 401 else "Proxy-Authorization"
+            self.send_req(st, "%s: %s" % (hname, self.digest(chal, st["method"], st["ruri"])))
+            return
+        del self.pending[st["callid"]]
+        kind = st["kind"]
+        if kind == "register":
+            if st["expires"] == 0:
+                out({"ev": "bye", "status": code})
+                self.quitting = "done"
+            elif 200 <= code < 300:
+                if not self.registered:
+                    out({"ev": "online", "ms": int((time.monotonic() - self.reg_start) * 1000)})
+                self.registered = True
             else:
-                if code in (401, 407) and not st["authed"]:
-                    chal = parse_params(get("www-authenticate" if code == 401 else "proxy-authenticate")[7:])
-                    hname = "Authorization" if code == 401 else "Proxy-Authorization"
-                    self.send_message(st["to"], st["body"], "%s: %s" % (hname, self.digest(
-                        chal, "MESSAGE", st["to"])), st)
-                    return
-                del self.pending[get("call-id")]
-                self.nsent += 1
-                out({"ev": "sent", "n": self.nsent, "status": code, "reason": reason})
-            return
-        method = start.split(" ", 1)[0]
-        if method == "ACK":
-            return
-        code, reason = (200, "OK") if method in ("MESSAGE", "OPTIONS") else (405, "Method Not Allowed")
+                out({"ev": "auth_failed" if code in (401, 403, 407) else "error", "status": code,
+                     "reason": reason})
+        elif kind == "message":
+            self.nsent += 1
+            out({"ev": "sent", "n": self.nsent, "status": code, "reason": reason})
+        elif kind == "publish":
+            if 200 <= code < 300:
+                self.etag = (get("sip-etag") or None) if st["basic"] else None
+            elif code == 412:
+                self.etag = None
+            out({"ev": "published", "basic": st["basic"], "status": code, "reason": reason,
+                 "expires": int(get("expires") or 0)})
+            if self.quitting is True and st["basic"] is None:
+                self.register(0)
+        elif kind == "subscribe":
+            out({"ev": "subscribed", "to": st["to"], "status": code, "reason": reason})
+
+    def answer(self, hdrs, code, reason):
+        get = lambda n: next((v for k, v in hdrs if k == n), "")  # noqa: E731
         resp = ["SIP/2.0 %d %s" % (code, reason)]
         resp += ["Via: " + v for n, v in hdrs if n == "via"]
         to = get("to")
@@ -230,11 +294,51 @@ class UA:
         resp += ["From: " + get("from"), "To: " + to, "Call-ID: " + get("call-id"), "CSeq: " + get("cseq"),
                  "Content-Length: 0"]
         self.write(("\r\n".join(resp) + "\r\n\r\n").encode())
+
+    def handle(self, start, hdrs, body):
+        get = lambda n: next((v for k, v in hdrs if k == n), "")  # noqa: E731
+        if start.startswith("SIP/2.0 "):
+            self.on_response(int(start[8:11]), start[12:], get)
+            return
+        method = start.split(" ", 1)[0]
+        if method == "ACK":
+            return
+        if method == "NOTIFY":
+            to = self.subs.get(get("call-id"))
+            if not to:
+                self.answer(hdrs, 481, "Subscription Does Not Exist")
+                return
+            self.answer(hdrs, 200, "OK")
+            basic = note = None
+            if body and "pidf" in get("content-type").lower():
+                basic, note = pidf_basic(body)
+            out({"ev": "presence", "from": to, "basic": basic, "note": note,
+                 "state": get("subscription-state"), "ctype": get("content-type")})
+            return
+        if method in ("MESSAGE", "OPTIONS"):
+            self.answer(hdrs, 200, "OK")
+        else:
+            self.answer(hdrs, 405, "Method Not Allowed")
         if method == "MESSAGE":
-            frm = get("from")
-            uri = frm[frm.find("<") + 1:frm.find(">")] if "<" in frm else frm.split(";")[0]
-            out({"ev": "message", "from": uri, "body": body.decode("utf-8", "replace"),
+            out({"ev": "message", "from": uri_of(get("from")), "body": body.decode("utf-8", "replace"),
                  "ctype": get("content-type")})
+
+    def command(self, cmd):
+        if cmd["cmd"] == "send":
+            st = self.new_req("message", "MESSAGE", cmd["to"], cmd["to"], body=cmd["body"].encode(),
+                              ctype="text/plain;charset=UTF-8")
+            self.send_req(st)
+        elif cmd["cmd"] == "publish":
+            self.publish(cmd["basic"], cmd.get("note"))
+        elif cmd["cmd"] == "subscribe":
+            self.subscribe(cmd["to"])
+        elif cmd["cmd"] == "quit":
+            self.quitting = True
+            self.quit_deadline = time.monotonic() + 3
+            if self.etag:
+                self.publish(None)
+            else:
+                self.register(0)
 
     def run(self):
         self.reg_start = time.monotonic()
@@ -258,13 +362,7 @@ class UA:
                 if not line:
                     stdin_open = False
                     continue
-                cmd = json.loads(line)
-                if cmd["cmd"] == "send":
-                    self.send_message(cmd["to"], cmd["body"])
-                elif cmd["cmd"] == "quit":
-                    self.quitting = True
-                    self.register(0)
-                    self.quit_deadline = time.monotonic() + 3
+                self.command(json.loads(line))
             if self.quitting is True and time.monotonic() > self.quit_deadline:
                 out({"ev": "bye", "status": 0})
                 return

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # SIP/SIMPLE through the real daemon against a real kamailio (tests/integration/sip/sip.py),
-# inside a private network namespace, once with MD5 and once with SHA-256 digest
-# challenges.  Needs root (unshare -n) and kamailio.
+# messages and presence, inside a private network namespace, once with MD5 and once with
+# SHA-256 digest challenges.  Needs root (unshare -n), kamailio and its presence modules.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
@@ -11,6 +11,14 @@ if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
     fi
     if ! command -v kamailio >/dev/null; then
         echo "skipped: kamailio is not installed (apt-get install kamailio)" >&2
+        exit 77
+    fi
+    found=
+    for m in /usr/lib/*/kamailio/modules/presence_xml.so /usr/lib/kamailio/modules/presence_xml.so; do
+        [ -f "$m" ] && found=1
+    done
+    if [ -z "$found" ]; then
+        echo "skipped: kamailio's presence modules are not installed (make deps)" >&2
         exit 77
     fi
     exec env IMFUSE_IN_NETNS=1 unshare -n "$0" "$@"

@@ -4,7 +4,11 @@
  *
  * Digest answers are checked against hashes computed here with mbedTLS from
  * the RFC 2617 / RFC 7616 formulas (HA1, HA2, KD), and the digest module
- * itself against the RFC 7616 3.9.1 example.  Randomness is a counter
+ * itself against the RFC 7616 3.9.1 example.  Presence: SUBSCRIBE dialogs
+ * (challenge, refresh in the dialog with its route set, NOTIFY answered and
+ * turned into presence events, terminated subscriptions, the watch list
+ * shrinking, logout), PUBLISH of our own presence (entity tags, 412,
+ * refusal), and the PIDF parser on good and hostile documents.  Randomness is a counter
  * (sip_set_rand), so every identifier is reproducible and server
  * transcripts can be prepared in advance and split at every position.
  */
@@ -68,6 +72,7 @@ struct fx {
     uint8_t ctr;
     uint64_t tokens[16];
     int n_tokens;
+    bool keep_publish;      /* tick_at() leaves PUBLISHes to the test */
 };
 
 static void
@@ -92,6 +97,10 @@ fx_event(void *ud, const struct im_event *e)
         break;
     case IM_EV_NOTICE:
         sb_printf(&f->ev, "NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
+        break;
+    case IM_EV_PRESENCE:
+        sb_printf(&f->ev, "PRESENCE %.*s %s\n", (int)e->u.presence.address.len, e->u.presence.address.p,
+                  im_presence_name(e->u.presence.presence));
         break;
     default:
         sb_printf(&f->ev, "EVENT %d\n", (int)e->type);
@@ -300,9 +309,10 @@ resp_for(const char *req, int code, const char *reason, const char *extra)
 #define CHAL_P   "Proxy-Authenticate: Digest realm=\"sip.test\", nonce=\"pn-7\", qop=\"auth,auth-int\", " \
                  "opaque=\"op\"\r\n"
 
-/* Log in: REGISTER, 401, REGISTER with credentials, 200 → ONLINE. */
+/* Log in: REGISTER, 401, REGISTER with credentials, 200 → ONLINE; leaves the
+ * PUBLISH that follows in the output. */
 static void
-login(struct fx *f, const char *chal)
+login_reg(struct fx *f, const char *chal)
 {
     T_EQ_INT(sip_ops.start(f->s, T0), 0);
     char *r = resp_for(outs(f), 401, "Unauthorized", chal);
@@ -310,10 +320,24 @@ login(struct fx *f, const char *chal)
     T_EQ_INT(feed(f, r, T0 + 10), 0);
     free(r);
     r = resp_for(outs(f), 200, "OK", "Contact: <sip:alice@" LOCAL ";transport=tcp>;expires=300\r\n");
+    clear(f);
     T_EQ_INT(feed(f, r, T0 + 20), 0);
     free(r);
     T_EQ_STR(evs(f), "STATE online \n");
+}
+
+/* login_reg(), then the PUBLISH accepted for an hour with entity tag et-1. */
+static void
+login(struct fx *f, const char *chal)
+{
+    login_reg(f, chal);
+    T_ASSERT(!strncmp(outs(f), "PUBLISH sip:alice@sip.test SIP/2.0\r\n", 36));
+    char *r = resp_for(outs(f), 200, "OK", "SIP-ETag: et-1\r\nExpires: 3600\r\n");
     clear(f);
+    T_EQ_INT(feed(f, r, T0 + 30), 0);
+    free(r);
+    T_EQ_STR(evs(f), "");
+    T_EQ_STR(outs(f), "");
 }
 
 /* ---- tests -------------------------------------------------------------- */
@@ -541,8 +565,8 @@ T_TEST(register_refresh_timing)
     clear(&f);
     T_EQ_INT(sip_ops.tick(f.s, T0 + 20 + 240000), 0);
     T_ASSERT(!strncmp(outs(&f), "REGISTER ", 9));
-    /* Pre-emptive credentials with the next nonce count. */
-    check_auth(outs(&f), "Authorization", false, "REGISTER", "sip:sip.test", "n0nce-1", "00000002");
+    /* Pre-emptive credentials with the next nonce count (2 went to the PUBLISH). */
+    check_auth(outs(&f), "Authorization", false, "REGISTER", "sip:sip.test", "n0nce-1", "00000003");
     T_ASSERT(strstr(outs(&f), "\r\nCSeq: 3 REGISTER\r\n"));
     /* The refresh answered by a 200 with only an Expires header. */
     char *ok = resp_for(outs(&f), 200, "OK", "Expires: 100\r\n");
@@ -808,7 +832,7 @@ T_TEST(requests_answered)
         free(r);
         if (strncmp(outs(&f), cases[i].status, strlen(cases[i].status)))
             T_FAIL("%s: %s", cases[i].method, outs(&f));
-        T_ASSERT(!cases[i].has_allow || strstr(outs(&f), "\r\nAllow: MESSAGE, OPTIONS, ACK\r\n"));
+        T_ASSERT(!cases[i].has_allow || strstr(outs(&f), "\r\nAllow: MESSAGE, NOTIFY, OPTIONS, ACK\r\n"));
         T_ASSERT(strstr(outs(&f), "\r\nTo: <sip:alice@sip.test>;tag=a\r\n"));  /* kept, not doubled */
         T_EQ_STR(evs(&f), "");
     }
@@ -855,13 +879,15 @@ T_TEST(keepalive_and_logout)
     T_EQ_STR(outs(&f), "");
     T_EQ_INT(sip_ops.tick(f.s, T0 + 60000), 0);
     T_EQ_STR(outs(&f), "\r\n\r\n");
-    /* logout: REGISTER with Expires: 0 for our contact, with credentials. */
+    /* logout: our publication removed, then REGISTER with Expires: 0 for our contact, with credentials. */
     clear(&f);
     sip_ops.logout(f.s);
-    T_ASSERT(!strncmp(outs(&f), "REGISTER sip:sip.test SIP/2.0\r\n", 31));
-    T_ASSERT(strstr(outs(&f), "\r\nExpires: 0\r\n"));
-    T_ASSERT(strstr(outs(&f), "\r\nContact: <sip:alice@" LOCAL ";transport=tcp>\r\n"));
-    check_auth(outs(&f), "Authorization", false, "REGISTER", "sip:sip.test", "n0nce-1", "00000002");
+    T_ASSERT(!strncmp(outs(&f), "PUBLISH sip:alice@sip.test SIP/2.0\r\n", 36));
+    const char *reg = strstr(outs(&f), "REGISTER sip:sip.test SIP/2.0\r\n");
+    T_ASSERT(reg);
+    T_ASSERT(strstr(reg, "\r\nExpires: 0\r\n"));
+    T_ASSERT(strstr(reg, "\r\nContact: <sip:alice@" LOCAL ";transport=tcp>\r\n"));
+    check_auth(reg - 2, "Authorization", false, "REGISTER", "sip:sip.test", "n0nce-1", "00000004");
     fx_free(&f);
 
     /* No pong within 15 s of our ping: ERROR. */
@@ -881,8 +907,832 @@ T_TEST(keepalive_and_logout)
     fx_free(&f);
 }
 
+/* ---- presence ------------------------------------------------------------ */
+
+/* Copy the n-th (0-based) message of a byte stream of SIP messages into a
+ * malloc'd string; NULL when there are fewer. */
+static char *
+msg_n(const char *text, int n)
+{
+    const char *p = text;
+    for (int k = 0; *p; k++) {
+        const char *e = strstr(p, "\r\n\r\n");
+        if (!e)
+            return NULL;
+        size_t cl = 0;
+        const char *c = strstr(p, "\r\nContent-Length: ");
+        if (c && c < e)
+            cl = strtoul(c + 18, NULL, 10);
+        size_t len = (size_t)(e + 4 - p) + cl;
+        if (k == n)
+            return strndup(p, len);
+        p += len;
+    }
+    return NULL;
+}
+
+static int
+count_str(const char *text, const char *needle)
+{
+    int n = 0;
+    for (const char *p = text; (p = strstr(p, needle)); p++)
+        n++;
+    return n;
+}
+
+/* The value of `param` (e.g. "tag") in header `name` of req, copied. */
+static bool
+hdr_param(const char *req, const char *name, const char *param, char *out, size_t outsz)
+{
+    char v[600], pat[32];
+    if (!hdr(req, name, v, sizeof(v)))
+        return false;
+    snprintf(pat, sizeof(pat), ";%s=", param);
+    const char *p = strstr(v, pat);
+    if (!p)
+        return false;
+    p += strlen(pat);
+    size_t n = strcspn(p, ";>, ");
+    if (n >= outsz)
+        return false;
+    memcpy(out, p, n);
+    out[n] = 0;
+    return true;
+}
+
+/* A NOTIFY in the dialog of SUBSCRIBE sub (its Call-ID and From tag), from tag `rtag`. */
+static char *
+notify_for(const char *sub, const char *rtag, unsigned cseq, const char *state, const char *ctype,
+           const char *body, const char *extra)
+{
+    char callid[128], ftag[64], to[300];
+    struct sbuf b = { 0 };
+    if (!hdr(sub, "Call-ID", callid, sizeof(callid)) || !hdr_param(sub, "From", "tag", ftag, sizeof(ftag)) ||
+        !hdr(sub, "To", to, sizeof(to)))
+        abort();
+    *strchr(to, '>') = 0;
+    sb_printf(&b, "NOTIFY sip:alice@" LOCAL ";transport=tcp SIP/2.0\r\n"
+              "Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKn%u\r\n"
+              "To: <sip:alice@sip.test>;tag=%s\r\nFrom: %s>;tag=%s\r\nCSeq: %u NOTIFY\r\nCall-ID: %s\r\n"
+              "Max-Forwards: 70\r\nEvent: presence\r\nContact: <sip:127.0.0.1:5060;transport=tcp>\r\n"
+              "Subscription-State: %s\r\n%s", cseq, ftag, to, rtag, cseq, callid, state, extra ? extra : "");
+    if (ctype)
+        sb_printf(&b, "Content-Type: %s\r\n", ctype);
+    sb_printf(&b, "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+    return b.p;
+}
+
+#define PIDF_HEAD "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n" \
+    "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:bob@sip.test\">"
+#define PIDF_OPEN PIDF_HEAD "<tuple id=\"a\"><status><basic>open</basic></status></tuple></presence>"
+#define PIDF_CLOSED PIDF_HEAD "<tuple id=\"a\"><status><basic>closed</basic></status></tuple></presence>"
+#define PIDF_AWAY "<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" " \
+    "xmlns:dm=\"urn:ietf:params:xml:ns:pidf:data-model\" xmlns:rpid=\"urn:ietf:params:xml:ns:pidf:rpid\" " \
+    "entity=\"sip:bob@sip.test\"><tuple id=\"t1\"><status><basic>open</basic></status></tuple>" \
+    "<dm:person id=\"p1\"><rpid:activities><rpid:away/></rpid:activities></dm:person></presence>"
+#define CT_PIDF "application/pidf+xml"
+
+T_TEST(pidf_documents)
+{
+    static const struct {
+        const char *doc;
+        int rc;
+        enum im_presence p;
+    } cases[] = {
+        { PIDF_OPEN, 0, IM_PRES_AVAILABLE },
+        { PIDF_CLOSED, 0, IM_PRES_OFFLINE },
+        { PIDF_AWAY, 0, IM_PRES_AWAY },
+        /* kamailio's aggregate: namespaces repeated, white space around the status */
+        { "<?xml version=\"1.0\"?>\n<presence xmlns=\"urn:ietf:params:xml:ns:pidf\" entity=\"sip:b@x\">\n"
+          "<tuple xmlns=\"urn:ietf:params:xml:ns:pidf\" id=\"x\"><status xmlns=\"urn:ietf:params:xml:ns:pidf\">"
+          "\n  <basic>  closed\n </basic>\n</status></tuple>\n<tuple id=\"y\"><status><basic>open</basic>"
+          "</status><note>  Away </note></tuple></presence>", 0, IM_PRES_AWAY },
+        /* prefixed PIDF, an unknown extension with its own "basic", a busy activity */
+        { "<p:presence xmlns:p=\"urn:ietf:params:xml:ns:pidf\" xmlns:r=\"urn:ietf:params:xml:ns:pidf:rpid\" "
+          "entity=\"sip:b@x\"><p:tuple id=\"a\"><p:status><p:basic>open</p:basic><x:basic xmlns:x=\"urn:x\">"
+          "closed</x:basic></p:status><r:activities><r:busy/></r:activities></p:tuple></p:presence>",
+          0, IM_PRES_AWAY },
+        { PIDF_HEAD "<tuple id=\"a\"><status><basic>closed</basic></status><note>away</note></tuple>"
+          "<tuple id=\"b\"><status/></tuple></presence>", 0, IM_PRES_OFFLINE },
+        { PIDF_HEAD "<tuple id=\"a\"><status/></tuple></presence>", -IM_ENOTFOUND, IM_PRES_UNKNOWN },
+        { PIDF_HEAD "</presence>", -IM_ENOTFOUND, IM_PRES_UNKNOWN },
+        { PIDF_HEAD "<basic>open</basic></presence>", -IM_ENOTFOUND, IM_PRES_UNKNOWN },  /* not in a tuple */
+        { PIDF_HEAD "<tuple id=\"a\"><status><basic>maybe</basic></status></tuple></presence>", -IM_EPROTO,
+          IM_PRES_UNKNOWN },
+        { PIDF_HEAD "<tuple id=\"a\"><status><basic>open and much more text</basic></status></tuple>"
+          "</presence>", -IM_EPROTO, IM_PRES_UNKNOWN },
+        { "<presence xmlns=\"urn:other\"><tuple><status><basic>open</basic></status></tuple></presence>",
+          -IM_EPROTO, IM_PRES_UNKNOWN },
+        { PIDF_HEAD "<tuple id=\"a\"><status><basic>open</basic></status></tuple>", -IM_EPROTO, IM_PRES_UNKNOWN },
+        { PIDF_HEAD "<tuple id=\"a\"><status><basic>open</basic></status></tuple></presence><x/>", -IM_EPROTO,
+          IM_PRES_UNKNOWN },
+        { "", -IM_EPROTO, IM_PRES_UNKNOWN },
+        { "open", -IM_EPROTO, IM_PRES_UNKNOWN },
+        { PIDF_HEAD "<tuple id=\"a\"><status><basic>op\xffn</basic></status></tuple></presence>", -IM_EPROTO,
+          IM_PRES_UNKNOWN },
+        /* entity expansion ("billion laughs") and external entities: refused at the DOCTYPE */
+        { "<?xml version=\"1.0\"?><!DOCTYPE presence [<!ENTITY a \"open\"><!ENTITY b \"&a;&a;&a;&a;&a;\">"
+          "<!ENTITY c \"&b;&b;&b;&b;&b;&b;\">]><presence xmlns=\"urn:ietf:params:xml:ns:pidf\"><tuple id=\"a\">"
+          "<status><basic>&c;</basic></status></tuple></presence>", -IM_EPROTO, IM_PRES_UNKNOWN },
+        { "<!DOCTYPE presence [<!ENTITY x SYSTEM \"file:///etc/passwd\">]><presence "
+          "xmlns=\"urn:ietf:params:xml:ns:pidf\"><tuple id=\"a\"><status><basic>&x;</basic></status></tuple>"
+          "</presence>", -IM_EPROTO, IM_PRES_UNKNOWN },
+        { PIDF_HEAD "<tuple id=\"a\"><status><basic>&undefined;</basic></status></tuple></presence>", -IM_EPROTO,
+          IM_PRES_UNKNOWN },
+    };
+    for (size_t i = 0; i < IM_ARRAY_SIZE(cases); i++) {
+        enum im_presence p = IM_PRES_UNKNOWN;
+        int rc = sip_pidf_parse(cases[i].doc, strlen(cases[i].doc), &p);
+        if (rc != cases[i].rc || p != cases[i].p)
+            T_FAIL("case %zu: rc %d presence %s", i, rc, im_presence_name(p));
+    }
+    /* Nesting and size limits. */
+    struct sbuf b = { 0 };
+    sb_printf(&b, "%s", PIDF_HEAD "<tuple id=\"a\">");
+    for (int i = 0; i < SIP_PIDF_DEPTH; i++)
+        sb_printf(&b, "<x:e xmlns:x=\"urn:x\">");
+    enum im_presence p = IM_PRES_UNKNOWN;
+    T_EQ_INT(sip_pidf_parse(b.p, b.len, &p), -IM_ETOOBIG);
+    b.len = 0;
+    sb_printf(&b, "%s", PIDF_HEAD "<tuple id=\"a\"><status><basic>open</basic></status><note>");
+    while (b.len <= SIP_PIDF_MAX)
+        sb_printf(&b, "padding ");
+    sb_printf(&b, "</note></tuple></presence>");
+    T_EQ_INT(sip_pidf_parse(b.p, b.len, &p), -IM_ETOOBIG);
+    T_ASSERT(p == IM_PRES_UNKNOWN);
+    free(b.p);
+    /* Every truncation of a valid document is refused, never misread. */
+    static const char full[] = PIDF_AWAY;
+    for (size_t n = 0; n < sizeof(full) - 1; n++) {
+        p = IM_PRES_UNKNOWN;
+        if (sip_pidf_parse(full, n, &p) != -IM_EPROTO || p != IM_PRES_UNKNOWN)
+            T_FAIL("truncated at %zu accepted", n);
+    }
+}
+
+/*
+ * tick() at `now` for the presence tests, which span hours: a ping from the
+ * server is fed first (so ours never go unanswered), and the pong, our pings and REGISTER refreshes (answered
+ * 200 here) are taken out of the output, which is left with the rest.
+ */
+static int
+tick_at(struct fx *f, uint64_t now)
+{
+    size_t at = f->out.len;
+    T_EQ_INT(feed(f, "\r\n\r\n", now), 0);      /* the server's ping: "\r\n" back */
+    int rc = sip_ops.tick(f->s, now);
+    while (at < f->out.len) {
+        char *p = f->out.p + at;
+        size_t cut = 0;
+        if (f->out.len - at >= 4 && !memcmp(p, "\r\n\r\n", 4)) {
+            cut = 4;
+        } else if (f->out.len - at >= 2 && !memcmp(p, "\r\n", 2)) {
+            cut = 2;
+        } else {
+            char *m = msg_n(p, 0);
+            if (!m)
+                break;
+            cut = strlen(m);
+            bool reg = !strncmp(m, "REGISTER ", 9), publ = !strncmp(m, "PUBLISH ", 8) && !f->keep_publish;
+            if (!reg && !publ) {
+                free(m);
+                at += cut;
+                continue;
+            }
+            char *r = resp_for(m, 200, "OK", reg ? "Expires: 300\r\n" : "SIP-ETag: et-1\r\nExpires: 3600\r\n");
+            free(m);
+            memmove(p, p + cut, f->out.len - at - cut + 1);
+            f->out.len -= cut;
+            T_EQ_INT(feed(f, r, now), 0);
+            free(r);
+            continue;
+        }
+        memmove(p, p + cut, f->out.len - at - cut + 1);
+        f->out.len -= cut;
+    }
+    return rc;
+}
+
+/* The answer in out (one message) has this status line and echoes the NOTIFY's CSeq. */
+static void
+check_answer(struct fx *f, const char *status, unsigned cseq)
+{
+    char want[64];
+    snprintf(want, sizeof(want), "\r\nCSeq: %u NOTIFY\r\n", cseq);
+    if (strncmp(outs(f), status, strlen(status)) || !strstr(outs(f), want))
+        T_FAIL("wanted %s for CSeq %u, got:\n%s", status, cseq, outs(f));
+}
+
+T_TEST(subscribe_challenge_notify)
+{
+    struct fx f;
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    login(&f, CHAL_MD5);
+    struct im_str w[] = { IM_STR("sip:bob@sip.test"), IM_STR("carol@SIP.test") };
+    T_EQ_INT(sip_ops.set_watch(f.s, w, 2, T0 + 1000), 0);
+    T_EQ_INT(count_str(outs(&f), "SUBSCRIBE sip:"), 2);
+    char *sb = msg_n(outs(&f), 0), *sc = msg_n(outs(&f), 1);
+    T_ASSERT(!strncmp(sb, "SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n", 35));
+    T_ASSERT(!strncmp(sc, "SUBSCRIBE sip:carol@sip.test SIP/2.0\r\n", 37));
+    T_ASSERT(strstr(sb, "\r\nTo: <sip:bob@sip.test>\r\n"));
+    T_ASSERT(strstr(sb, "\r\nFrom: <sip:alice@sip.test>;tag="));
+    T_ASSERT(strstr(sb, "\r\nCSeq: 1 SUBSCRIBE\r\n"));
+    T_ASSERT(strstr(sb, "\r\nEvent: presence\r\n"));
+    T_ASSERT(strstr(sb, "\r\nAccept: application/pidf+xml\r\n"));
+    T_ASSERT(strstr(sb, "\r\nExpires: 600\r\n"));
+    T_ASSERT(strstr(sb, "\r\nContact: <sip:alice@" LOCAL ";transport=tcp>\r\n"));
+    T_ASSERT(strstr(sb, "\r\nContent-Length: 0\r\n\r\n"));
+    check_auth(sb, "Authorization", false, "SUBSCRIBE", "sip:bob@sip.test", "n0nce-1", "00000003");
+    char cid1[128], cid2[128];
+    T_ASSERT(hdr(sb, "Call-ID", cid1, sizeof(cid1)) && hdr(sc, "Call-ID", cid2, sizeof(cid2)));
+    T_ASSERT(strcmp(cid1, cid2));
+    T_EQ_STR(evs(&f), "");
+
+    /* The proxy challenges bob's: answered in the same dialog-to-be with the next CSeq. */
+    char *r = resp_for(sb, 407, "Proxy Authentication Required", CHAL_P);
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 1100), 0);
+    free(r);
+    free(sb);
+    sb = strdup(outs(&f));
+    T_ASSERT(!strncmp(sb, "SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n", 35));
+    T_ASSERT(strstr(sb, "\r\nCSeq: 2 SUBSCRIBE\r\n"));
+    char cid3[128];
+    T_ASSERT(hdr(sb, "Call-ID", cid3, sizeof(cid3)));
+    T_EQ_STR(cid3, cid1);
+    check_auth(sb, "Proxy-Authorization", false, "SUBSCRIBE", "sip:bob@sip.test", "pn-7", "00000001");
+    /* 202 Accepted (RFC 3265) is as good as 200; carol is unknown: 404, tried again in 30 s. */
+    r = resp_for(sb, 202, "Accepted", "Expires: 300\r\nContact: <sip:127.0.0.1:5060;transport=tcp>\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 1200), 0);
+    free(r);
+    r = resp_for(sc, 404, "Not Found", "");
+    T_EQ_INT(feed(&f, r, T0 + 1200), 0);
+    free(r);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_STR(evs(&f), "");                   /* never known: nothing to report */
+
+    /* NOTIFYs: open, the same again, closed, away, nothing published. */
+    static const struct {
+        const char *ctype, *body, *ev;
+    } seq[] = {
+        { CT_PIDF, PIDF_OPEN, "PRESENCE sip:bob@sip.test available\n" },
+        { CT_PIDF, PIDF_OPEN, "" },
+        { CT_PIDF, PIDF_CLOSED, "PRESENCE sip:bob@sip.test offline\n" },
+        { "application/pidf+xml;charset=UTF-8", PIDF_AWAY, "PRESENCE sip:bob@sip.test away\n" },
+        { NULL, "", "PRESENCE sip:bob@sip.test offline\n" },
+        /* malformed or foreign bodies: answered, nothing reported */
+        { CT_PIDF, "<presence", "" },
+        { CT_PIDF, "<?xml version=\"1.0\"?><!DOCTYPE p [<!ENTITY a \"open\">]><presence "
+                   "xmlns=\"urn:ietf:params:xml:ns:pidf\"><tuple id=\"a\"><status><basic>&a;</basic></status>"
+                   "</tuple></presence>", "" },
+        { "text/plain", "open", "" },
+        { CT_PIDF, "\xff\xfe<presence/>", "" },
+        { CT_PIDF, PIDF_OPEN, "PRESENCE sip:bob@sip.test available\n" },
+    };
+    unsigned cseq = 1;
+    for (size_t i = 0; i < IM_ARRAY_SIZE(seq); i++) {
+        clear(&f);
+        r = notify_for(sb, "srv", ++cseq, "active;expires=299", seq[i].ctype, seq[i].body, NULL);
+        T_EQ_INT(feed(&f, r, T0 + 2000), 0);
+        free(r);
+        check_answer(&f, "SIP/2.0 200 OK\r\n", cseq);
+        T_ASSERT(strstr(outs(&f), "\r\nTo: <sip:alice@sip.test>;tag="));
+        if (strcmp(evs(&f), seq[i].ev))
+            T_FAIL("NOTIFY %zu: events %s", i, evs(&f));
+    }
+    /* Split at every position: closed whole, then open in two pieces. */
+    struct sbuf all = { 0 };
+    for (size_t cut = 0; cut < 600; cut += 7) {
+        clear(&f);
+        r = notify_for(sb, "srv", ++cseq, "active", CT_PIDF, PIDF_CLOSED, NULL);
+        T_EQ_INT(feed(&f, r, T0 + 3000), 0);
+        free(r);
+        all.len = 0;
+        r = notify_for(sb, "srv", ++cseq, "active", CT_PIDF, PIDF_OPEN, NULL);
+        sb_printf(&all, "%s", r);
+        free(r);
+        size_t c = cut < all.len ? cut : all.len;
+        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p, c, T0 + 3000), 0);
+        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p + c, all.len - c, T0 + 3000), 0);
+        if (strcmp(evs(&f), "PRESENCE sip:bob@sip.test offline\nPRESENCE sip:bob@sip.test available\n"))
+            T_FAIL("cut %zu: %s", cut, evs(&f));
+    }
+    free(all.p);
+
+    /* Outside any dialog: 481; another package: 489; an older CSeq: 500; no
+     * Subscription-State: 400; another remote tag: 481.  None changes anything. */
+    clear(&f);
+    r = notify_for(sc, "srv", 7, "active", CT_PIDF, PIDF_CLOSED, NULL);    /* carol's dialog failed */
+    T_EQ_INT(feed(&f, r, T0 + 4000), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 481 Subscription Does Not Exist\r\n", 7);
+    clear(&f);
+    r = notify_for(sb, "srv", ++cseq, "active", CT_PIDF, PIDF_CLOSED, NULL);
+    char *ev = strstr(r, "Event: presence");
+    memcpy(ev, "Event: dialog  ", 15);     /* same length */
+    T_EQ_INT(feed(&f, r, T0 + 4000), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 489 Bad Event\r\n", cseq);
+    clear(&f);
+    r = notify_for(sb, "srv", cseq - 5, "active", CT_PIDF, PIDF_CLOSED, NULL);
+    T_EQ_INT(feed(&f, r, T0 + 4000), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 500 CSeq Out Of Order\r\n", cseq - 5);
+    clear(&f);
+    r = notify_for(sb, "srv", ++cseq, "active", CT_PIDF, PIDF_CLOSED, NULL);
+    ev = strstr(r, "Subscription-State:");
+    memcpy(ev, "X", 1);
+    T_EQ_INT(feed(&f, r, T0 + 4000), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 400 Missing Subscription-State\r\n", cseq);
+    clear(&f);
+    r = notify_for(sb, "other", ++cseq, "active", CT_PIDF, PIDF_CLOSED, NULL);
+    T_EQ_INT(feed(&f, r, T0 + 4000), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 481 Subscription Does Not Exist\r\n", cseq);
+    T_EQ_STR(evs(&f), "");
+
+    /* carol's retry: 30 s after the 404, a new dialog. */
+    clear(&f);
+    T_EQ_INT(tick_at(&f, T0 + 1200 + 29999), 0);
+    T_ASSERT(!strstr(outs(&f), "SUBSCRIBE"));
+    T_EQ_INT(tick_at(&f, T0 + 1200 + 30000), 0);
+    T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:carol@sip.test SIP/2.0\r\n", 37));
+    T_ASSERT(strstr(outs(&f), "\r\nCSeq: 1 SUBSCRIBE\r\n"));
+    T_ASSERT(hdr(outs(&f), "Call-ID", cid3, sizeof(cid3)));
+    T_ASSERT(strcmp(cid3, cid2));
+    /* A second failure waits twice as long; Retry-After wins over that. */
+    r = resp_for(outs(&f), 503, "Service Unavailable", "Retry-After: 90\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 40000), 0);
+    free(r);
+    T_EQ_INT(tick_at(&f, T0 + 40000 + 89000), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(tick_at(&f, T0 + 40000 + 90000), 0);
+    T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:carol@sip.test SIP/2.0\r\n", 37));
+    free(sb);
+    free(sc);
+    fx_free(&f);
+}
+
+T_TEST(subscribe_refresh_route_set)
+{
+    struct fx f;
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    login(&f, CHAL_MD5);
+    struct im_str w[] = { IM_STR("sip:bob@sip.test") };
+    uint64_t t1 = T0 + 5000;
+    T_EQ_INT(sip_ops.set_watch(f.s, w, 1, t1), 0);
+    char *sb = strdup(outs(&f));
+    char *r = resp_for(sb, 200, "OK", "Expires: 300\r\nContact: <sip:127.0.0.1:5060;transport=tcp>\r\n"
+                                      "Record-Route: <sip:p1.test;lr>, <sip:p2.test;lr;ftag=x>\r\n"
+                                      "Record-Route: <sip:p3.test;lr>\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, t1), 0);
+    free(r);
+    /* Refresh at 80 % of 300 s, in the dialog: remote target, remote tag, reversed route set. */
+    T_EQ_INT(tick_at(&f, t1 + 239999), 0);
+    T_ASSERT(!strstr(outs(&f), "SUBSCRIBE"));
+    T_EQ_INT(tick_at(&f, t1 + 240000), 0);
+    const char *o = outs(&f);
+    T_ASSERT(!strncmp(o, "SUBSCRIBE sip:127.0.0.1:5060;transport=tcp SIP/2.0\r\n", 52));
+    T_ASSERT(strstr(o, "\r\nTo: <sip:bob@sip.test>;tag=srv\r\n"));
+    T_ASSERT(strstr(o, "\r\nCSeq: 2 SUBSCRIBE\r\n"));
+    T_ASSERT(strstr(o, "\r\nRoute: <sip:p3.test;lr>\r\nRoute: <sip:p2.test;lr;ftag=x>\r\nRoute: <sip:p1.test;lr>\r\n"));
+    char a[128], b[128];
+    T_ASSERT(hdr(o, "Call-ID", a, sizeof(a)) && hdr(sb, "Call-ID", b, sizeof(b)));
+    T_EQ_STR(a, b);
+    T_ASSERT(hdr_param(o, "From", "tag", a, sizeof(a)) && hdr_param(sb, "From", "tag", b, sizeof(b)));
+    T_EQ_STR(a, b);
+    /* (nonce count 4 went to the REGISTER refresh in the same tick) */
+    check_auth(o, "Authorization", false, "SUBSCRIBE", "sip:127.0.0.1:5060;transport=tcp", "n0nce-1",
+               "00000005");
+    /* Granted 100 s this time; a NOTIFY saying 50 s left brings the refresh forward (never back). */
+    r = resp_for(o, 200, "OK", "Expires: 100\r\n");
+    clear(&f);
+    uint64_t t2 = t1 + 241000;
+    T_EQ_INT(feed(&f, r, t2), 0);
+    free(r);
+    r = notify_for(sb, "srv", 2, "active;expires=50", CT_PIDF, PIDF_OPEN, NULL);
+    T_EQ_INT(feed(&f, r, t2 + 1000), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "PRESENCE sip:bob@sip.test available\n");
+    /* ... and a NOTIFY's Contact is the new remote target (target refresh). */
+    r = notify_for(sb, "srv", 3, "active;expires=3000", CT_PIDF, PIDF_OPEN, NULL);
+    char *c = strstr(r, "Contact: <sip:127.0.0.1:5060;transport=tcp>");
+    memcpy(c, "Contact: <sip:127.0.0.2:5070;transport=tcp>", 43);
+    T_EQ_INT(feed(&f, r, t2 + 1000), 0);
+    free(r);
+    clear(&f);
+    T_EQ_INT(tick_at(&f, t2 + 1000 + 39999), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(tick_at(&f, t2 + 1000 + 40000), 0);
+    T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:127.0.0.2:5070;transport=tcp SIP/2.0\r\n", 52));
+    T_ASSERT(strstr(outs(&f), "\r\nCSeq: 3 SUBSCRIBE\r\n"));
+    /* No answer to that refresh: the presence is no longer known; a new dialog 30 s later. */
+    clear(&f);
+    uint64_t t3 = t2 + 41000;
+    T_EQ_INT(tick_at(&f, t3 + SIP_SUB_TIMEOUT_MS - 1001), 0);
+    T_EQ_STR(evs(&f), "");
+    T_EQ_INT(tick_at(&f, t3 + SIP_SUB_TIMEOUT_MS), 0);
+    T_EQ_STR(evs(&f), "PRESENCE sip:bob@sip.test unknown\n");
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(tick_at(&f, t3 + SIP_SUB_TIMEOUT_MS + 30000), 0);
+    T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n", 35));
+    T_ASSERT(strstr(outs(&f), "\r\nTo: <sip:bob@sip.test>\r\n") && !strstr(outs(&f), "Route:"));
+    T_ASSERT(hdr(outs(&f), "Call-ID", a, sizeof(a)));
+    T_ASSERT(strcmp(a, b));
+    free(sb);
+
+    /* A NOTIFY before the 2xx makes the dialog: its Record-Route in order, its Contact. */
+    sb = strdup(outs(&f));
+    clear(&f);
+    r = notify_for(sb, "n1", 1, "active;expires=600", CT_PIDF, PIDF_OPEN,
+                   "Record-Route: <sip:p1.test;lr>, <sip:p2.test;lr>\r\n");
+    c = strstr(r, "Contact: <sip:127.0.0.1:5060;transport=tcp>");
+    memcpy(c, "Contact: <sip:127.0.0.9:5060;transport=tcp>", 43);
+    T_EQ_INT(feed(&f, r, t3 + 70000), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "PRESENCE sip:bob@sip.test available\n");
+    r = resp_for(sb, 200, "OK", "Expires: 600\r\n");
+    T_EQ_INT(feed(&f, r, t3 + 70000), 0);
+    free(r);
+    clear(&f);
+    T_EQ_INT(tick_at(&f, t3 + 70000 + 480000), 0);
+    o = outs(&f);
+    T_ASSERT(!strncmp(o, "SUBSCRIBE sip:127.0.0.9:5060;transport=tcp SIP/2.0\r\n", 52));
+    T_ASSERT(strstr(o, "\r\nTo: <sip:bob@sip.test>;tag=n1\r\n"));
+    T_ASSERT(strstr(o, "\r\nRoute: <sip:p1.test;lr>\r\nRoute: <sip:p2.test;lr>\r\n"));
+    /* A 481 to a refresh: the server lost the dialog; a new one at once, presence kept. */
+    r = resp_for(o, 481, "Call/Transaction Does Not Exist", "");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, t3 + 560000), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "");
+    T_EQ_INT(tick_at(&f, t3 + 560100), 0);
+    T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n", 35));
+    free(sb);
+    fx_free(&f);
+}
+
+/* Watch bob, accept the SUBSCRIBE and report him available; the SUBSCRIBE is returned. */
+static char *
+bob_available(struct fx *f, uint64_t now)
+{
+    struct im_str w[] = { IM_STR("sip:bob@sip.test") };
+    T_EQ_INT(sip_ops.set_watch(f->s, w, 1, now), 0);
+    char *sb = strdup(outs(f));
+    char *r = resp_for(sb, 200, "OK", "Expires: 600\r\n");
+    clear(f);
+    T_EQ_INT(feed(f, r, now), 0);
+    free(r);
+    r = notify_for(sb, "srv", 1, "active;expires=600", CT_PIDF, PIDF_OPEN, NULL);
+    T_EQ_INT(feed(f, r, now), 0);
+    free(r);
+    T_EQ_STR(evs(f), "PRESENCE sip:bob@sip.test available\n");
+    clear(f);
+    return sb;
+}
+
+T_TEST(notify_terminated)
+{
+    struct fx f;
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    login(&f, CHAL_MD5);
+    uint64_t t = T0 + 1000;
+    char *sb = bob_available(&f, t);
+    /* deactivated after a while: subscribe again at once, the presence stands. */
+    t += 60000;
+    char *r = notify_for(sb, "srv", 2, "terminated;reason=deactivated", NULL, "", NULL);
+    T_EQ_INT(feed(&f, r, t), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 200 OK\r\n", 2);
+    T_EQ_STR(evs(&f), "");
+    char *sub2 = msg_n(outs(&f), 1);
+    T_ASSERT(sub2 && !strncmp(sub2, "SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n", 35));
+    T_ASSERT(strstr(sub2, "\r\nTo: <sip:bob@sip.test>\r\n"));
+    char c1[128], c2[128];
+    T_ASSERT(hdr(sub2, "Call-ID", c1, sizeof(c1)) && hdr(sb, "Call-ID", c2, sizeof(c2)));
+    T_ASSERT(strcmp(c1, c2));
+    free(sb);
+    sb = sub2;
+    r = resp_for(sb, 200, "OK", "Expires: 600\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, t + 200), 0);
+    free(r);
+    r = notify_for(sb, "srv", 1, "active", CT_PIDF, PIDF_OPEN, NULL);
+    T_EQ_INT(feed(&f, r, t + 200), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "");
+    /* probation with retry-after: offline now, again in 20 s. */
+    clear(&f);
+    r = notify_for(sb, "srv", 2, "terminated;reason=probation;retry-after=20", NULL, "", NULL);
+    T_EQ_INT(feed(&f, r, t + 300), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "PRESENCE sip:bob@sip.test offline\n");
+    clear(&f);
+    T_EQ_INT(tick_at(&f, t + 300 + 19999), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(tick_at(&f, t + 300 + 20000), 0);
+    T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n", 35));
+    free(sb);
+    sb = strdup(outs(&f));
+    r = resp_for(sb, 200, "OK", "Expires: 600\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, t + 21000), 0);
+    free(r);
+    /* A terminating NOTIFY's own document counts; then rejected: over for this session. */
+    r = notify_for(sb, "srv", 1, "active", CT_PIDF, PIDF_AWAY, NULL);
+    T_EQ_INT(feed(&f, r, t + 21000), 0);
+    free(r);
+    r = notify_for(sb, "srv", 2, "terminated;reason=rejected", NULL, "", NULL);
+    T_EQ_INT(feed(&f, r, t + 22000), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "PRESENCE sip:bob@sip.test away\nPRESENCE sip:bob@sip.test offline\n");
+    clear(&f);
+    for (uint64_t k = 1; k <= 40; k++)
+        T_EQ_INT(tick_at(&f, t + 22000 + k * 60000), 0);
+    T_ASSERT(!strstr(outs(&f), "SUBSCRIBE"));
+    /* A NOTIFY in the ended dialog: 481. */
+    r = notify_for(sb, "srv", 3, "active", CT_PIDF, PIDF_OPEN, NULL);
+    T_EQ_INT(feed(&f, r, t + 3000000), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 481 ", 3);
+    T_EQ_STR(evs(&f), "");
+    free(sb);
+    fx_free(&f);
+
+    /* Terminated at once with no reason, again and again: the retries back off. */
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    login(&f, CHAL_MD5);
+    t = T0 + 1000;
+    sb = bob_available(&f, t);
+    uint64_t want = 30000;
+    for (int k = 0; k < 8; k++) {
+        r = notify_for(sb, "srv", 2, "terminated", NULL, "", NULL);
+        clear(&f);
+        T_EQ_INT(feed(&f, r, t), 0);
+        free(r);
+        T_EQ_STR(evs(&f), k ? "" : "PRESENCE sip:bob@sip.test offline\n");
+        clear(&f);
+        T_EQ_INT(tick_at(&f, t + want - 1), 0);
+        T_EQ_STR(outs(&f), "");
+        T_EQ_INT(tick_at(&f, t + want), 0);
+        T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n", 35));
+        t += want;
+        free(sb);
+        sb = strdup(outs(&f));
+        r = resp_for(sb, 200, "OK", "Expires: 600\r\n");
+        clear(&f);
+        T_EQ_INT(feed(&f, r, t), 0);
+        free(r);
+        want = want * 2 > SIP_RETRY_MAX_MS ? SIP_RETRY_MAX_MS : want * 2;
+    }
+    free(sb);
+    fx_free(&f);
+}
+
+T_TEST(unwatch_and_logout)
+{
+    struct fx f;
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    login(&f, CHAL_MD5);
+    uint64_t t = T0 + 1000;
+    char *sb = bob_available(&f, t);
+    struct im_str w2[] = { IM_STR("sip:bob@sip.test"), IM_STR("sip:carol@sip.test") };
+    T_EQ_INT(sip_ops.set_watch(f.s, w2, 2, t), 0);
+    T_EQ_INT(count_str(outs(&f), "SUBSCRIBE "), 1);      /* bob's stays as it is */
+    char *sc = strdup(outs(&f));
+    T_ASSERT(!strncmp(sc, "SUBSCRIBE sip:carol@sip.test SIP/2.0\r\n", 37));
+    char *r = resp_for(sc, 200, "OK", "Expires: 600\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, t), 0);
+    free(r);
+    r = notify_for(sc, "srv", 1, "active", CT_PIDF, PIDF_CLOSED, NULL);
+    T_EQ_INT(feed(&f, r, t), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "PRESENCE sip:carol@sip.test offline\n");
+
+    /* bob leaves the list: un-SUBSCRIBE in his dialog, nothing reported. */
+    clear(&f);
+    struct im_str w1[] = { IM_STR("sip:carol@sip.test") };
+    T_EQ_INT(sip_ops.set_watch(f.s, w1, 1, t + 1000), 0);
+    const char *o = outs(&f);
+    /* (to the remote target the NOTIFY's Contact gave) */
+    T_ASSERT(!strncmp(o, "SUBSCRIBE sip:127.0.0.1:5060;transport=tcp SIP/2.0\r\n", 52));
+    T_ASSERT(strstr(o, "\r\nExpires: 0\r\n") && strstr(o, "\r\nTo: <sip:bob@sip.test>;tag=srv\r\n"));
+    T_ASSERT(strstr(o, "\r\nCSeq: 2 SUBSCRIBE\r\n"));
+    r = resp_for(o, 200, "OK", "Expires: 0\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, t + 1100), 0);
+    free(r);
+    r = notify_for(sb, "srv", 2, "terminated;reason=timeout", CT_PIDF, PIDF_CLOSED, NULL);
+    T_EQ_INT(feed(&f, r, t + 1100), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 200 OK\r\n", 2);
+    clear(&f);
+    r = notify_for(sb, "srv", 3, "active", CT_PIDF, PIDF_OPEN, NULL);
+    T_EQ_INT(feed(&f, r, t + 1200), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 481 ", 3);
+    T_EQ_STR(evs(&f), "");
+
+    /* erin is added and removed before her SUBSCRIBE is answered: ended at its 2xx. */
+    clear(&f);
+    struct im_str w3[] = { IM_STR("sip:carol@sip.test"), IM_STR("sip:erin@sip.test") };
+    T_EQ_INT(sip_ops.set_watch(f.s, w3, 2, t + 2000), 0);
+    char *se = strdup(outs(&f));
+    clear(&f);
+    T_EQ_INT(sip_ops.set_watch(f.s, w1, 1, t + 2100), 0);
+    T_EQ_STR(outs(&f), "");
+    r = resp_for(se, 200, "OK", "Expires: 600\r\n");
+    T_EQ_INT(feed(&f, r, t + 2200), 0);
+    free(r);
+    T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:erin@sip.test SIP/2.0\r\n", 36));
+    T_ASSERT(strstr(outs(&f), "\r\nExpires: 0\r\n") && strstr(outs(&f), ";tag=srv\r\n"));
+    r = notify_for(se, "srv", 1, "active", CT_PIDF, PIDF_OPEN, NULL);   /* crossed on the wire */
+    clear(&f);
+    T_EQ_INT(feed(&f, r, t + 2200), 0);
+    free(r);
+    check_answer(&f, "SIP/2.0 200 OK\r\n", 1);
+    T_EQ_STR(evs(&f), "");
+    /* ... and when no final NOTIFY comes, dropped after 32 s: its NOTIFYs are then unknown. */
+    T_EQ_INT(tick_at(&f, t + 2200 + SIP_SUB_TIMEOUT_MS + 1), 0);
+    clear(&f);
+    r = notify_for(se, "srv", 2, "active", CT_PIDF, PIDF_OPEN, NULL);
+    T_EQ_INT(feed(&f, r, t + 2200 + SIP_SUB_TIMEOUT_MS + 2), 0);
+    free(r);
+    T_ASSERT(!strncmp(outs(&f), "SIP/2.0 481 ", 12));
+
+    /* logout: the publication removed, carol's subscription ended, then the binding. */
+    clear(&f);
+    sip_ops.logout(f.s);
+    char *m0 = msg_n(outs(&f), 0), *m1 = msg_n(outs(&f), 1), *m2 = msg_n(outs(&f), 2);
+    T_ASSERT(m0 && m1 && m2 && !msg_n(outs(&f), 3));
+    T_ASSERT(!strncmp(m0, "PUBLISH sip:alice@sip.test SIP/2.0\r\n", 36));
+    T_ASSERT(strstr(m0, "\r\nExpires: 0\r\n") && strstr(m0, "\r\nSIP-If-Match: et-1\r\n"));
+    T_ASSERT(strstr(m0, "\r\nContent-Length: 0\r\n"));
+    T_ASSERT(!strncmp(m1, "SUBSCRIBE sip:127.0.0.1:5060;transport=tcp SIP/2.0\r\n", 52));
+    T_ASSERT(strstr(m1, "\r\nExpires: 0\r\n") && strstr(m1, "\r\nTo: <sip:carol@sip.test>;tag=srv\r\n"));
+    T_ASSERT(!strncmp(m2, "REGISTER sip:sip.test SIP/2.0\r\n", 31) && strstr(m2, "\r\nExpires: 0\r\n"));
+    free(m0);
+    free(m1);
+    free(m2);
+    free(se);
+    free(sc);
+    free(sb);
+    fx_free(&f);
+}
+
+T_TEST(subscribe_window)
+{
+    struct fx f;
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    login(&f, CHAL_MD5);
+    char names[40][32];
+    struct im_str w[40];
+    for (int i = 0; i < 40; i++) {
+        snprintf(names[i], sizeof(names[i]), "sip:u%02d@sip.test", i);
+        w[i] = (struct im_str){ names[i], (uint32_t)strlen(names[i]) };
+    }
+    T_EQ_INT(sip_ops.set_watch(f.s, w, 40, T0 + 1000), 0);
+    T_EQ_INT(count_str(outs(&f), "SUBSCRIBE sip:"), SIP_SUB_WINDOW);
+    /* Each final answer lets one more go. */
+    char *m = msg_n(outs(&f), 3);
+    char *r = resp_for(m, 404, "Not Found", "");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 1100), 0);
+    free(r);
+    free(m);
+    T_EQ_INT(count_str(outs(&f), "SUBSCRIBE sip:"), 1);
+    T_ASSERT(!strncmp(outs(&f), "SUBSCRIBE sip:u16@sip.test ", 27));
+    /* Ticks alone do not exceed the window. */
+    clear(&f);
+    T_EQ_INT(tick_at(&f, T0 + 2000), 0);
+    T_EQ_STR(outs(&f), "");
+    /* The same list again changes nothing; a list without u00 ends nothing under way yet. */
+    T_EQ_INT(sip_ops.set_watch(f.s, w, 40, T0 + 2100), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(sip_ops.set_watch(f.s, w + 1, 39, T0 + 2200), 0);
+    T_EQ_STR(outs(&f), "");
+    /* Timeouts free the window too: every one under way gets its chance. */
+    int seen = 0;
+    for (uint64_t k = 1; k <= 12 && seen < 40; k++) {
+        clear(&f);
+        T_EQ_INT(tick_at(&f, T0 + 2200 + k * SIP_SUB_TIMEOUT_MS), 0);
+        seen += count_str(outs(&f), "SUBSCRIBE sip:u39@");
+    }
+    T_ASSERT(seen >= 1);
+    T_ASSERT(!strstr(evs(&f), "PRESENCE"));     /* never known, so never "unknown" */
+    fx_free(&f);
+}
+
+T_TEST(publish_own_presence)
+{
+    struct fx f;
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    f.keep_publish = true;
+    login_reg(&f, CHAL_MD5);
+    const char *o = outs(&f);
+    T_ASSERT(!strncmp(o, "PUBLISH sip:alice@sip.test SIP/2.0\r\n", 36));
+    T_ASSERT(strstr(o, "\r\nTo: <sip:alice@sip.test>\r\n"));
+    T_ASSERT(strstr(o, "\r\nEvent: presence\r\n") && strstr(o, "\r\nExpires: 600\r\n"));
+    T_ASSERT(strstr(o, "\r\nContent-Type: application/pidf+xml\r\n"));
+    T_ASSERT(!strstr(o, "SIP-If-Match"));
+    check_auth(o, "Authorization", false, "PUBLISH", "sip:alice@sip.test", "n0nce-1", "00000002");
+    const char *body = strstr(o, "\r\n\r\n") + 4;
+    enum im_presence p = IM_PRES_UNKNOWN;
+    T_EQ_INT(sip_pidf_parse(body, strlen(body), &p), 0);   /* our own parser agrees */
+    T_ASSERT(p == IM_PRES_AVAILABLE);
+    T_ASSERT(strstr(body, "entity=\"sip:alice@sip.test\"") && strstr(body, "<basic>open</basic>"));
+    char cl[16];
+    T_ASSERT(hdr(o, "Content-Length", cl, sizeof(cl)));
+    T_EQ_INT(strtoul(cl, NULL, 10), strlen(body));
+    char cid[128], cid2[128];
+    T_ASSERT(hdr(o, "Call-ID", cid, sizeof(cid)));
+    /* 407: again with proxy credentials and the document. */
+    char *r = resp_for(o, 407, "Proxy Authentication Required", CHAL_P);
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 100), 0);
+    free(r);
+    o = outs(&f);
+    T_ASSERT(!strncmp(o, "PUBLISH sip:alice@sip.test SIP/2.0\r\n", 36) && strstr(o, "\r\nCSeq: 2 PUBLISH\r\n"));
+    T_ASSERT(strstr(o, "<basic>open</basic>"));
+    check_auth(o, "Proxy-Authorization", false, "PUBLISH", "sip:alice@sip.test", "pn-7", "00000001");
+    /* 200 with an entity tag: refreshed at 80 % with SIP-If-Match and no body. */
+    r = resp_for(o, 200, "OK", "SIP-ETag: et-A\r\nExpires: 300\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 200), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "");
+    T_EQ_INT(tick_at(&f, T0 + 200 + 239999), 0);
+    T_ASSERT(!strstr(outs(&f), "PUBLISH"));
+    T_EQ_INT(tick_at(&f, T0 + 200 + 240000), 0);
+    o = outs(&f);
+    T_ASSERT(!strncmp(o, "PUBLISH sip:alice@sip.test SIP/2.0\r\n", 36) && strstr(o, "\r\nCSeq: 3 PUBLISH\r\n"));
+    T_ASSERT(strstr(o, "\r\nSIP-If-Match: et-A\r\n") && strstr(o, "\r\nContent-Length: 0\r\n\r\n"));
+    T_ASSERT(!strstr(o, "Content-Type"));
+    T_ASSERT(hdr(o, "Call-ID", cid2, sizeof(cid2)));
+    T_EQ_STR(cid2, cid);
+    /* 412: the server forgot the tag; the whole document again, without SIP-If-Match. */
+    r = resp_for(o, 412, "Conditional Request Failed", "");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 241000), 0);
+    free(r);
+    o = outs(&f);
+    T_ASSERT(strstr(o, "\r\nCSeq: 4 PUBLISH\r\n") && !strstr(o, "SIP-If-Match") && strstr(o, "<basic>open</basic>"));
+    /* 500: a notice, retried in 30 s. */
+    r = resp_for(o, 500, "Server Error", "");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 242000), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "NOTICE presence not published: 500 Server Error (retrying in 30 s)\n");
+    T_EQ_INT(tick_at(&f, T0 + 242000 + 29999), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(tick_at(&f, T0 + 242000 + 30000), 0);
+    T_ASSERT(strstr(outs(&f), "\r\nCSeq: 5 PUBLISH\r\n"));
+    /* No answer: the same, after 32 s, with the next backoff. */
+    clear(&f);
+    T_EQ_INT(tick_at(&f, T0 + 272000 + SIP_SUB_TIMEOUT_MS), 0);
+    T_EQ_STR(evs(&f), "NOTICE presence not published: no answer to PUBLISH within 32 s (retrying in 60 s)\n");
+    /* A new tag from a 2xx replaces the old one; logout removes the publication with it. */
+    T_EQ_INT(tick_at(&f, T0 + 272000 + SIP_SUB_TIMEOUT_MS + 60000), 0);
+    r = resp_for(outs(&f), 200, "OK", "SIP-ETag: et-B\r\nExpires: 300\r\n");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 400000), 0);
+    free(r);
+    sip_ops.logout(f.s);
+    o = outs(&f);
+    T_ASSERT(!strncmp(o, "PUBLISH sip:alice@sip.test SIP/2.0\r\n", 36));
+    T_ASSERT(strstr(o, "\r\nSIP-If-Match: et-B\r\n") && strstr(o, "\r\nExpires: 0\r\n"));
+    fx_free(&f);
+
+    /* A server without PUBLISH: told once, never asked again. */
+    fx_init(&f, "sip:o'k&x@sip.test", "s3cret", IM_TLS_NONE);
+    f.keep_publish = true;
+    login_reg(&f, CHAL_MD5);
+    T_ASSERT(strstr(outs(&f), "entity=\"sip:o&apos;k&amp;x@sip.test\""));
+    body = strstr(outs(&f), "\r\n\r\n") + 4;
+    T_EQ_INT(sip_pidf_parse(body, strlen(body), &p), 0);
+    r = resp_for(outs(&f), 405, "Method Not Allowed", "");
+    clear(&f);
+    T_EQ_INT(feed(&f, r, T0 + 100), 0);
+    free(r);
+    T_ASSERT(strstr(evs(&f), "NOTICE the SIP server does not take PUBLISH (405 Method Not Allowed)"));
+    for (uint64_t k = 1; k <= 30; k++)
+        T_EQ_INT(tick_at(&f, T0 + k * 120000), 0);
+    T_ASSERT(!strstr(outs(&f), "PUBLISH"));
+    clear(&f);
+    sip_ops.logout(f.s);
+    T_ASSERT(!strncmp(outs(&f), "REGISTER ", 9));
+    fx_free(&f);
+}
+
 T_MAIN(T_RUN(digest_rfc7616_example), T_RUN(digest_parse), T_RUN(normalize), T_RUN(framer_splits),
        T_RUN(framer_limits), T_RUN(msg_parse), T_RUN(register_md5_split_everywhere),
        T_RUN(register_refresh_timing), T_RUN(register_sha256_preferred), T_RUN(register_failures),
        T_RUN(message_out_407_then_202), T_RUN(message_in_200_after_commit), T_RUN(requests_answered),
-       T_RUN(keepalive_and_logout))
+       T_RUN(keepalive_and_logout), T_RUN(pidf_documents), T_RUN(subscribe_challenge_notify),
+       T_RUN(subscribe_refresh_route_set), T_RUN(notify_terminated), T_RUN(unwatch_and_logout),
+       T_RUN(subscribe_window), T_RUN(publish_own_presence))
