@@ -6,7 +6,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       liblmdb-dev lmdb-utils libmbedtls-dev libmsgpack-dev libexpat1-dev libargon2-dev
       ca-certificates iproute2 openssl util-linux procps
       prosody ejabberd python3-msgpack python3-slixmpp
-      ngircd inspircd atheme-services python3-irc kamailio"
+      ngircd inspircd atheme-services python3-irc kamailio kamailio-presence-modules jabberd2"
 missing=
 for p in $PKGS; do
     st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
