@@ -24,6 +24,7 @@ struct req {
 #define MAX_UNIFIED         10000
 #define MAX_MEMBERS         64
 #define MAX_OPTIONS         32
+#define USER_NAME_RULE      "must be 1-64 characters of a-z, 0-9, '.', '_' and '-'"
 
 bool
 cp_user_name_ok(const char *s, size_t n)
@@ -143,7 +144,7 @@ op_register(struct req *r)
         str_field(r, &r->msg.root, "password", 1, 1024, true, &pw))
         return;
     if (!cp_user_name_ok(user.p, user.len)) {
-        bad(r, "user", "must be 1-64 characters of a-z, 0-9, '.', '_' and '-'");
+        bad(r, "user", USER_NAME_RULE);
         return;
     }
     struct cp_txn *t = cp_txn(r->c);
@@ -270,6 +271,10 @@ op_login(struct req *r)
         str_field(r, &r->msg.root, "password", 1, 1024, true, &pw) ||
         str_field(r, &r->msg.root, "device", 0, 64, false, &device) < 0)
         return;
+    if (!cp_user_name_ok(user.p, user.len)) {
+        bad(r, "user", USER_NAME_RULE);
+        return;
+    }
     snprintf(name, sizeof(name), "%.*s", (int)user.len, user.p);
     snprintf(ukey, sizeof(ukey), "u:%s", name);
     addr_key(akey, sizeof(akey), r->peer);
@@ -282,7 +287,7 @@ op_login(struct req *r)
     if (!j)
         abort();
     struct cp_txn *t = cp_txn(r->c);
-    if (t && cp_user_name_ok(user.p, user.len) && cp_user_get(t, name, &u) == 0) {
+    if (t && cp_user_get(t, name, &u) == 0) {
         im_strlcpy(j->hash, u.hash, sizeof(j->hash));
         j->uid = u.uid;
         im_wipe(&u, sizeof(u));

@@ -166,8 +166,8 @@ usage(FILE *out)
     fprintf(out, "  --%-18s %s\n  --%-18s %s\n", "help", "   this text", "version", "   print the version");
 }
 
-int
-cp_config_parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
+static int
+parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
 {
     struct option lo[IM_ARRAY_SIZE(opts) + 3];
     bool given[IM_ARRAY_SIZE(opts)] = { false };
@@ -264,6 +264,15 @@ cp_config_parse(struct cp_config *c, int argc, char **argv, char *why, size_t wh
         return -IM_EINVAL;
     }
     return 0;
+}
+
+int
+cp_config_parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
+{
+    int rc = parse(c, argc, argv, why, whysz);
+    if (rc != 0)
+        cp_config_free(c);
+    return rc;
 }
 
 void

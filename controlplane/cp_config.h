@@ -28,7 +28,8 @@ struct cp_config {
 /*
  * Parse argv (then the config file it names, flags winning).  Returns 0, 1
  * when --help or --version was printed (exit 0), or negative with the exact
- * reason in why ("line 3: unknown key \"foo\"").
+ * reason in why ("line 3: unknown key \"foo\"").  Unless it returns 0, nothing
+ * is left in c to free.
  */
 int cp_config_parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz);
 void cp_config_free(struct cp_config *c);

@@ -540,7 +540,7 @@ cp_rpc_open(struct cp_core *c, const char *path, char *why, size_t whysz)
     for (unsigned i = 0; i < RPC_MAX_CONNS; i++)
         r->conns[i].fd = -1;
     r->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    mode_t old = umask(0077);
+    mode_t old = umask(0177);    /* the socket is created 0600 */
     int rc = r->lfd < 0 ? -1 : bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa));
     umask(old);
     if (rc < 0 || listen(r->lfd, 16) < 0) {

@@ -1221,7 +1221,7 @@ handle_send(struct dp_client *cl, const struct cl_msg *req)
         a = user_account(u, pick->account);
         im_strlcpy(address, pick->address, sizeof(address));
     } else if (rc == -IM_ENOTFOUND && cl_get_uint(to, "account", &account, &why) == 0 &&
-               cl_get_str(to, "address", 1, 1023, &addr, &why) == 0) {
+               cl_get_str(to, "address", 1, 255, &addr, &why) == 0) {
         a = user_account(u, account);
         if (!a) {
             client_error(cl, true, req->id, CL_ERR_NOT_FOUND, "no such account");
@@ -1278,7 +1278,7 @@ handle_contact_op(struct dp_client *cl, const struct cl_msg *req, bool add)
     int rc;
 
     if ((rc = cl_get_uint(&req->root, "account", &account, &why)) != 0 ||
-        (rc = cl_get_str(&req->root, "address", 1, 1023, &addr, &why)) != 0 ||
+        (rc = cl_get_str(&req->root, "address", 1, 255, &addr, &why)) != 0 ||
         (add && (rc = cl_get_str(&req->root, "name", 0, 255, &name, &why)) == -IM_EINVAL)) {
         char msg[160];
         snprintf(msg, sizeof(msg), "%s", rc == -IM_ENOTFOUND ? "account and address are required" : why);
@@ -1299,6 +1299,11 @@ handle_contact_op(struct dp_client *cl, const struct cl_msg *req, bool add)
         return;
     }
     struct im_str av = { address, (uint32_t)strlen(address) };
+    struct dp_contact *c = contact_find(a, address);
+    if (!add && !c) {
+        client_error(cl, true, req->id, CL_ERR_NOT_FOUND, "no such contact");
+        return;
+    }
     if (a->ops->add_contact) {
         /* The server keeps the list: it changes there, and the roster push
          * brings the new list back as a contacts event. */
@@ -1316,7 +1321,6 @@ handle_contact_op(struct dp_client *cl, const struct cl_msg *req, bool add)
         return;
     }
     /* imfuse keeps the list */
-    struct dp_contact *c = contact_find(a, address);
     if (add) {
         if (!c) {
             struct dp_contact *nc = realloc(a->contacts, (a->n_contacts + 1) * sizeof(*nc));
@@ -1332,10 +1336,6 @@ handle_contact_op(struct dp_client *cl, const struct cl_msg *req, bool add)
         }
         c->name = view_dup(name);
     } else {
-        if (!c) {
-            client_error(cl, true, req->id, CL_ERR_NOT_FOUND, "no such contact");
-            return;
-        }
         uint32_t i = (uint32_t)(c - a->contacts);
         free(c->address); free(c->name);
         for (uint32_t j = 0; j < c->n_groups; j++)
