@@ -32,23 +32,14 @@ W=$(mktemp -d /tmp/imfuse-spec.XXXXXX) || exit 1
 . "$root/tests/integration/lib/prosody.sh"
 
 cleanup() {
-    local pid i
+    local pid
     # every child spec.py started is listed in $W/pids; stop those still alive, by PID
     if [ -f "$W/pids" ]; then
         while read -r pid; do
-            [ -n "$pid" ] || continue
-            kill -0 "$pid" 2>/dev/null || continue
-            kill -TERM "$pid" 2>/dev/null
-            for ((i = 0; i < 50; i++)); do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.1
-            done
-            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+            [ -n "$pid" ] && proc_stop "$pid"
         done < "$W/pids"
     fi
-    if [ -n "${spec_pid:-}" ] && kill -0 "$spec_pid" 2>/dev/null; then
-        kill -TERM "$spec_pid" 2>/dev/null; sleep 1; kill -KILL "$spec_pid" 2>/dev/null
-    fi
+    [ -n "${spec_pid:-}" ] && proc_stop "$spec_pid"
     prosody_stop "$W/prosody"
     if [ "${KEEP:-0}" = 1 ]; then
         echo "# work directory kept: $W" >&2

@@ -22,6 +22,8 @@
 # Run inside a private network namespace (unshare -n): the servers are told
 # not to resolve names, and nothing can leave the namespace anyway.
 
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+
 ircd_log() { echo "ircd.sh: $*" >&2; }
 
 ircd__wait_port() {
@@ -40,20 +42,7 @@ ircd__wait_port() {
 }
 
 ircd__stop() {
-    local w=$1 name=$2 pid i
-    [ -f "$w/$name.bgpid" ] || return 0
-    pid=$(cat "$w/$name.bgpid")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    fi
-    rm -f "$w/$name.bgpid"
-    return 0
+    proc_stop_pidfile "$1/$2.bgpid"
 }
 
 ngircd_start() {

@@ -41,6 +41,8 @@
 # Needs /usr/bin/python3 (its sqlite3 module writes the database).  Functions return
 # non-zero with a message on stderr on failure; they never exit the caller.
 
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+
 jabberd2_log() { echo "jabberd2.sh: $*" >&2; }
 
 # Where Debian puts the storage, authreg and sm modules (a multiarch path).
@@ -308,30 +310,9 @@ jabberd2__wait_port() {
 
 # Stop c2s, sm, then the router (each by the PID recorded at its start).
 jabberd2_stop() {
-    local w=$1 comp pid i left=
+    local w=$1 comp left=
     for comp in c2s sm router; do
-        [ -f "$w/$comp.bgpid" ] || continue
-        pid=$(cat "$w/$comp.bgpid")
-        if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null
-            for ((i = 0; i < 50; i++)); do
-                kill -0 "$pid" 2>/dev/null || break
-                sleep 0.1
-            done
-            if kill -0 "$pid" 2>/dev/null; then
-                kill -KILL "$pid" 2>/dev/null
-                for ((i = 0; i < 20; i++)); do
-                    kill -0 "$pid" 2>/dev/null || break
-                    sleep 0.1
-                done
-            fi
-        fi
-        wait "$pid" 2>/dev/null
-        if kill -0 "$pid" 2>/dev/null; then
-            left+=" $comp:$pid"
-        else
-            rm -f "$w/$comp.bgpid"
-        fi
+        proc_stop_pidfile "$w/$comp.bgpid" || left+=" $comp:$(cat "$w/$comp.bgpid")"
     done
     if [ -n "$left" ]; then
         jabberd2_log "jabberd2 components survived KILL:$left"

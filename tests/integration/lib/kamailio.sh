@@ -30,6 +30,8 @@
 # presence tables live in the same db_text directory (schemas copied from
 # /usr/share/kamailio/dbtext/kamailio).
 
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+
 kamailio_log() { echo "kamailio.sh: $*" >&2; }
 
 kamailio__moddir() {
@@ -186,20 +188,7 @@ EOF
 }
 
 kamailio_stop() {
-    local w=$1 pid i
-    [ -f "$w/kamailio.bgpid" ] || return 0
-    pid=$(cat "$w/kamailio.bgpid")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    fi
-    rm -f "$w/kamailio.bgpid"
-    return 0
+    proc_stop_pidfile "$1/kamailio.bgpid"
 }
 
 kamailio_ctl() {

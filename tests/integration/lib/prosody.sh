@@ -20,6 +20,8 @@
 # the config says run_as_root = true.  Functions return non-zero with a
 # message on stderr on failure; they never exit the caller.
 
+. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+
 prosody_log() { echo "prosody.sh: $*" >&2; }
 
 # Prosody's datamanager file-name encoding: every non-alphanumeric byte -> %xx.
@@ -99,20 +101,7 @@ prosody_start() {
 }
 
 prosody_stop() {
-    local w=$1 pid i
-    [ -f "$w/prosody.bgpid" ] || return 0
-    pid=$(cat "$w/prosody.bgpid")
-    if kill -0 "$pid" 2>/dev/null; then
-        kill -TERM "$pid" 2>/dev/null
-        for ((i = 0; i < 50; i++)); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
-        wait "$pid" 2>/dev/null
-    fi
-    rm -f "$w/prosody.bgpid"
-    return 0
+    proc_stop_pidfile "$1/prosody.bgpid"
 }
 
 # Works with the server running or stopped (prosodyctl writes the account file).
