@@ -935,6 +935,33 @@ granted_expiry(struct im_sess *s, const struct sip_msg *m)
 static int sub_pump(struct im_sess *s);
 static int pub_start(struct im_sess *s);
 
+/* A 401/407 to a request we may send again with our answer: true when the
+ * challenge was taken and *tries allows another try (one, or three while the
+ * server says our nonce was stale); the try is counted. */
+static bool
+auth_again(struct im_sess *s, const struct sip_msg *m, uint8_t *tries)
+{
+    bool stale = false;
+    if (take_challenge(s, m, &stale) || !(*tries < 1 || (stale && *tries < 3)))
+        return false;
+    (*tries)++;
+    return true;
+}
+
+/* A 423 whose Min-Expires raises `asked` (to at most a week), three times at
+ * most: true with *out set to it; the try is counted. */
+static bool
+min_expires_again(const struct sip_msg *m, uint32_t asked, uint8_t *tries, uint32_t *out)
+{
+    const struct sip_hdr *h = sip_msg_find(m, SH_MIN_EXPIRES, NULL);
+    uint32_t v;
+    if (m->status != 423 || *tries >= 3 || !h || !parse_secs(h->value, &v) || v <= asked || v > 7 * 86400)
+        return false;
+    (*tries)++;
+    *out = v;
+    return true;
+}
+
 static int
 on_register_response(struct im_sess *s, const struct sip_msg *m)
 {
@@ -977,15 +1004,8 @@ on_register_response(struct im_sess *s, const struct sip_msg *m)
         s->reg_auth_tries++;
         return send_register(s, s->expires_req);
     }
-    if (m->status == 423 && s->reg_423 < 3) {
-        const struct sip_hdr *h = sip_msg_find(m, SH_MIN_EXPIRES, NULL);
-        uint32_t v;
-        if (h && parse_secs(h->value, &v) && v > s->expires_req && v <= 7 * 86400) {
-            s->reg_423++;
-            s->expires_req = v;
-            return send_register(s, s->expires_req);
-        }
-    }
+    if (min_expires_again(m, s->expires_req, &s->reg_423, &s->expires_req))
+        return send_register(s, s->expires_req);
     if (m->status == 403)
         return fail(s, IM_ACC_AUTH_FAILED, -IM_EAUTH, "REGISTER refused: %d %.*s", m->status,
                     reason_len(m->reason), m->reason.p);
@@ -1003,13 +1023,9 @@ on_message_response(struct im_sess *s, const struct sip_msg *m, size_t i)
         report_sent(s, id);
         return s->phase == P_DEAD ? s->rc : 0;
     }
-    if (m->status == 401 || m->status == 407) {
-        bool stale = false;
-        if (!take_challenge(s, m, &stale) && (t->auth_tries < 1 || (stale && t->auth_tries < 3))) {
-            t->auth_tries++;
-            t->cseq++;
-            return send_tx(s, t);
-        }
+    if ((m->status == 401 || m->status == 407) && auth_again(s, m, &t->auth_tries)) {
+        t->cseq++;
+        return send_tx(s, t);
     }
     uint64_t id = t->msg;
     notice(s, "message to %.*s not delivered: %d %.*s", (int)(strlen(t->to) > 120 ? 120 : strlen(t->to)),
@@ -1301,6 +1317,16 @@ sub_retry_in(struct im_sess *s, struct sip_sub *u, uint64_t delay)
     sub_wake(s, u->due);
 }
 
+/* Try a new subscription after retry_after ms, else after the backoff of
+ * its failures so far; counts one more failure. */
+static void
+sub_backoff(struct im_sess *s, struct sip_sub *u, uint64_t retry_after)
+{
+    sub_retry_in(s, u, retry_after ? retry_after : backoff_ms(u->fails));
+    if (u->fails < 16)
+        u->fails++;
+}
+
 /* A SUBSCRIBE failed (final error or no answer): retry later, presence unknown. */
 static void
 sub_failed(struct im_sess *s, size_t i, uint64_t retry_after)
@@ -1310,9 +1336,7 @@ sub_failed(struct im_sess *s, size_t i, uint64_t retry_after)
         sub_remove(s, i);
         return;
     }
-    sub_retry_in(s, u, retry_after ? retry_after : backoff_ms(u->fails));
-    if (u->fails < 16)
-        u->fails++;
+    sub_backoff(s, u, retry_after);
     sub_report(s, i, IM_PRES_UNKNOWN);
 }
 
@@ -1321,13 +1345,8 @@ on_subscribe_response(struct im_sess *s, const struct sip_msg *m, size_t i)
 {
     struct sip_sub *u = &s->sub[i];
     sub_tx_end(s, u);
-    if (m->status == 401 || m->status == 407) {
-        bool stale = false;
-        if (!take_challenge(s, m, &stale) && (u->auth_tries < 1 || (stale && u->auth_tries < 3))) {
-            u->auth_tries++;
-            return send_subscribe(s, i, u->asked);
-        }
-    }
+    if ((m->status == 401 || m->status == 407) && auth_again(s, m, &u->auth_tries))
+        return send_subscribe(s, i, u->asked);
     if (!u->asked) {                    /* the answer to an un-SUBSCRIBE */
         if (m->status >= 300) {
             sub_remove(s, i);
@@ -1367,15 +1386,8 @@ on_subscribe_response(struct im_sess *s, const struct sip_msg *m, size_t i)
         }
         return 0;
     }
-    if (m->status == 423 && u->n423 < 3) {
-        const struct sip_hdr *h = sip_msg_find(m, SH_MIN_EXPIRES, NULL);
-        uint32_t v;
-        if (h && parse_secs(h->value, &v) && v > u->asked && v <= 7 * 86400) {
-            u->n423++;
-            u->want = v;
-            return send_subscribe(s, i, v);
-        }
-    }
+    if (min_expires_again(m, u->asked, &u->n423, &u->want))
+        return send_subscribe(s, i, u->want);
     if (m->status == 481 && u->watched) {
         /* The server lost the dialog: a new subscription, at once the first time. */
         sub_retry_in(s, u, u->fails ? backoff_ms(u->fails) : 0);
@@ -1465,10 +1477,7 @@ on_notify(struct im_sess *s, const struct sip_msg *m)
             p = IM_PRES_OFFLINE;
             have = true;
         } else {
-            uint64_t d = retry_after_ms(ra);
-            sub_retry_in(s, u, d ? d : backoff_ms(u->fails));
-            if (u->fails < 16)
-                u->fails++;
+            sub_backoff(s, u, retry_after_ms(ra));
             p = IM_PRES_OFFLINE;
             have = true;
         }
@@ -1617,13 +1626,8 @@ on_publish_response(struct im_sess *s, const struct sip_msg *m)
 {
     char what[120];
     s->pub_tx = false;
-    if (m->status == 401 || m->status == 407) {
-        bool stale = false;
-        if (!take_challenge(s, m, &stale) && (s->pub_auth_tries < 1 || (stale && s->pub_auth_tries < 3))) {
-            s->pub_auth_tries++;
-            return send_publish(s, s->pub_asked, s->pub_body);
-        }
-    }
+    if ((m->status == 401 || m->status == 407) && auth_again(s, m, &s->pub_auth_tries))
+        return send_publish(s, s->pub_asked, s->pub_body);
     if (!s->pub_asked)
         return 0;                       /* the removal at logout */
     if (m->status >= 200 && m->status < 300) {
@@ -1647,15 +1651,8 @@ on_publish_response(struct im_sess *s, const struct sip_msg *m)
         s->pub_etag[0] = 0;
         return send_publish(s, s->pub_asked, true);
     }
-    if (m->status == 423 && s->pub_423 < 3) {
-        const struct sip_hdr *h = sip_msg_find(m, SH_MIN_EXPIRES, NULL);
-        uint32_t v;
-        if (h && parse_secs(h->value, &v) && v > s->pub_asked && v <= 7 * 86400) {
-            s->pub_423++;
-            s->pub_want = v;
-            return send_publish(s, v, s->pub_body);
-        }
-    }
+    if (min_expires_again(m, s->pub_asked, &s->pub_423, &s->pub_want))
+        return send_publish(s, s->pub_want, s->pub_body);
     if (m->status == 405 || m->status == 489 || m->status == 501) {
         s->pub_off = true;
         s->pub_due = 0;
