@@ -114,10 +114,11 @@ main(int argc, char **argv)
         goto out;
     }
     core.auth = cp_auth_new(2);
+    core.resolver = cp_resolver_new();
     core.rl_user = cp_ratelim_new(5, 30 * 1000);
     core.rl_addr = cp_ratelim_new(20, 60 * 1000);
     core.ch = dp_chan_new(65536);
-    if (!core.auth || !core.rl_user || !core.rl_addr || !core.ch) {
+    if (!core.auth || !core.resolver || !core.rl_user || !core.rl_addr || !core.ch) {
         IM_LOG(IM_LOG_ERROR, "imfused", "out of memory");
         goto out;
     }
@@ -171,6 +172,7 @@ out:
     dp_relay_free(relay);
     dp_worker_free(w);
     cp_auth_free(core.auth);
+    cp_resolver_free(core.resolver);
     cp_ratelim_free(core.rl_user);
     cp_ratelim_free(core.rl_addr);
     dp_chan_free(core.ch);

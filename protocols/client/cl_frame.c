@@ -410,6 +410,17 @@ cl_strdup(struct im_str s)
     return d;
 }
 
+int
+cl_frame_decode(struct cl_msg *m, const uint8_t *p, size_t n)
+{
+    if (!p || n < 5 || n - 4 > CL_FRAME_MAX)
+        return -IM_EINVAL;
+    uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    if (len != n - 4)
+        return -IM_EINVAL;
+    return cl_msg_decode(m, p + 4, len);
+}
+
 bool
 cl_str_eq(const msgpack_object *o, const char *s)
 {

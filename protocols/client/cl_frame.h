@@ -54,6 +54,12 @@ struct cl_msg {
  */
 int cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len);
 void cl_msg_free(struct cl_msg *m);
+/*
+ * Decode a complete frame held in [p, p+n): the 4-byte length must equal
+ * n - 4, then as cl_msg_decode().  For frames kept whole (stored records,
+ * plane message payloads).
+ */
+int cl_frame_decode(struct cl_msg *m, const uint8_t *p, size_t n);
 
 /*
  * Typed getters on a map object (the root or a nested map).  Each returns
