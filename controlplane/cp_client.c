@@ -427,7 +427,7 @@ static int
 pack_unified_blob(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n)
 {
     struct unified_ctx *u = ud;
-    msgpack_sbuffer_write(&u->e->buf, v, n);      /* stored as one msgpack map */
+    cl_enc_raw(u->e, v, n);      /* stored as one msgpack map */
     return 0;
 }
 
@@ -947,8 +947,8 @@ op_set_unified(struct req *r)
             msgpack_pack_uint64(&pk, prefer);
         }
         rc = cp_blob_put(t, CP_DB_UNIFIED, r->uid, ids[i], sb.data, sb.size);
-        msgpack_sbuffer_write(&reply.buf, sb.data, sb.size);
-        msgpack_sbuffer_write(&down.buf, sb.data, sb.size);
+        cl_enc_raw(&reply, sb.data, sb.size);
+        cl_enc_raw(&down, sb.data, sb.size);
         msgpack_sbuffer_destroy(&sb);
     }
     if (rc >= 0)

@@ -327,7 +327,7 @@ finish_list(struct rpc_req *q, struct list_ctx *l, const char *key)
     ok_head(&e, q->id, 1);
     cl_pack_key(&e, key);
     msgpack_pack_array(&e.pk, l->n);
-    msgpack_sbuffer_write(&e.buf, l->sb.data, l->sb.size);
+    cl_enc_raw(&e, l->sb.data, l->sb.size);
     msgpack_sbuffer_destroy(&l->sb);
     reply_enc(q, &e, false);
 }

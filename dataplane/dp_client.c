@@ -194,7 +194,7 @@ op_unified(struct dp_client *cl, const struct cl_msg *req)
     struct cl_enc e;
     ok_head(&e, req->id, "contacts");
     if (u->unified_raw)
-        msgpack_sbuffer_write(&e.buf, (const char *)u->unified_raw, u->unified_raw_len);
+        cl_enc_raw(&e, u->unified_raw, u->unified_raw_len);
     else
         msgpack_pack_array(&e.pk, 0);
     dp_client_send(cl, &e);

@@ -83,15 +83,19 @@ char *cl_strdup(struct im_str s);
 
 struct cl_enc {
     msgpack_sbuffer buf;        /* starts with 4 reserved length bytes */
-    msgpack_packer pk;
+    msgpack_packer pk;          /* writes through e (not &e->buf) */
+    bool failed;                /* out of memory or over CL_FRAME_MAX: finish fails */
 };
 
-/* Start a frame.  Always succeeds: the buffer's writer aborts on OOM. */
+/* Start a frame.  Never fails by itself: running out of memory or past the
+ * frame limit later makes cl_enc_finish() return NULL. */
 void cl_enc_init(struct cl_enc *e);
+/* Append bytes that already are msgpack (a stored array, a map's pairs). */
+void cl_enc_raw(struct cl_enc *e, const void *p, size_t n);
 /*
  * Write the length prefix.  Returns the frame (prefix included) and its size;
  * the buffer stays owned by *e until cl_enc_free() or cl_enc_release().
- * Returns NULL if the payload exceeds CL_FRAME_MAX.
+ * Returns NULL if the payload exceeds CL_FRAME_MAX or memory ran out.
  */
 const uint8_t *cl_enc_finish(struct cl_enc *e, size_t *len);
 /* Hand the finished frame's malloc'd buffer to the caller (free() it). */
