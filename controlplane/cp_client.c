@@ -414,8 +414,8 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
 
     struct dp_msg m = { .type = DPM_ACCOUNT_UP, .uid = a->uid, .account = a->account };
     (void)dp_msg_set_frame(&m, &e);
-    if (m.data)
-        cp_after_commit(c, &m, NULL, NULL);
+    if (m.len)
+        cp_after_commit(c, &m, NULL);
     return 0;
 }
 
@@ -610,7 +610,7 @@ op_link(struct req *r)
     cl_pack_kuint(&e, "id", r->id);
     cl_pack_kuint(&e, "account", a.account);
     cp_client_reply_durable(c, r->conn, r->gen, r->id, &e);
-    (void)cp_state_get(c, a.account, true);
+    (void)cp_state_add(c, a.uid, a.account);
     if (cp_account_up(c, t, &a, false) < 0)
         LOG(IM_LOG_ERROR, "account %llu: cannot start", (unsigned long long)a.account);
     LOG(IM_LOG_INFO, "account %llu linked: %s %s via %s", (unsigned long long)a.account,
@@ -737,7 +737,7 @@ op_unlink(struct req *r)
     }
     cp_client_ok(c, r->conn, r->gen, r->id);
     struct dp_msg down = { .type = DPM_ACCOUNT_DOWN, .uid = r->uid, .account = account };
-    cp_after_commit(c, &down, NULL, NULL);
+    cp_after_commit(c, &down, NULL);
     cp_state_del(c, account);
     LOG(IM_LOG_INFO, "account %llu unlinked", (unsigned long long)account);
 }
@@ -962,7 +962,7 @@ op_set_unified(struct req *r)
     cp_client_reply_durable(c, r->conn, r->gen, r->id, &reply);
     struct dp_msg dm = { .type = DPM_UNIFIED, .uid = r->uid };
     (void)dp_msg_set_frame(&dm, &down);
-    cp_after_commit(c, &dm, NULL, NULL);
+    cp_after_commit(c, &dm, NULL);
     goto done;
 
 bad_req:

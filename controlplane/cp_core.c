@@ -15,6 +15,7 @@
 #define CP_UP_BATCH     4096            /* dataplane messages per group commit */
 #define CP_RETRY_MS     1000            /* a failed commit's messages are tried again after */
 #define CP_IDLE_MS      1000            /* longest poll while nothing happens */
+#define CP_LAZY_MS      10              /* sent messages' deletes wait this long for a commit */
 
 void
 cp_oom(const char *where)
@@ -39,36 +40,64 @@ cp_txn(struct cp_core *c)
     return c->txn;
 }
 
-void
-cp_after_commit(struct cp_core *c, struct dp_msg *ok, struct dp_msg *fail, struct dp_msg *retry)
+static struct cp_after *
+after_new(struct cp_core *c)
 {
-    struct cp_after *a = calloc(1, sizeof(*a));
-    if (!a)
+    struct cp_after *a = c->after_free;
+    if (a) {
+        c->after_free = a->next;
+        c->n_after_free--;
+    } else if (!(a = malloc(sizeof(*a)))) {
         cp_oom(__func__);
-    if (ok) {
-        a->ok = *ok;
-        ok->data = NULL;
     }
-    if (fail) {
-        a->fail = *fail;
-        fail->data = NULL;
+    a->next = NULL;
+    a->ok.type = a->retry.type = 0;
+    a->ok.data = a->retry.data = NULL;
+    a->ok.len = a->retry.len = 0;
+    a->fail_reply = a->always = false;
+    return a;
+}
+
+static void
+after_done(struct cp_core *c, struct cp_after *a)
+{
+    dp_msg_release(&a->ok);
+    dp_msg_release(&a->retry);
+    if (c->n_after_free < CP_AFTER_KEEP) {
+        a->next = c->after_free;
+        c->after_free = a;
+        c->n_after_free++;
+    } else {
+        free(a);
     }
-    if (retry) {
-        a->retry = *retry;
-        retry->data = NULL;
-    }
+}
+
+static struct cp_after *
+after_queue(struct cp_core *c, struct dp_msg *ok, struct dp_msg *retry)
+{
+    struct cp_after *a = after_new(c);
+    if (ok)
+        dp_msg_move(&a->ok, ok);
+    if (retry)
+        dp_msg_move(&a->retry, retry);
     if (c->after_tail)
         c->after_tail->next = a;
     else
         c->after = a;
     c->after_tail = a;
+    return a;
+}
+
+void
+cp_after_commit(struct cp_core *c, struct dp_msg *ok, struct dp_msg *retry)
+{
+    (void)after_queue(c, ok, retry);
 }
 
 void
 cp_after_always(struct cp_core *c, struct dp_msg *m)
 {
-    cp_after_commit(c, m, NULL, NULL);
-    c->after_tail->always = true;
+    after_queue(c, m, NULL)->always = true;
 }
 
 static void
@@ -76,13 +105,15 @@ error_msg(struct dp_msg *m, uint32_t conn, uint32_t gen, uint64_t id, const char
 {
     uint8_t *f;
     size_t len;
-    memset(m, 0, sizeof(*m));
     m->type = DPM_CONN_SEND;
     m->conn = conn;
     m->gen = gen;
+    m->data = NULL;
+    m->len = 0;
     if (cl_build_error(true, id, code, text, &f, &len) == 0) {
-        m->data = f;
-        m->len = (uint32_t)len;
+        if (dp_msg_copy(m, f, len) < 0)
+            cp_oom(__func__);
+        free(f);
     }
 }
 
@@ -108,10 +139,13 @@ cp_client_ok(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id)
 void
 cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id, struct cl_enc *e)
 {
-    struct dp_msg ok = { .type = DPM_CONN_SEND, .conn = conn, .gen = gen }, fail;
+    struct dp_msg ok = { .type = DPM_CONN_SEND, .conn = conn, .gen = gen };
     (void)dp_msg_set_frame(&ok, e);     /* too large: no payload, nothing written */
-    error_msg(&fail, conn, gen, id, CL_ERR_INTERNAL, "storage failure: the change was not saved");
-    cp_after_commit(c, &ok, &fail, NULL);
+    struct cp_after *a = after_queue(c, &ok, NULL);
+    a->fail_reply = true;               /* the error is made only if the commit fails */
+    a->fail_conn = conn;
+    a->fail_gen = gen;
+    a->fail_id = id;
 }
 
 static void
@@ -125,17 +159,63 @@ retry_push(struct cp_core *c, struct dp_msg *m)
         c->retry = nr;
         c->cap_retry = n;
     }
-    c->retry[c->n_retry++] = *m;
-    m->data = NULL;
+    dp_msg_move(&c->retry[c->n_retry++], m);
 }
 
 static void cid_turn_end(struct cp_core *c, bool committed);
+
+/*
+ * Sent messages leave the outbox lazily: their deletes ride on the next
+ * commit that happens anyway, or get one of their own when none has come
+ * for CP_LAZY_MS (an idle appliance).  A crash before that commit sends them
+ * again at the next start (at least once), so the resend window is that
+ * one commit.  One durable write per message instead of two.
+ */
+static void
+done_add(struct cp_core *c, const void *ids, size_t n)
+{
+    if (!n)
+        return;
+    if (c->n_done + n > c->cap_done) {
+        size_t cap = c->cap_done ? c->cap_done : 1024;
+        while (cap < c->n_done + n)
+            cap *= 2;
+        uint64_t *nd = realloc(c->done, cap * sizeof(*nd));
+        if (!nd)
+            cp_oom(__func__);
+        c->done = nd;
+        c->cap_done = cap;
+    }
+    if (!c->n_done)
+        c->done_since = im_mono_ms();
+    memcpy(c->done + c->n_done, ids, n * sizeof(uint64_t));
+    c->n_done += n;
+}
+
+/* The turn's commit will carry the pending deletes (and the id counter). */
+static void
+done_apply(struct cp_core *c, uint64_t now)
+{
+    bool due = c->n_done && (c->stopping || now - c->done_since >= CP_LAZY_MS);
+    if (!c->txn && !due)
+        return;
+    struct cp_txn *t = cp_txn(c);
+    if (!t)
+        return;
+    for (size_t i = 0; i < c->n_done; i++)
+        (void)cp_outbox_del(t, c->done[i]);     /* absent (unlinked): fine */
+    c->n_done_applied = c->n_done;
+    if (c->next_msg != c->next_msg_saved)
+        (void)cp_meta_set(t, "msg", c->next_msg);
+}
 
 /* Commit the turn's transaction and release what waited for it. */
 static void
 commit_turn(struct cp_core *c)
 {
     bool ok = true;
+    uint64_t now = im_mono_ms();
+    done_apply(c, now);
     if (c->txn) {
         int rc = cp_txn_commit(c->txn);
         c->txn = NULL;
@@ -148,33 +228,36 @@ commit_turn(struct cp_core *c)
             c->commits++;
             c->msgs_committed += c->turn_msgs;
             c->outbox_added += c->turn_outbox;
+            c->outbox_deleted += c->n_done_applied;
         }
+        if (ok) {
+            c->n_done = 0;
+            c->next_msg_saved = c->next_msg;
+        } else {
+            c->next_msg = c->next_msg_saved;    /* this turn's ids were never stored */
+        }
+        c->n_done_applied = 0;
     }
     c->turn_msgs = c->turn_outbox = 0;
     cid_turn_end(c, ok);
     while (c->after) {
         struct cp_after *a = c->after;
         c->after = a->next;
-        if (ok) {
+        if (ok || a->always) {
             if (a->ok.type)
                 dp_chan_send_down(c->ch, &a->ok);
-            dp_msg_release(&a->fail);
-            dp_msg_release(&a->retry);
-        } else {
-            if (a->always && a->ok.type)
-                dp_chan_send_down(c->ch, &a->ok);
-            if (a->fail.type)
-                dp_chan_send_down(c->ch, &a->fail);
-            if (a->retry.type) {
-                retry_push(c, &a->retry);
-                c->retry_at = im_mono_ms() + CP_RETRY_MS;
-            }
-            dp_msg_release(&a->ok);
         }
-        dp_msg_release(&a->ok);
-        dp_msg_release(&a->fail);
-        dp_msg_release(&a->retry);
-        free(a);
+        if (!ok && a->fail_reply) {
+            struct dp_msg f;
+            error_msg(&f, a->fail_conn, a->fail_gen, a->fail_id, CL_ERR_INTERNAL,
+                      "storage failure: the change was not saved");
+            dp_chan_send_down(c->ch, &f);
+        }
+        if (!ok && a->retry.type) {
+            retry_push(c, &a->retry);
+            c->retry_at = im_mono_ms() + CP_RETRY_MS;
+        }
+        after_done(c, a);
     }
     c->after_tail = NULL;
     if (c->rpc)
@@ -186,22 +269,45 @@ commit_turn(struct cp_core *c)
 /* small in-memory tables                                                    */
 
 struct cp_acct_state *
-cp_state_get(struct cp_core *c, uint64_t account, bool create)
+cp_state_get(struct cp_core *c, uint64_t account)
 {
-    struct cp_acct_state **pp = &c->states[account % CP_STATE_BUCKETS];
-    for (struct cp_acct_state *s = *pp; s; s = s->next)
+    for (struct cp_acct_state *s = c->states[account % CP_STATE_BUCKETS]; s; s = s->next)
         if (s->account == account)
             return s;
-    if (!create)
-        return NULL;
-    struct cp_acct_state *s = calloc(1, sizeof(*s));
+    return NULL;
+}
+
+struct cp_acct_state *
+cp_state_add(struct cp_core *c, uint64_t uid, uint64_t account)
+{
+    struct cp_acct_state *s = cp_state_get(c, account);
+    if (s)
+        return s;
+    struct cp_acct_state **pp = &c->states[account % CP_STATE_BUCKETS];
+    s = calloc(1, sizeof(*s));
     if (!s)
         cp_oom(__func__);
     s->account = account;
+    s->uid = uid;
     s->state = IM_ACC_CONNECTING;
     s->next = *pp;
     *pp = s;
     return s;
+}
+
+void
+cp_state_del_user(struct cp_core *c, uint64_t uid)
+{
+    for (unsigned i = 0; i < CP_STATE_BUCKETS; i++)
+        for (struct cp_acct_state **pp = &c->states[i]; *pp;) {
+            struct cp_acct_state *s = *pp;
+            if (s->uid == uid) {
+                *pp = s->next;
+                free(s);
+            } else {
+                pp = &s->next;
+            }
+        }
 }
 
 void
@@ -378,7 +484,7 @@ handle_msg_in(struct cp_core *c, struct dp_msg *m)
     uint64_t seq = u.next_seq++;
     u.max_pushed = seq;
     if ((rc = cp_user_put(t, &u)) < 0 ||
-        (rc = cp_blob_put(t, CP_DB_QUEUE, m->uid, seq, m->data, m->len)) < 0) {
+        (rc = cp_blob_put(t, CP_DB_QUEUE, m->uid, seq, dp_msg_bytes(m), m->len)) < 0) {
         LOG(IM_LOG_ERROR, "cannot queue a message for uid %llu: %s", (unsigned long long)m->uid,
             cp_store_strerror(rc));
         /* The transaction is unusable now; everything of this turn fails. */
@@ -389,9 +495,9 @@ handle_msg_in(struct cp_core *c, struct dp_msg *m)
     struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account };
     d.u.deliver.seq = seq;
     d.u.deliver.token = m->u.msg_in.token;
-    if (dp_msg_copy(&d, m->data, m->len) < 0)
+    if (dp_msg_copy(&d, dp_msg_bytes(m), m->len) < 0)
         cp_oom("delivery");
-    cp_after_commit(c, &d, NULL, m);
+    cp_after_commit(c, &d, m);
 }
 
 /* CPM_OUT_REQ: make an outbound message durable, then accept it. */
@@ -435,25 +541,19 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
         }
     }
     if (!dup) {
-        struct cp_account acc;
         int rc;
         if (!t) {
             cp_client_error(c, m->conn, m->gen, req, CL_ERR_INTERNAL, "storage unavailable");
             cl_msg_free(&pm);
             return;
         }
-        if (cp_account_get(t, m->uid, m->account, &acc) < 0) {
+        struct cp_acct_state *as = cp_state_get(c, m->account);
+        if (!as || as->uid != m->uid) {
             cp_client_error(c, m->conn, m->gen, req, CL_ERR_NOT_FOUND, "no such account");
             cl_msg_free(&pm);
             return;
         }
-        cp_account_free(&acc);
-        rc = cp_meta_next(t, "msg", &msg);     /* ids start at 1 */
-        if (rc < 0) {
-            cp_client_error(c, m->conn, m->gen, req, CL_ERR_INTERNAL, cp_store_strerror(rc));
-            cl_msg_free(&pm);
-            return;
-        }
+        msg = c->next_msg++;                /* kept in meta "msg" by the commit */
         struct cl_enc e;
         cl_enc_init(&e);
         msgpack_pack_map(&e.pk, has_cid ? 6 : 5);
@@ -478,7 +578,7 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
         struct dp_msg acc_msg = { .type = DPM_OUT_ACCEPTED, .uid = m->uid, .account = m->account };
         acc_msg.u.out_accepted.msg = msg;
         (void)dp_msg_set_frame(&acc_msg, &e);      /* finished above: fits */
-        cp_after_commit(c, &acc_msg, NULL, NULL);
+        cp_after_commit(c, &acc_msg, NULL);
         if (has_cid)
             cp_cid_add(c, m->uid, cid.p, cid.len, msg, m->account, net, addr);
     }
@@ -575,31 +675,23 @@ handle_up(struct cp_core *c, struct dp_msg *m)
     case CPM_OUT_REQ:
         handle_out_req(c, m);
         break;
-    case CPM_OUT_DONE: {
-        /* Sent: forget it, and try again if this turn's commit fails (else
-         * a restart would send it a second time). */
-        struct cp_txn *t = cp_txn(c);
-        if (!t) {
-            retry_push(c, m);
-            c->retry_at = im_mono_ms() + CP_RETRY_MS;
-            break;
-        }
-        (void)cp_outbox_del(t, m->u.out_done.msg);
-        cp_after_commit(c, NULL, NULL, m);
+    case CPM_OUT_DONE:
+        done_add(c, dp_msg_bytes(m), m->len / sizeof(uint64_t));
         break;
-    }
     case CPM_CONTACTS: {
         struct cp_txn *t = cp_txn(c);
         struct cp_account acc;
-        if (t && m->data && cp_account_get(t, m->uid, m->account, &acc) == 0) {
+        if (t && m->len && cp_account_get(t, m->uid, m->account, &acc) == 0) {
             cp_account_free(&acc);
-            (void)cp_blob_put(t, CP_DB_CONTACTS, m->uid, m->account, m->data, m->len);
+            (void)cp_blob_put(t, CP_DB_CONTACTS, m->uid, m->account, dp_msg_bytes(m), m->len);
         }
         break;
     }
     case CPM_ACCOUNT_STATE: {
-        struct cp_acct_state *s = cp_state_get(c, m->account, true);
+        struct cp_acct_state *s = cp_state_get(c, m->account);
         struct cl_msg pm;
+        if (!s || s->uid != m->uid)
+            break;                      /* unlinked meanwhile */
         struct im_str d;
         const char *why;
         s->state = (int)m->u.state.state;
@@ -632,7 +724,7 @@ static int
 start_account(void *ud, const struct cp_account *a)
 {
     struct cp_core *c = ud;
-    (void)cp_state_get(c, a->account, true);
+    (void)cp_state_add(c, a->uid, a->account);
     if (cp_account_up(c, c->txn, a, true) < 0)
         LOG(IM_LOG_ERROR, "account %llu (%s %s): cannot start: credential does not unseal",
             (unsigned long long)a->account, a->network, a->login);
@@ -678,6 +770,15 @@ cp_core_start(struct cp_core *c)
     int rc = cp_txn_begin(c->store, false, &c->txn);
     if (rc < 0)
         return rc;
+    rc = cp_meta_get(c->txn, "msg", &c->next_msg);     /* the next id to hand out */
+    if (rc == -IM_ENOTFOUND)
+        c->next_msg = 1;
+    else if (rc < 0 || c->next_msg == 0) {
+        cp_txn_abort(c->txn);
+        c->txn = NULL;
+        return rc < 0 ? rc : -IM_ECORRUPT;
+    }
+    c->next_msg_saved = c->next_msg;
     rc = cp_account_each(c->txn, 0, start_account, c);
     if (rc == 0)
         rc = cp_outbox_each(c->txn, start_outbox, c);
@@ -709,6 +810,10 @@ cp_core_run(struct cp_core *c, int sigfd)
             n += cp_rpc_pollfds(c->rpc, fds + n, IM_ARRAY_SIZE(fds) - n);
 
         int timeout = more ? 0 : CP_IDLE_MS;
+        if (!more && c->n_done) {
+            uint64_t since = im_mono_ms() - c->done_since;
+            timeout = since >= CP_LAZY_MS ? 0 : (int)(CP_LAZY_MS - since);
+        }
         if (poll(fds, n, timeout) < 0 && errno != EINTR) {
             LOG(IM_LOG_ERROR, "poll: %s", strerror(errno));
             return -errno;
@@ -788,6 +893,9 @@ cp_core_free(struct cp_core *c)
         cid_unlink(c, c->cid_head);
     free(c->turn_cids);
     c->turn_cids = NULL;
+    free(c->done);
+    c->done = NULL;
+    c->n_done = c->cap_done = 0;
     c->n_turn_cids = c->cap_turn_cids = 0;
     for (unsigned i = 0; i < c->n_retry; i++)
         dp_msg_release(&c->retry[i]);
@@ -798,10 +906,15 @@ cp_core_free(struct cp_core *c)
         struct cp_after *a = c->after;
         c->after = a->next;
         dp_msg_release(&a->ok);
-        dp_msg_release(&a->fail);
         dp_msg_release(&a->retry);
         free(a);
     }
+    while (c->after_free) {
+        struct cp_after *a = c->after_free;
+        c->after_free = a->next;
+        free(a);
+    }
+    c->n_after_free = 0;
     if (c->txn) {
         cp_txn_abort(c->txn);
         c->txn = NULL;

@@ -42,10 +42,14 @@ struct cp_rpc;
 struct cp_after {
     struct cp_after *next;
     struct dp_msg ok;               /* sent down after a successful commit (type 0: none) */
-    struct dp_msg fail;             /* sent down instead when the commit failed */
     struct dp_msg retry;            /* put back into the input after a failed commit */
+    uint32_t fail_conn, fail_gen;   /* fail_reply: a failed commit answers this request */
+    uint64_t fail_id;               /* ... with an internal error instead of ok */
+    bool fail_reply;
     bool always;                    /* ok leaves even when the commit failed */
 };
+
+#define CP_AFTER_KEEP   4096        /* free after-commit items kept for reuse */
 
 struct cp_session {
     struct cp_session *next;
@@ -57,9 +61,12 @@ struct cp_session {
     uint64_t since;
 };
 
+/* What the controlplane knows of each stored account without reading the
+ * store: whose it is (sends are checked against it) and its last state. */
 struct cp_acct_state {
     struct cp_acct_state *next;
     uint64_t account;
+    uint64_t uid;
     int state;
     char detail[256];
 };
@@ -90,6 +97,8 @@ struct cp_core {
 
     struct cp_txn *txn;              /* the write transaction of this loop turn */
     struct cp_after *after, *after_tail;
+    struct cp_after *after_free;        /* reusable items */
+    unsigned n_after_free;
     struct dp_msg *retry;            /* messages to process again (failed commit) */
     unsigned n_retry, cap_retry;
     uint64_t retry_at;
@@ -101,7 +110,11 @@ struct cp_core {
     unsigned n_cids;
 
     bool stopping;
-    uint64_t commits, commit_failures, msgs_committed, outbox_added;
+    uint64_t next_msg, next_msg_saved;  /* outbound message ids: next, and as stored in meta */
+    uint64_t *done;                     /* sent messages whose outbox entries go with a commit */
+    size_t n_done, cap_done, n_done_applied;
+    uint64_t done_since;                /* mono ms of the oldest pending delete */
+    uint64_t commits, commit_failures, msgs_committed, outbox_added, outbox_deleted;
     uint32_t turn_msgs, turn_outbox;    /* counted into the two above if the turn commits */
     struct cp_cid **turn_cids;          /* cids added this turn */
     unsigned n_turn_cids, cap_turn_cids;
@@ -118,8 +131,10 @@ void cp_oom(const char *where) __attribute__((noreturn));
  * error logged when LMDB refuses. */
 struct cp_txn *cp_txn(struct cp_core *c);
 
-/* Queue an after-commit item (copies the structs; payloads change owner). */
-void cp_after_commit(struct cp_core *c, struct dp_msg *ok, struct dp_msg *fail, struct dp_msg *retry);
+/* Queue an after-commit item: ok leaves after a successful commit, retry
+ * (may be NULL) goes back into the input after a failed one.  The messages
+ * are moved in (their payloads change owner). */
+void cp_after_commit(struct cp_core *c, struct dp_msg *ok, struct dp_msg *retry);
 
 /* Queue a message that leaves after the commit whatever its outcome. */
 void cp_after_always(struct cp_core *c, struct dp_msg *m);
@@ -144,9 +159,13 @@ int cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *
 /* Pack the user's unified list as stored (msgpack array) into e. */
 int cp_pack_unified(struct cp_core *c, struct cp_txn *t, uint64_t uid, struct cl_enc *e);
 
-/* Account state cache for `imfusectl accounts`. */
-struct cp_acct_state *cp_state_get(struct cp_core *c, uint64_t account, bool create);
+/* The account cache: an entry per stored account (made at start-up and at
+ * link), its owner and its last state for `imfusectl accounts`. */
+struct cp_acct_state *cp_state_add(struct cp_core *c, uint64_t uid, uint64_t account);
+struct cp_acct_state *cp_state_get(struct cp_core *c, uint64_t account);
 void cp_state_del(struct cp_core *c, uint64_t account);
+/* Forget every account of uid (user deleted). */
+void cp_state_del_user(struct cp_core *c, uint64_t uid);
 
 /* cid de-duplication. */
 struct cp_cid *cp_cid_find(struct cp_core *c, uint64_t uid, const char *cid, size_t len);

@@ -262,7 +262,8 @@ cmd_user_del(struct rpc_req *q)
         return;
     }
     struct dp_msg m = { .type = DPM_USER_DEL, .uid = u.uid };
-    cp_after_commit(c, &m, NULL, NULL);
+    cp_after_commit(c, &m, NULL);
+    cp_state_del_user(c, u.uid);
     LOG(IM_LOG_INFO, "operator: user %s deleted", u.name);
     reply_ok(q, true);
 }
@@ -357,7 +358,7 @@ static int
 list_account(void *ud, const struct cp_account *a)
 {
     struct list_ctx *l = ud;
-    struct cp_acct_state *s = cp_state_get(l->c, a->account, false);
+    struct cp_acct_state *s = cp_state_get(l->c, a->account);
     msgpack_pack_map(&l->pk, 8);
     pk_kuint(&l->pk, "account", a->account);
     pk_kstr(&l->pk, "network", a->network);
@@ -428,7 +429,8 @@ cmd_stats(struct rpc_req *q)
         { "frames_in", st.frames_in }, { "frames_bad", st.frames_bad },
         { "events_out", st.events_out }, { "msgs_in", st.msgs_in }, { "msgs_out", st.msgs_out },
         { "msgs_delivered", st.msgs_delivered }, { "msgs_committed", c->msgs_committed },
-        { "outbox_added", c->outbox_added }, { "send_queue_len", st.send_queue_len },
+        { "outbox_added", c->outbox_added }, { "outbox_deleted", c->outbox_deleted },
+        { "outbox_pending_deletes", c->n_done }, { "send_queue_len", st.send_queue_len },
         { "account_connects", st.acct_connects }, { "account_online", st.acct_online },
         { "account_failures", st.acct_failures }, { "store_commits", c->commits },
         { "store_commit_failures", c->commit_failures }, { "store_map_size", ss.map_size },

@@ -474,6 +474,36 @@ int cp_meta_next(struct cp_txn *t, const char *name, uint64_t *out)
     return 0;
 }
 
+int cp_meta_get(struct cp_txn *t, const char *name, uint64_t *out)
+{
+    size_t len = strlen(name);
+    MDB_val k = { .mv_size = len, .mv_data = (void *)name }, v;
+    if (t->err)
+        return t->err;
+    if (len == 0 || len > 255)
+        return -IM_EINVAL;
+    int rc = st_code(mdb_get(t->txn, t->s->meta, &k, &v));
+    if (rc)
+        return st_fail(t, rc);
+    if (v.mv_size != 8)
+        return -IM_ECORRUPT;
+    *out = be64_get(v.mv_data);
+    return 0;
+}
+
+int cp_meta_set(struct cp_txn *t, const char *name, uint64_t value)
+{
+    size_t len = strlen(name);
+    uint8_t b[8];
+    MDB_val k = { .mv_size = len, .mv_data = (void *)name }, v = { .mv_size = 8, .mv_data = b };
+    if (t->err)
+        return t->err;
+    if (len == 0 || len > 255)
+        return -IM_EINVAL;
+    be64_put(b, value);
+    return st_fail_hard(t, st_code(mdb_put(t->txn, t->s->meta, &k, &v, 0)));
+}
+
 /* ---- users ------------------------------------------------------------ */
 
 static bool user_name_ok(const char *name)
@@ -1021,7 +1051,15 @@ int cp_outbox_put(struct cp_txn *t, uint64_t msg, uint64_t uid, const void *v, s
         return -IM_EINVAL;
     be64_put(kb, msg);
     MDB_val k = { .mv_size = 8, .mv_data = kb }, val = { .mv_size = 9 + n, .mv_data = NULL };
-    if ((rc = st_code(mdb_put(t->txn, t->s->outbox, &k, &val, MDB_RESERVE))))
+    /* Ids only grow: append to the last page instead of splitting it
+     * (pages stay full, a commit writes fewer).  An id below the last one
+     * (never made by imfused) is put the ordinary way. */
+    rc = st_code(mdb_put(t->txn, t->s->outbox, &k, &val, MDB_RESERVE | MDB_APPEND));
+    if (rc == -IM_EEXIST) {
+        val = (MDB_val){ .mv_size = 9 + n, .mv_data = NULL };
+        rc = st_code(mdb_put(t->txn, t->s->outbox, &k, &val, MDB_RESERVE));
+    }
+    if (rc)
         return st_fail(t, rc);
     struct st_enc e = { .p = val.mv_data };
     enc_u8(&e, ST_REC_V1);

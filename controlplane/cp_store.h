@@ -101,6 +101,10 @@ void cp_txn_abort(struct cp_txn *t);       /* frees t; NULL is fine */
 
 /* Counters in meta: returns the current value (1 for a new counter) and stores value+1. */
 int cp_meta_next(struct cp_txn *t, const char *name, uint64_t *out);
+/* A meta value: 0, -IM_ENOTFOUND, -IM_ECORRUPT (not 8 bytes). */
+int cp_meta_get(struct cp_txn *t, const char *name, uint64_t *out);
+/* Store a meta value. */
+int cp_meta_set(struct cp_txn *t, const char *name, uint64_t value);
 
 /* Users.  -IM_EEXIST / -IM_ENOTFOUND as appropriate; -IM_EINVAL for a bad name. */
 /* Assigns u->uid from meta "uid" (first is 1); sets next_seq / next_unified to 1

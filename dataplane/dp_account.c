@@ -581,8 +581,8 @@ account_flush_queue(struct dp_account *a)
         struct dp_out *o = a->q_unsent;
         struct im_msg m = {
             .msg = o->msg,
-            .to = { o->address, (uint32_t)strlen(o->address) },
-            .body = { o->body, (uint32_t)strlen(o->body) },
+            .to = { o->address, o->address_len },
+            .body = { o->body, o->body_len },
         };
         a->q_unsent = o->next;
         int rc = a->ops->send_msg(a->sess, &m);
@@ -598,9 +598,29 @@ account_flush_queue(struct dp_account *a)
 static void
 out_free(struct dp_out *o)
 {
-    free(o->address);
-    free(o->body);
     free(o);
+}
+
+/* A queue entry for msg; NULL on ENOMEM (counted). */
+static struct dp_out *
+out_new(struct dp_relay *r, uint64_t msg, struct im_str address, struct im_str body)
+{
+    struct dp_out *o = malloc(sizeof(*o) + (size_t)address.len + 1 + body.len + 1);
+    if (!o) {
+        dp_relay_oom(r, "send queue");
+        return NULL;
+    }
+    o->next = NULL;
+    o->msg = msg;
+    o->address_len = address.len;
+    o->body_len = body.len;
+    o->address = o->buf;
+    o->body = o->buf + address.len + 1;
+    memcpy(o->address, address.p, address.len);
+    o->address[address.len] = '\0';
+    memcpy(o->body, body.p, body.len);
+    o->body[body.len] = '\0';
+    return o;
 }
 
 /* IM_EV_SENT: the message left; forget it here and in the outbox. */
@@ -622,9 +642,7 @@ account_sent(struct dp_account *a, uint64_t msg)
         a->q_unsent = o->next;
     a->q_len--;
     STAT_SUB(a->r, send_queue_len, 1);
-    struct dp_msg m = { .type = CPM_OUT_DONE, .uid = a->user->uid, .account = a->id };
-    m.u.out_done.msg = msg;
-    dp_up(a->r, &m, NULL);
+    dp_relay_sent(a->r, msg);
     out_free(o);
     if (a->n_paused && a->q_len < DP_QUEUE_RESUME)
         account_resume_paused(a);
@@ -645,18 +663,14 @@ dp_account_accepted(struct dp_relay *r, const struct dp_msg *m)
         cl_msg_free(&pm);
         return;
     }
-    struct dp_out *o = calloc(1, sizeof(*o));
-    if (!o || !(o->address = dp_strdup(r, address)) || !(o->body = dp_strdup(r, body))) {
+    struct dp_out *o = out_new(r, m->u.out_accepted.msg, address, body);
+    if (!o) {
         /* It stays in the outbox and leaves after the next restart. */
-        if (o)
-            out_free(o);
-        dp_relay_oom(r, "send queue");
         DP_LOG(IM_LOG_ERROR, "message %llu of account %llu not queued (out of memory): kept in the "
             "outbox", (unsigned long long)m->u.out_accepted.msg, (unsigned long long)a->id);
         cl_msg_free(&pm);
         return;
     }
-    o->msg = m->u.out_accepted.msg;
     cl_msg_free(&pm);
     if (a->q_tail)
         a->q_tail->next = o;

@@ -84,6 +84,7 @@ side_send(struct dp_side *s, struct dp_msg *m)
 {
     if (!s->head && dp_ring_push(s->ring, m) == 0) {
         s->sent++;
+        dp_msg_forget(m);               /* the ring has it now */
     } else {
         struct dp_ovf *o = malloc(sizeof(*o));
         if (!o) {
@@ -93,14 +94,13 @@ side_send(struct dp_side *s, struct dp_msg *m)
             abort();
         }
         o->next = NULL;
-        o->m = *m;
+        dp_msg_move(&o->m, m);
         if (s->tail)
             s->tail->next = o;
         else
             s->head = o;
         s->tail = o;
     }
-    m->data = NULL;
 }
 
 static void
@@ -111,6 +111,7 @@ side_flush(struct dp_side *s)
         s->head = o->next;
         if (!s->head)
             s->tail = NULL;
+        dp_msg_forget(&o->m);
         free(o);
         s->sent++;
     }
@@ -138,7 +139,7 @@ dp_chan_flush_up(struct dp_chan *ch)
 int
 dp_chan_recv_down(struct dp_chan *ch, struct dp_msg *m)
 {
-    return dp_ring_pop(ch->down.ring, m);
+    return dp_ring_pop_wipe(ch->down.ring, m);
 }
 
 void
@@ -161,7 +162,7 @@ dp_chan_flush_down(struct dp_chan *ch)
 int
 dp_chan_recv_up(struct dp_chan *ch, struct dp_msg *m)
 {
-    return dp_ring_pop(ch->up.ring, m);
+    return dp_ring_pop_wipe(ch->up.ring, m);
 }
 
 int

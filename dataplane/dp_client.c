@@ -519,7 +519,7 @@ dp_client_deliver(struct dp_relay *r, const struct dp_msg *m)
     /* The message is durable now: let the network have its acknowledgement. */
     if (m->u.deliver.token && a && a->sess && a->ops->committed)
         a->ops->committed(a->sess, m->u.deliver.token);
-    if (!u || !m->data)
+    if (!u || !m->len)
         return;
 
     struct cl_msg pm;

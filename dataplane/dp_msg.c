@@ -14,7 +14,12 @@ dp_msg_alloc(struct dp_msg *m, size_t n)
 {
     if (n > DP_MSG_MAX)
         return NULL;
-    void *p = malloc(n ? n : 1);
+    if (n <= DP_MSG_INLINE) {
+        m->data = NULL;
+        m->len = (uint32_t)n;
+        return m->inl;
+    }
+    void *p = malloc(n);
     if (!p)
         return NULL;
     m->data = p;
@@ -39,33 +44,65 @@ int
 dp_msg_set_frame(struct dp_msg *m, struct cl_enc *e)
 {
     size_t len;
-    uint8_t *f = cl_enc_release(e, &len);
-    cl_enc_free(e);
-    if (!f)
+    const uint8_t *f = cl_enc_finish(e, &len);
+    if (!f) {
+        cl_enc_free(e);
         return -IM_ETOOBIG;
-    m->data = f;
+    }
+    if (len <= DP_MSG_INLINE) {
+        memcpy(m->inl, f, len);
+        m->data = NULL;
+        m->len = (uint32_t)len;
+        cl_enc_free(e);                 /* the buffer serves the next frame */
+        return 0;
+    }
+    m->data = cl_enc_release(e, &len);
     m->len = (uint32_t)len;
+    cl_enc_free(e);
     return 0;
 }
 
 void
 dp_msg_release(struct dp_msg *m)
 {
-    free(m->data);
+    if (m->data) {
+        im_wipe(m->data, m->len);
+        free(m->data);
+        m->data = NULL;
+    } else if (m->len) {
+        im_wipe(m->inl, m->len < DP_MSG_INLINE ? m->len : DP_MSG_INLINE);
+    }
+    m->len = 0;
+}
+
+void
+dp_msg_forget(struct dp_msg *m)
+{
+    if (!m->data && m->len)
+        im_wipe(m->inl, m->len < DP_MSG_INLINE ? m->len : DP_MSG_INLINE);
     m->data = NULL;
     m->len = 0;
+}
+
+void
+dp_msg_move(struct dp_msg *dst, struct dp_msg *src)
+{
+    if (dst == src)
+        return;
+    *dst = *src;
+    dp_msg_forget(src);
 }
 
 int
 dp_msg_decode(const struct dp_msg *m, struct cl_msg *out)
 {
-    return cl_frame_decode(out, m->data, m->len);
+    return cl_frame_decode(out, dp_msg_bytes(m), m->len);
 }
 
 bool
 dp_msg_has_frame(const struct dp_msg *m)
 {
-    const uint8_t *d = m->data;
+    const uint8_t *d = dp_msg_bytes(m);
     return d && m->len >= 5 &&
            ((uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3]) == m->len - 4;
 }
@@ -73,7 +110,7 @@ dp_msg_has_frame(const struct dp_msg *m)
 int
 dp_msg_client_req(const struct dp_msg *m, const uint8_t **body, uint32_t *len, const char **peer)
 {
-    const uint8_t *d = m->data;
+    const uint8_t *d = dp_msg_bytes(m);
     uint32_t n = m->u.client_req.len;
     /* the map, then at least the peer's NUL */
     if (!d || n == 0 || n >= m->len || d[m->len - 1] != '\0')

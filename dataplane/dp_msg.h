@@ -19,10 +19,17 @@
  *   REQ     CPM_CLIENT_REQ only: the request's msgpack map (u.client_req.len
  *           bytes, no length prefix), then the client's peer address
  *           ("ip:port", NUL-terminated).  Read it with dp_msg_client_req().
+ *   IDS     CPM_OUT_DONE only: len / 8 message ids (uint64_t, host order; the
+ *           planes are one process).
  * Ownership of the payload passes with the message: whoever takes a message
- * from a ring releases it with dp_msg_release().  Payloads are made only by
- * dp_msg_alloc() / dp_msg_set_frame() / dp_msg_copy() so that one allocator
- * serves them all.
+ * from a ring releases it with dp_msg_release(), and a copy that takes over a
+ * message is made with dp_msg_move().  Payloads are made only by
+ * dp_msg_alloc() / dp_msg_set_frame() / dp_msg_copy() and read only through
+ * dp_msg_bytes(): one of up to DP_MSG_INLINE bytes travels inside the message
+ * itself (the ring slot), so the hot path's messages allocate nothing and no
+ * thread frees memory another thread allocated; a larger one is on the heap.
+ * Released payloads are wiped (a login or a linked account carries a
+ * password), and so are the ring slots they crossed (dp_chan.c).
  *
  * Client connections are named by (conn, gen): a slot index in the
  * dataplane's connection table and a generation that changes when the slot is
@@ -40,6 +47,9 @@
 
 struct cl_msg;
 struct cl_enc;
+
+/* Payload bytes a message carries inside itself (sizeof(struct dp_msg) is 256). */
+#define DP_MSG_INLINE   200
 
 enum dp_msg_type {
     /* ---- controlplane -> dataplane ------------------------------------- */
@@ -92,7 +102,7 @@ enum dp_msg_type {
     CPM_CONTACTS,
     /* conn,gen, uid, account; u.out_req.  FRAME {address, body, network, cid?}. */
     CPM_OUT_REQ,
-    /* uid, account; u.out_done: the message left for the network. */
+    /* IDS: these messages left for the network (a loop turn's worth). */
     CPM_OUT_DONE,
     /* uid, account; u.resolve.  FRAME {host}: resolve the account's server
      * name (the dataplane connects to IP literals only). */
@@ -132,17 +142,29 @@ struct dp_msg {
             uint64_t req;       /* the send request's id (the client's reply names it) */
         } out_req;
         struct {
-            uint64_t msg;
-        } out_done;
-        struct {
             uint64_t seq;       /* the account's request number: a stale answer is dropped */
         } resolve;
     } u;
-    void *data;                 /* payload or NULL */
+    void *data;                 /* a heap payload, or NULL (inline or none) */
+    uint8_t inl[DP_MSG_INLINE]; /* an inline payload of len bytes when data is NULL */
 };
 
 /* Largest payload a plane message may carry. */
 #define DP_MSG_MAX      (4u + (1u << 20) + 64u)
+
+/* The payload's bytes (len of them), or NULL when there is none. */
+static inline const uint8_t *
+dp_msg_bytes(const struct dp_msg *m)
+{
+    return m->data ? (const uint8_t *)m->data : m->len ? m->inl : NULL;
+}
+
+/* Copy src into dst, which takes its payload over; src is left empty (and
+ * its inline bytes wiped). */
+void dp_msg_move(struct dp_msg *dst, struct dp_msg *src);
+/* m's payload now belongs to a copy made by value (a ring slot): empty m
+ * without freeing, wiping its inline bytes. */
+void dp_msg_forget(struct dp_msg *m);
 
 /* Give m a payload of n bytes (contents undefined).  Returns it, or NULL
  * (-ENOMEM or n > DP_MSG_MAX; m unchanged). */

@@ -155,6 +155,39 @@ dp_up(struct dp_relay *r, struct dp_msg *m, struct cl_enc *e)
     return 0;
 }
 
+void
+dp_relay_flush_sent(struct dp_relay *r)
+{
+    if (!r->n_sent)
+        return;
+    struct dp_msg m = { .type = CPM_OUT_DONE };
+    if (dp_msg_copy(&m, r->sent, (size_t)r->n_sent * sizeof(*r->sent)) == 0)
+        dp_chan_send_up(r->ch, &m);
+    else
+        dp_relay_oom(r, "sent message ids");    /* left in the outbox: sent again after a restart */
+    r->n_sent = 0;
+}
+
+void
+dp_relay_sent(struct dp_relay *r, uint64_t msg)
+{
+    if (r->n_sent == r->cap_sent) {
+        uint32_t n = r->cap_sent ? r->cap_sent * 2 : 256;
+        uint64_t *ns = realloc(r->sent, n * sizeof(*ns));
+        if (!ns) {
+            dp_relay_flush_sent(r);     /* make room: send what there is now */
+            if (!r->cap_sent) {
+                dp_relay_oom(r, "sent message ids");
+                return;
+            }
+        } else {
+            r->sent = ns;
+            r->cap_sent = n;
+        }
+    }
+    r->sent[r->n_sent++] = msg;
+}
+
 /* ------------------------------------------------------------------------ */
 /* commands from the controlplane                                            */
 
@@ -209,8 +242,8 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
     case DPM_CONN_SEND:
     case DPM_CONN_CLOSE: {
         struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
-        if (cl && m->data)
-            dp_client_write(cl, m->data, m->len);
+        if (cl && m->len)
+            dp_client_write(cl, dp_msg_bytes(m), m->len);
         if (cl && m->type == DPM_CONN_CLOSE)
             dp_client_close(cl);
         break;
@@ -270,6 +303,7 @@ relay_poll(void *ud)
         handle_down(r, &m);
         dp_msg_release(&m);
     }
+    dp_relay_flush_sent(r);
     dp_chan_flush_up(r->ch);
 }
 
@@ -283,6 +317,7 @@ relay_tick(void *ud, uint64_t now)
             next = a->hnext;
             dp_account_tick(a, now);
         }
+    dp_relay_flush_sent(r);
     dp_chan_flush_up(r->ch);
 }
 
@@ -323,6 +358,7 @@ dp_relay_free(struct dp_relay *r)
     free(r->slots);
     free(r->gens);
     free(r->free_slots);
+    free(r->sent);
     free(r);
 }
 

@@ -80,12 +80,15 @@ struct dp_unified {
     uint32_t n;
 };
 
-/* An accepted outbound message waiting in an account's send queue. */
+/* An accepted outbound message waiting in an account's send queue (one
+ * allocation: the strings follow the struct). */
 struct dp_out {
     struct dp_out *next;
     uint64_t msg;
-    char *address;
-    char *body;
+    uint32_t address_len, body_len;
+    char *address;                      /* NUL-terminated, in buf */
+    char *body;                         /* NUL-terminated, in buf */
+    char buf[];
 };
 
 struct dp_user {
@@ -155,6 +158,8 @@ struct dp_relay {
     struct dp_user *users[DP_HASH_BUCKETS];
     struct dp_account *accounts[DP_HASH_BUCKETS];
     uint64_t rng;
+    uint64_t *sent;                     /* ids that left this turn: one CPM_OUT_DONE */
+    uint32_t n_sent, cap_sent;
     struct dp_relay_live st;
 };
 
@@ -175,6 +180,10 @@ void dp_account_hash_add(struct dp_relay *r, struct dp_account *a);
 void dp_account_hash_del(struct dp_relay *r, struct dp_account *a);
 /* xorshift jitter (not security). */
 uint64_t dp_relay_rand(struct dp_relay *r);
+/* A message left for the network: its outbox entry goes (batched per turn). */
+void dp_relay_sent(struct dp_relay *r, uint64_t msg);
+/* Send the turn's batch up (end of every hook run). */
+void dp_relay_flush_sent(struct dp_relay *r);
 /* Count an allocation failure on the fast path. */
 void dp_relay_oom(struct dp_relay *r, const char *what);
 /* Callbacks for a connection whose owner has gone (an account that moved

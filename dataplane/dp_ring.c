@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "im_common.h"
 #include "dp_ring.h"
 
 #define DP_CACHELINE 64
@@ -119,6 +120,18 @@ int dp_ring_pop(struct dp_ring *r, void *elem)
     if (ring_avail(r, tail, 1) == 0)
         return -EAGAIN;
     memcpy(elem, r->slots + (tail & r->mask) * r->elem_size, r->elem_size);
+    atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
+    return 0;
+}
+
+int dp_ring_pop_wipe(struct dp_ring *r, void *elem)
+{
+    size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (ring_avail(r, tail, 1) == 0)
+        return -EAGAIN;
+    unsigned char *slot = r->slots + (tail & r->mask) * r->elem_size;
+    memcpy(elem, slot, r->elem_size);
+    im_wipe(slot, r->elem_size);        /* before the producer may reuse it */
     atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
     return 0;
 }

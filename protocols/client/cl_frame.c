@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <stdlib.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "../im_common.h"
@@ -213,6 +214,78 @@ map_find(const msgpack_object *map, const char *key)
     return NULL;
 }
 
+/*
+ * Each thread keeps one cleared zone (and one encoder buffer, below) for the
+ * next frame, so decoding and encoding a small frame allocates nothing.  A
+ * thread's spares are freed when it exits (pthread key destructor).
+ */
+struct cl_spares {
+    msgpack_zone zone;
+    bool have_zone;
+    char *buf;                      /* an sbuffer's storage, size 0 */
+    size_t buf_alloc;
+    bool have_buf;
+};
+
+#define CL_SPARE_BUF_MAX    (64u * 1024)    /* larger encoder buffers are not kept */
+
+static pthread_key_t spares_key;
+static pthread_once_t spares_once = PTHREAD_ONCE_INIT;
+
+static void
+spares_free(void *p)
+{
+    struct cl_spares *sp = p;
+    if (sp->have_zone)
+        msgpack_zone_destroy(&sp->zone);
+    free(sp->buf);
+    free(sp);
+}
+
+static void
+spares_key_make(void)
+{
+    (void)pthread_key_create(&spares_key, spares_free);
+}
+
+/* The calling thread's spares, or NULL (then nothing is kept). */
+static struct cl_spares *
+spares(void)
+{
+    (void)pthread_once(&spares_once, spares_key_make);
+    struct cl_spares *sp = pthread_getspecific(spares_key);
+    if (!sp && (sp = calloc(1, sizeof(*sp))) && pthread_setspecific(spares_key, sp)) {
+        free(sp);
+        sp = NULL;
+    }
+    return sp;
+}
+
+static bool
+zone_take(msgpack_zone *z)
+{
+    struct cl_spares *sp = spares();
+    if (sp && sp->have_zone) {
+        *z = sp->zone;
+        sp->have_zone = false;
+        return true;
+    }
+    return msgpack_zone_init(z, MSGPACK_ZONE_CHUNK_SIZE);
+}
+
+static void
+zone_give(msgpack_zone *z)
+{
+    struct cl_spares *sp = spares();
+    if (sp && !sp->have_zone) {
+        msgpack_zone_clear(z);
+        sp->zone = *z;
+        sp->have_zone = true;
+        return;
+    }
+    msgpack_zone_destroy(z);
+}
+
 int
 cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len)
 {
@@ -221,7 +294,7 @@ cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len)
     memset(m, 0, sizeof(*m));
     if (len == 0 || len > CL_FRAME_MAX || mp_scan(body, len))
         return -IM_EINVAL;
-    if (!msgpack_zone_init(&m->zone, MSGPACK_ZONE_CHUNK_SIZE))
+    if (!zone_take(&m->zone))
         return -ENOMEM;
     /* msgpack-c points str/bin objects into the input: keep a copy in the
      * zone so views outlive the caller's receive buffer. */
@@ -231,6 +304,8 @@ cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len)
         goto fail;
     }
     memcpy(copy, body, len);
+    m->raw = copy;
+    m->raw_len = len;
     size_t off = 0;
     msgpack_unpack_return ur = msgpack_unpack(copy, len, &off, &m->zone, &m->root);
     if (ur == MSGPACK_UNPACK_NOMEM_ERROR) {
@@ -257,7 +332,7 @@ cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len)
     }
     return 0;
 fail:
-    msgpack_zone_destroy(&m->zone);
+    zone_give(&m->zone);
     memset(m, 0, sizeof(*m));
     return rc;
 }
@@ -265,8 +340,15 @@ fail:
 void
 cl_msg_free(struct cl_msg *m)
 {
-    msgpack_zone_destroy(&m->zone);
+    zone_give(&m->zone);
     memset(m, 0, sizeof(*m));
+}
+
+void
+cl_msg_wipe(struct cl_msg *m)
+{
+    if (m->raw)
+        im_wipe(m->raw, m->raw_len);
 }
 
 /* ---- getters ------------------------------------------------------------ */
@@ -461,6 +543,13 @@ cl_enc_init(struct cl_enc *e)
     static const char zero[4];
 
     msgpack_sbuffer_init(&e->buf);
+    struct cl_spares *sp = spares();
+    if (sp && sp->have_buf) {
+        e->buf.data = sp->buf;
+        e->buf.alloc = sp->buf_alloc;
+        sp->buf = NULL;
+        sp->have_buf = false;
+    }
     e->failed = false;
     enc_write(e, zero, sizeof(zero));
     msgpack_packer_init(&e->pk, e, enc_write);
@@ -500,7 +589,15 @@ cl_enc_release(struct cl_enc *e, size_t *len)
 void
 cl_enc_free(struct cl_enc *e)
 {
-    msgpack_sbuffer_destroy(&e->buf);
+    struct cl_spares *sp;
+    if (e->buf.data && e->buf.alloc <= CL_SPARE_BUF_MAX && (sp = spares()) && !sp->have_buf) {
+        im_wipe(e->buf.data, e->buf.size);      /* it may have held a password */
+        sp->buf = e->buf.data;
+        sp->buf_alloc = e->buf.alloc;
+        sp->have_buf = true;
+    } else {
+        msgpack_sbuffer_destroy(&e->buf);
+    }
     memset(&e->buf, 0, sizeof(e->buf));
 }
 

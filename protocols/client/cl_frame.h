@@ -39,6 +39,8 @@ long cl_frame_split(const uint8_t *p, size_t n, const uint8_t **body, uint32_t *
 struct cl_msg {
     msgpack_zone zone;
     msgpack_object root;        /* always a map once decoded */
+    char *raw;                  /* the copy of the payload the views point into */
+    uint32_t raw_len;
     struct im_str op;           /* "op" (len 0 when absent or not a str) */
     bool has_id;                /* "id" present and an unsigned integer */
     uint64_t id;
@@ -54,6 +56,9 @@ struct cl_msg {
  */
 int cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len);
 void cl_msg_free(struct cl_msg *m);
+/* Wipe the decoded payload (a request that carried a password): call before
+ * cl_msg_free(); views are garbage afterwards. */
+void cl_msg_wipe(struct cl_msg *m);
 /*
  * Decode a complete frame held in [p, p+n): the 4-byte length must equal
  * n - 4, then as cl_msg_decode().  For frames kept whole (stored records,

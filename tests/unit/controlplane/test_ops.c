@@ -64,35 +64,53 @@ T_TEST(ctl_table)
 }
 
 static void
-frame_msg(struct dp_msg *m)
+frame_msg(struct dp_msg *m, size_t body)
 {
     struct cl_enc e;
+    char *text = calloc(1, body + 1);
+    memset(text, 'x', body);
     cl_enc_init(&e);
     msgpack_pack_map(&e.pk, 1);
-    cl_pack_kstr(&e, "detail", "x");
+    cl_pack_kstr(&e, "detail", text);
+    free(text);
     T_EQ_INT(dp_msg_set_frame(m, &e), 0);
 }
 
-/* Payloads are decoded in one place, which checks their layout. */
+/* Payloads are decoded in one place, which checks their layout; small ones
+ * travel inline, larger ones on the heap, and both are wiped on release. */
 T_TEST(msg_payloads)
 {
-    struct dp_msg m = { .type = CPM_ACCOUNT_STATE };
-    struct cl_msg pm;
-    frame_msg(&m);
-    T_ASSERT(dp_msg_has_frame(&m));
-    T_EQ_INT(dp_msg_decode(&m, &pm), 0);
-    cl_msg_free(&pm);
+    for (int big = 0; big < 2; big++) {
+        struct dp_msg m = { .type = CPM_ACCOUNT_STATE };
+        struct cl_msg pm;
+        frame_msg(&m, big ? 1000 : 10);
+        T_ASSERT(big ? m.data != NULL : m.data == NULL);
+        T_ASSERT(dp_msg_bytes(&m) != NULL);
+        T_ASSERT(dp_msg_has_frame(&m));
+        T_EQ_INT(dp_msg_decode(&m, &pm), 0);
+        cl_msg_free(&pm);
 
-    /* a length prefix that disagrees with the payload size */
-    ((uint8_t *)m.data)[3]++;
-    T_ASSERT(!dp_msg_has_frame(&m));
-    T_EQ_INT(dp_msg_decode(&m, &pm), -IM_EINVAL);
-    ((uint8_t *)m.data)[3]--;
-    m.len = 4;
-    T_EQ_INT(dp_msg_decode(&m, &pm), -IM_EINVAL);
-    dp_msg_release(&m);
-    T_ASSERT(!m.data && !m.len);
-    T_EQ_INT(dp_msg_decode(&m, &pm), -IM_EINVAL);
+        /* a length prefix that disagrees with the payload size */
+        uint8_t *b = (uint8_t *)dp_msg_bytes(&m);
+        b[3]++;
+        T_ASSERT(!dp_msg_has_frame(&m));
+        T_EQ_INT(dp_msg_decode(&m, &pm), -IM_EINVAL);
+        b[3]--;
+
+        /* moved: the copy owns it, the source is empty and wiped */
+        struct dp_msg c;
+        uint32_t len = m.len;
+        dp_msg_move(&c, &m);
+        T_ASSERT(!m.len && !m.data);
+        T_EQ_UINT(c.len, len);
+        if (!big)
+            for (unsigned i = 0; i < len; i++)
+                T_EQ_UINT(m.inl[i], 0);
+        T_ASSERT(dp_msg_has_frame(&c));
+        dp_msg_release(&c);
+        T_ASSERT(!c.data && !c.len);
+        T_EQ_INT(dp_msg_decode(&c, &pm), -IM_EINVAL);
+    }
 
     /* REQ: map, then the NUL-terminated peer */
     static const uint8_t req[] = { 0x81, 0xa2, 'o', 'p', 0xa4, 'p', 'i', 'n', 'g',
@@ -111,12 +129,15 @@ T_TEST(msg_payloads)
     r.u.client_req.len = 0;
     T_EQ_INT(dp_msg_client_req(&r, &body, &len, &peer), -IM_EINVAL);
     r.u.client_req.len = 9;
-    ((uint8_t *)r.data)[sizeof(req) - 1] = 'x'; /* peer not terminated */
+    r.inl[sizeof(req) - 1] = 'x';              /* peer not terminated */
     T_EQ_INT(dp_msg_client_req(&r, &body, &len, &peer), -IM_EINVAL);
     dp_msg_release(&r);
+    for (unsigned i = 0; i < sizeof(req); i++)
+        T_EQ_UINT(r.inl[i], 0);                /* it held a request: wiped */
 
     T_ASSERT(!dp_msg_alloc(&r, DP_MSG_MAX + 1));
     T_EQ_INT(dp_msg_copy(&r, req, DP_MSG_MAX + 1), -IM_ETOOBIG);
+    T_EQ_UINT(sizeof(struct dp_msg), 256);
 }
 
 T_MAIN(T_RUN(op_table_matches_planes), T_RUN(op_rules), T_RUN(ctl_table), T_RUN(msg_payloads))
