@@ -36,7 +36,8 @@ $(BUILD)/lwip/%.o: $(LWIP_DIR)/src/%.c dataplane/lwip/lwipopts.h dataplane/lwip/
                    dataplane/lwip/dp_lwip_hooks.h
 	@mkdir -p $(dir $@)
 	$(CC) -D_GNU_SOURCE $(LWIP_CPPFLAGS) -std=c11 $(OPT) -g -fno-omit-frame-pointer $(SAN) \
-	    -Wall -Wno-address -c -o $@ $<
+	    -Wall -Wno-address $(filter -D%,$(CFLAGS)) -c -o $@ $<
+$(BUILD)/lwip/core/tcp.o: CFLAGS += -DDP_LWIP_IN_TCP_C
 $(LWIP_LIB): $(LWIP_OBJS)
 	rm -f $@ && ar rcs $@ $^
 
@@ -47,3 +48,4 @@ $(LWIP_TUS): CPPFLAGS += $(LWIP_CPPFLAGS)
 $(LWIP_TUS): | $(LWIP_STAMP)
 $(BUILD)/obj/dataplane/dp_io_dpdk.o: CFLAGS += $(DPDK_CFLAGS)
 $(BUILD)/obj/controlplane/cp_netlink.o: CFLAGS += $(NL_CFLAGS)
+$(BUILD)/tests/dataplane/test_dpdk: CFLAGS += $(NL_CFLAGS)

@@ -20,4 +20,15 @@ uint32_t dp_lwip_isn(const struct ip4_addr *local_ip, uint16_t local_port,
 /* A random 32-bit value from getrandom (buffered). */
 uint32_t dp_lwip_rand(void);
 
+/*
+ * Retransmission timeouts.  lwIP counts fast retransmits (MIB2
+ * tcpretranssegs) but not RTO retransmissions; dataplane/dpdk.mk compiles
+ * core/tcp.c with DP_LWIP_IN_TCP_C so that its one call of
+ * tcp_rexmit_rto_commit() (tcp_slowtmr) is counted here.
+ */
+extern unsigned long dp_lwip_rto_events;
+#ifdef DP_LWIP_IN_TCP_C
+#define tcp_rexmit_rto_commit(pcb) (dp_lwip_rto_events++, tcp_rexmit_rto_commit(pcb))
+#endif
+
 #endif

@@ -22,6 +22,8 @@
 #include "lwip/sys.h"
 #include "dp_lwip_hooks.h"
 
+unsigned long dp_lwip_rto_events;
+
 static uint8_t isn_key[32];
 static pthread_once_t isn_once = PTHREAD_ONCE_INIT;
 

@@ -100,7 +100,7 @@
 #define MEM_STATS                       0
 #define MEMP_STATS                      0
 #define SYS_STATS                       0
-#define MIB2_STATS                      0
+#define MIB2_STATS                      1       /* tcpretranssegs */
 
 /* ---- hooks (dataplane/lwip/dp_lwip_hooks.h, dataplane/dp_lwip_port.c) --- */
 #define LWIP_HOOK_FILENAME              "dp_lwip_hooks.h"
