@@ -1041,3 +1041,4 @@ void dp_lwip_close(struct dp_conn *c, bool graceful)
     d->linger_until = (uint64_t)sys_now() + DP_LINGER_MS;
     glist_add(&S.lingers, d);
 }
+

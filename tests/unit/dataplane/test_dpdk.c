@@ -366,6 +366,7 @@ struct kclient {
     size_t total, got, bad;
     int rc;
     bool reset, eof;
+    const char *why;
 };
 
 static void *kclient_echo(void *arg)
@@ -394,13 +395,24 @@ static void *kclient_echo(void *arg)
                 sent += (size_t)w;
         }
         struct pollfd pf = { .fd = fd, .events = POLLIN };
-        if (poll(&pf, 1, sent < kc->total ? 1 : 10000) <= 0 && sent >= kc->total)
+        int pr = poll(&pf, 1, sent < kc->total ? 1 : 10000);
+        if (pr < 0 && errno != EINTR) {
+            kc->why = strerror(errno);
             break;
+        }
+        if (pr == 0 && sent >= kc->total) {
+            kc->why = "echo stalled for 10 s";
+            break;
+        }
         ssize_t r = recv(fd, in, sizeof(in), MSG_DONTWAIT);
-        if (r == 0)
+        if (r == 0) {
+            kc->why = "early EOF";
             break;
-        if (r < 0 && errno != EAGAIN)
+        }
+        if (r < 0 && errno != EAGAIN) {
+            kc->why = strerror(errno);
             break;
+        }
         for (ssize_t i = 0; i < r; i++)
             if (in[i] != pat(kc->got + (size_t)i))
                 kc->bad++;
@@ -414,6 +426,8 @@ static void *kclient_echo(void *arg)
             kc->eof = true;
             break;
         }
+        if (r < 0 && errno == EINTR)
+            continue;
         if (r < 0) {
             kc->reset = errno == ECONNRESET;
             break;
@@ -439,6 +453,14 @@ T_TEST(echo_inbound)
     T_EQ_STR(dp_conn_local(s.c), DADDR ":7001");
     RUN_UNTIL(s.closes == 1, 30000);     /* the client's FIN: close after flush */
     pthread_join(t, NULL);
+    if (kc.got != kc.total) {
+        struct dp_stats st = stats();
+        fprintf(stderr, "  client: %s\n", kc.why ? kc.why : "-");
+        fprintf(stderr, "  client: got %zu eof %d reset %d; dp side: rx %zu close %d; drops bad %" PRIu64
+                " tx %" PRIu64 " nombuf %" PRIu64 " tcp_drops %" PRIu64 " rexmit %" PRIu64 "\n",
+                kc.got, kc.eof, kc.reset, s.rxlen, s.close_reason, st.io_drop_bad, st.io_drop_tx,
+                st.io_drop_nombuf, st.tcp_drops, st.tcp_retransmits);
+    }
     T_EQ_INT(kc.rc, 0);
     T_EQ_UINT(kc.got, kc.total);
     T_EQ_UINT(kc.bad, 0);
@@ -579,10 +601,12 @@ static void ip_hdr(uint8_t *f, uint16_t tot, uint8_t proto, bool good_csum)
     f[11] = (uint8_t)c;
 }
 
-/* Wait for an ARP reply from 198.18.0.2 on the wire; fills dmac. */
+/* Ask for 198.18.0.2 with ARP and wait for lwIP's reply on the wire; fills dmac. */
 static bool arp_resolve(void)
 {
-    uint8_t f[64] = { 0 };
+    uint8_t f[64] = { 0 }, r[4096];
+    while (recv(pkt_fd, r, sizeof(r), MSG_DONTWAIT) > 0)
+        ;   /* stale frames */
     memset(dmac, 0xff, 6);
     size_t o = eth_hdr(f, ETH_P_ARP);
     uint8_t arp[28] = { 0, 1, 8, 0, 6, 4, 0, 1 };
@@ -594,12 +618,13 @@ static bool arp_resolve(void)
     uint64_t dl = now_ms() + 3000;
     while (now_ms() < dl) {
         dp_worker_run_once(W, 2);
-        uint8_t r[2048];
-        ssize_t n = recv(pkt_fd, r, sizeof(r), MSG_DONTWAIT);
-        if (n >= 42 && r[12] == 0x08 && r[13] == 0x06 && r[20] == 0 && r[21] == 2 &&
-            !memcmp(r + 28, arp + 24, 4) && !memcmp(r + 38, arp + 14, 4)) {
-            memcpy(dmac, r + 22, 6);
-            return true;
+        ssize_t n;
+        while ((n = recv(pkt_fd, r, sizeof(r), MSG_DONTWAIT)) > 0) {
+            if (n >= 42 && r[12] == 0x08 && r[13] == 0x06 && r[20] == 0 && r[21] == 2 &&
+                !memcmp(r + 28, arp + 24, 4) && !memcmp(r + 38, arp + 14, 4)) {
+                memcpy(dmac, r + 22, 6);
+                return true;
+            }
         }
     }
     return false;
@@ -614,10 +639,11 @@ T_TEST(packet_glue_survives_malformed_frames)
     uint8_t f[2100];
     size_t o;
 
-    /* 1. frames shorter than an Ethernet header (the kernel pads to 14 at least? send raw) */
-    memset(f, 0xab, sizeof(f));
-    pkt_send(f, 10);
-    pkt_send(f, 13);
+    /* 1. an Ethernet header alone (the kernel sends nothing shorter) */
+    eth_hdr(f, ETH_P_IP);
+    pkt_send(f, 14);
+    eth_hdr(f, ETH_P_ARP);
+    pkt_send(f, 14);
     /* 2. IPv4 with a truncated header, and with a header length past the frame */
     o = eth_hdr(f, ETH_P_IP);
     ip_hdr(f + o, 40, 6, true);
@@ -676,14 +702,14 @@ T_TEST(packet_glue_survives_malformed_frames)
         if (i & 2)
             f[14] = 0x45;           /* looks like IPv4 */
         pkt_send(f, len);
-        if (i % 64 == 0)
+        if (i % 16 == 0)
             dp_worker_run_once(W, 0);
     }
     run_for(300);
     struct dp_stats after = stats();
-    T_ASSERT(after.io_pkts_in - before.io_pkts_in >= 2000);
-    /* The runts (10, 13 bytes) are the glue's own drops; the rest lwIP drops. */
-    T_ASSERT(after.io_drop_bad - before.io_drop_bad >= 2);
+    if (after.io_pkts_in - before.io_pkts_in < 2000)
+        T_FAIL("only %" PRIu64 " frames arrived", after.io_pkts_in - before.io_pkts_in);
+    /* Within the MTU, so past the glue: lwIP's checks drop them (counted). */
     T_ASSERT(after.tcp_drops > before.tcp_drops);
     /* Still works. */
     T_ASSERT(arp_resolve());
@@ -699,7 +725,11 @@ T_TEST(packet_glue_survives_malformed_frames)
     kserver_stop(&k);
 }
 
-/* Oversize frames (the kernel side's MTU raised above the port's) are the glue's drops. */
+/*
+ * Oversize frames (the kernel side's MTU raised above the port's): one that
+ * still fits an mbuf is the glue's drop, a larger one the PMD's (counted as
+ * a NIC error).  Neither reaches lwIP.
+ */
 T_TEST(packet_glue_drops_oversize)
 {
     setup();
@@ -710,13 +740,17 @@ T_TEST(packet_glue_drops_oversize)
     struct dp_stats before = stats();
     uint8_t f[3000];
     size_t o = eth_hdr(f, ETH_P_IP);
-    ip_hdr(f + o, (uint16_t)(sizeof(f) - o), 6, true);
+    ip_hdr(f + o, (uint16_t)(1600 - o), 6, true);
     memset(f + o + 20, 0, sizeof(f) - o - 20);
+    pkt_send(f, 1600);
+    ip_hdr(f + o, (uint16_t)(sizeof(f) - o), 6, true);
     pkt_send(f, sizeof(f));
-    run_for(100);
+    run_for(1200);          /* the NIC's counters are read once a second */
     struct dp_stats after = stats();
     T_ASSERT(cp_nl_set_mtu(IFACE, 1500, why, sizeof(why)) == 0);
     T_EQ_UINT(after.io_drop_bad - before.io_drop_bad, 1);
+    T_EQ_UINT(after.io_nic_errors - before.io_nic_errors, 1);
+    T_EQ_UINT(after.tcp_drops, before.tcp_drops);
 }
 
 /* 2,000 connections opened and closed, 200 at a time: nothing left behind. */
