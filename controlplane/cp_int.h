@@ -81,6 +81,7 @@ struct cp_core {
     struct cp_key key;
     struct dp_chan *ch;
     struct dp_relay *relay;          /* for counters only (read-only) */
+    struct dp_worker *worker;        /* for counters only (read-only) */
     struct cp_auth *auth;
     struct cp_rpc *rpc;
     struct cp_ratelim *rl_user, *rl_addr;

@@ -17,6 +17,8 @@
 
 #include "dp_chan.h"
 #include "dp_relay.h"
+#include "dp_stats.h"
+#include "dp_worker.h"
 #include "cp_int.h"
 
 #define RPC_MAX_CONNS   64
@@ -408,10 +410,14 @@ cmd_stats(struct rpc_req *q)
     struct cp_core *c = q->r->c;
     struct dp_relay_stats st;
     struct cp_store_stats ss;
+    struct dp_stats ds;
     memset(&st, 0, sizeof(st));
     memset(&ss, 0, sizeof(ss));
+    memset(&ds, 0, sizeof(ds));
     if (c->relay)
         dp_relay_stats_read(c->relay, &st);
+    if (c->worker)
+        dp_worker_stats(c->worker, &ds);    /* one worker (lcore) today: its counters are the sums */
     (void)cp_store_stats(c->store, &ss);
     unsigned n_sessions = 0;
     for (struct cp_session *s = c->sessions; s; s = s->next)
@@ -429,6 +435,16 @@ cmd_stats(struct rpc_req *q)
         { "store_pages_used", ss.last_pgno + 1 }, { "store_page_size", ss.page_size },
         { "store_users", ss.users }, { "store_accounts", ss.accounts }, { "store_queued", ss.queued },
         { "auth_pending", cp_auth_pending(c->auth) },
+        /* the dataplane's connections, and the dpdk backend's per-lcore counters (0 with io kernel) */
+        { "conn_opened", ds.conn_opened }, { "conn_closed", ds.conn_closed },
+        { "io_rx_packets", ds.io_pkts_in }, { "io_tx_packets", ds.io_pkts_out },
+        { "io_rx_bytes", ds.io_bytes_in }, { "io_tx_bytes", ds.io_bytes_out },
+        { "io_rx_drops", ds.io_drop_bad + ds.io_nic_missed + ds.io_nic_errors },
+        { "io_tx_drops", ds.io_drop_tx }, { "io_nombuf_drops", ds.io_drop_nombuf + ds.io_nic_nombuf },
+        { "io_busy_cycles", ds.io_busy_cycles }, { "io_busy_turns", ds.io_busy_turns },
+        { "io_sleeps", ds.io_sleeps },
+        { "tcp_open", ds.tcp_open }, { "tcp_retransmits", ds.tcp_retransmits },
+        { "tcp_refused", ds.tcp_refused }, { "tcp_drops", ds.tcp_drops },
     };
     struct cl_enc e;
     ok_head(&e, q->id, 1);

@@ -25,7 +25,7 @@ enum dp_dpdk_idle {
 struct dp_dpdk_cfg {
     const char *eal;            /* EAL arguments, split on blanks, passed as given */
     const char *port;           /* PCI address, device name (net_tap0) or port index */
-    uint32_t addr;              /* our IPv4 address, network byte order */
+    uint32_t addr;              /* our IPv4 address, network byte order (or dp_dpdk_set_ip) */
     uint8_t prefix;             /* its prefix length (1-32) */
     uint32_t gateway;           /* network byte order; 0: none (on-link peers only) */
     unsigned mtu;               /* IP MTU of the port (68-9000; 0: 1500) */
@@ -50,6 +50,13 @@ struct dp_dpdk_cfg {
  * with the reason in why.  cfg is copied.
  */
 int dp_dpdk_setup(const struct dp_dpdk_cfg *cfg, char *why, size_t whysz);
+
+/*
+ * The appliance's address on the port (network byte order), known after
+ * dp_dpdk_setup() for net_af_packet (read from its interface).  Before the
+ * worker is created.  0, or -EINVAL with why filled.
+ */
+int dp_dpdk_set_ip(uint32_t addr, uint8_t prefix, uint32_t gateway, char *why, size_t whysz);
 
 /* The kernel name of the port's interface (net_tap: its iface; net_af_packet: the iface
  * it is bound to), "" when it has none.  Valid after dp_dpdk_setup(). */

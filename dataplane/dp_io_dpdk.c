@@ -275,6 +275,18 @@ int dp_dpdk_setup(const struct dp_dpdk_cfg *cfg, char *why, size_t whysz)
     return port_setup(why, whysz);
 }
 
+int dp_dpdk_set_ip(uint32_t addr, uint8_t prefix, uint32_t gateway, char *why, size_t whysz)
+{
+    if (!addr || prefix < 1 || prefix > 32) {
+        snprintf(why, whysz, "the dpdk port needs an address and a prefix of 1-32");
+        return -EINVAL;
+    }
+    G.cfg.addr = addr;
+    G.cfg.prefix = prefix;
+    G.cfg.gateway = gateway;
+    return 0;
+}
+
 const char *dp_dpdk_kernel_iface(void)
 {
     return G.iface;
@@ -517,6 +529,10 @@ static int dio_init(struct dp_worker *w, char *why, size_t whysz)
     if (!G.port_up) {
         snprintf(why, whysz, "the dpdk port is not set up (dp_dpdk_setup first)");
         return -ENODEV;
+    }
+    if (!G.cfg.addr) {
+        snprintf(why, whysz, "the dpdk port has no address (dpdk-address)");
+        return -EINVAL;
     }
     struct dio *d = calloc(1, sizeof(*d));
     if (!d) {
