@@ -93,8 +93,9 @@ dpdk_up(struct cp_config *cfg, char *why, size_t whysz)
     const char *ifn = dp_dpdk_kernel_iface(), *drv = dp_dpdk_driver();
     uint32_t addr = cfg->dpdk_addr, gw = cfg->dpdk_gw;
     uint8_t prefix = cfg->dpdk_prefix;
-    IM_LOG(IM_LOG_INFO, "imfused", "dpdk port %s: driver %s, kernel interface %s", cfg->dpdk_port, drv,
-           *ifn ? ifn : "none");
+    IM_LOG(IM_LOG_INFO, "imfused", "dpdk port %s: driver %s, kernel interface %s, idle %s", cfg->dpdk_port, drv,
+           *ifn ? ifn : "none", cfg->dpdk_spin ? "spin" : dp_dpdk_rx_interrupt() ?
+           "adaptive (sleeps on the Rx interrupt)" : "adaptive (no Rx interrupt: naps of 1 ms)");
     if (cfg->dpdk_tap_kernel) {
         struct cp_nl_addr ka = { cfg->dpdk_tap_addr, cfg->dpdk_tap_prefix };
         if (strcmp(drv, "net_tap") || !*ifn) {

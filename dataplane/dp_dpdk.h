@@ -63,6 +63,8 @@ int dp_dpdk_set_ip(uint32_t addr, uint8_t prefix, uint32_t gateway, char *why, s
 const char *dp_dpdk_kernel_iface(void);
 /* The port's driver name ("net_tap", "net_af_packet", ...). */
 const char *dp_dpdk_driver(void);
+/* Whether the adaptive idle sleeps on the queue's Rx interrupt (else it naps 1 ms at a time). */
+bool dp_dpdk_rx_interrupt(void);
 
 /* Stop and close the port, then rte_eal_cleanup() (so LeakSanitizer sees only
  * real leaks).  After every worker is freed.  Idempotent. */

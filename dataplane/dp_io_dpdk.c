@@ -297,6 +297,11 @@ const char *dp_dpdk_driver(void)
     return G.driver;
 }
 
+bool dp_dpdk_rx_interrupt(void)
+{
+    return G.rx_intr;
+}
+
 void dp_dpdk_cleanup(void)
 {
     if (G.port_up) {

@@ -761,6 +761,11 @@ void dp_lwip_counters(struct dp_lwip_counters *out)
     out->tcp_drops = lwip_stats.tcp.drop + lwip_stats.tcp.chkerr + lwip_stats.ip.drop;
 }
 
+void dp_lwip_set_max_conns(unsigned n)
+{
+    S.max_conns = n;
+}
+
 /* ---- listeners ------------------------------------------------------------------------- */
 
 /* Our own address, or any ("0.0.0.0", "*", ""). */

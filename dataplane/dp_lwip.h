@@ -81,6 +81,8 @@ struct dp_lwip_counters {
     uint64_t tcp_drops;             /* segments lwIP dropped (checksum, malformed, no PCB...) */
 };
 void dp_lwip_counters(struct dp_lwip_counters *out);
+/* Change dpdk-max-conns of the live instance (tests). */
+void dp_lwip_set_max_conns(unsigned n);
 
 /* ---- provided by the DPDK side ------------------------------------------------ */
 

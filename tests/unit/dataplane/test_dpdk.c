@@ -40,6 +40,7 @@
 #include "dp_int.h"
 #include "dp_stats.h"
 #include "cp_netlink.h"
+#include "dp_lwip.h"
 
 #define IFACE   "imft0"
 #define KADDR   "198.18.0.1"
@@ -753,6 +754,47 @@ T_TEST(packet_glue_drops_oversize)
     T_EQ_UINT(after.tcp_drops, before.tcp_drops);
 }
 
+/* dpdk-max-conns: the next connect fails in words, the next SYN is refused and counted. */
+T_TEST(max_conns_is_a_limit)
+{
+    setup();
+    struct kserver k;
+    kserver_start(&k, 5305, K_SINK);
+    int err = 0;
+    struct dp_listener *l = dp_listen(W, DADDR, 7005, false, on_accept, NULL, &err);
+    T_ASSERT(l);
+    RUN_UNTIL(stats().tcp_open == 0, 10000);
+    dp_lwip_set_max_conns(4);
+    struct side ss[5];
+    memset(ss, 0, sizeof(ss));
+    for (int i = 0; i < 4; i++) {
+        ss[i].c = dp_conn_connect(W, KADDR, 5305, NULL, &side_cb, &ss[i], &err);
+        T_ASSERT(ss[i].c);
+    }
+    RUN_UNTIL(ss[0].opens && ss[1].opens && ss[2].opens && ss[3].opens, 5000);
+    ss[4].c = dp_conn_connect(W, KADDR, 5305, NULL, &side_cb, &ss[4], &err);
+    RUN_UNTIL(ss[4].closes == 1, 2000);
+    T_EQ_INT(ss[4].open_status, -EMFILE);
+    T_ASSERT(strstr(ss[4].detail, "dpdk-max-conns (4) reached"));
+    /* Inbound: refused with a reset, counted. */
+    uint64_t refused = stats().tcp_refused;
+    struct kclient kc = { .port = 7005, .total = 1 };
+    pthread_t t;
+    pthread_create(&t, NULL, kclient_echo, &kc);
+    RUN_UNTIL(stats().tcp_refused == refused + 1, 5000);
+    run_for(100);
+    pthread_join(t, NULL);
+    T_ASSERT(kc.rc == -ECONNREFUSED || kc.rc == -ECONNRESET || kc.reset || kc.got == 0);
+    T_ASSERT(accept_into == NULL || accept_into->c == NULL);
+    dp_lwip_set_max_conns(3000);
+    for (int i = 0; i < 4; i++)
+        dp_conn_close(ss[i].c);
+    RUN_UNTIL(ss[0].closes && ss[1].closes && ss[2].closes && ss[3].closes, 5000);
+    dp_listener_close(l);
+    RUN_UNTIL(stats().tcp_open == 0, 10000);
+    kserver_stop(&k);
+}
+
 /* 2,000 connections opened and closed, 200 at a time: nothing left behind. */
 T_TEST(two_thousand_connections_no_leak)
 {
@@ -816,7 +858,7 @@ int main(int argc, char **argv)
         T_RUN(echo_outbound_with_pause), T_RUN(echo_inbound),
         T_RUN(close_with_unread_input_is_not_a_reset), T_RUN(loopback_and_self_connect_refused),
         T_RUN(packet_glue_survives_malformed_frames), T_RUN(packet_glue_drops_oversize),
-        T_RUN(two_thousand_connections_no_leak),
+        T_RUN(max_conns_is_a_limit), T_RUN(two_thousand_connections_no_leak),
     };
     volatile int failed = 0, passed = 0;
     for (volatile size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
