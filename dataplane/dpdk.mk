@@ -7,6 +7,9 @@
 # here when missing) into LWIP_DIR, shared by every build variant; its
 # objects are built per variant (so the ASan build checks lwIP too).
 
+# Included before the Makefile's own rules: keep `make` meaning `make all`.
+.DEFAULT_GOAL := all
+
 LWIP_DIR  ?= build/deps/lwip
 LWIP_STAMP := $(LWIP_DIR)/.imfuse-ok
 LWIP_CORE := core/init.c core/def.c core/inet_chksum.c core/ip.c core/mem.c core/memp.c \
@@ -49,3 +52,8 @@ $(LWIP_TUS): | $(LWIP_STAMP)
 $(BUILD)/obj/dataplane/dp_io_dpdk.o: CFLAGS += $(DPDK_CFLAGS)
 $(BUILD)/obj/controlplane/cp_netlink.o: CFLAGS += $(NL_CFLAGS)
 $(BUILD)/tests/dataplane/test_dpdk: CFLAGS += $(NL_CFLAGS)
+
+# The demo with the appliance on a DPDK port (net_tap), as root: tools/demo.sh --dpdk.
+.PHONY: demo-dpdk
+demo-dpdk: deps all
+	./tools/demo.sh --dpdk
