@@ -238,61 +238,24 @@ static size_t rxq_clear(struct dlw *d)
 }
 
 /*
- * A paused connection's input: copy what sits in mbufs into heap pbufs of
- * up to 60 KiB each, so the receive pool is not held by a stalled reader.
+ * A paused connection's input: each chain still in mbufs is copied into one
+ * heap pbuf (pbuf_clone), so a stalled reader never pins the receive pool.
+ * Only new chains are copied; what was copied before stays as it is.
  */
 static void rxq_unpin(struct dlw *d)
 {
-    bool pinned = false;
-    for (unsigned i = 0; i < d->rx_n && !pinned; i++)
-        for (struct pbuf *q = d->rxq[(d->rx_head + i) % d->rx_cap]; q; q = q->next)
-            if (q->flags & PBUF_FLAG_IS_CUSTOM)
-                pinned = true;
-    if (!pinned)
-        return;
-    size_t total = 0;
-    for (unsigned i = 0; i < d->rx_n; i++)
-        total += d->rxq[(d->rx_head + i) % d->rx_cap]->tot_len;
-    /* New queue: heap pbufs, in order. */
-    unsigned n_new = (unsigned)((total + 61439) / 61440);
-    struct pbuf **nq = calloc(n_new < DLW_RXQ_MIN ? DLW_RXQ_MIN : n_new, sizeof(*nq));
-    if (!nq)
-        return;     /* keep the mbufs: correct, only less frugal */
-    unsigned k = 0;
-    size_t fill = 0;
     for (unsigned i = 0; i < d->rx_n; i++) {
-        struct pbuf *p = d->rxq[(d->rx_head + i) % d->rx_cap];
-        for (u16_t off = 0; off < p->tot_len;) {
-            if (!nq[k] || fill == nq[k]->tot_len) {
-                if (nq[k])
-                    k++;
-                size_t left = total;
-                u16_t len = (u16_t)(left > 61440 ? 61440 : left);
-                nq[k] = pbuf_alloc(PBUF_RAW, len, PBUF_RAM);
-                if (!nq[k])
-                    goto fail;
-                fill = 0;
-            }
-            u16_t take = (u16_t)LWIP_MIN((size_t)(p->tot_len - off), nq[k]->tot_len - fill);
-            pbuf_copy_partial(p, (uint8_t *)nq[k]->payload + fill, take, off);
-            off = (u16_t)(off + take);
-            fill += take;
-            total -= take;
-        }
+        struct pbuf **slot = &d->rxq[(d->rx_head + i) % d->rx_cap], *q;
+        for (q = *slot; q && !(q->flags & PBUF_FLAG_IS_CUSTOM); q = q->next)
+            ;
+        if (!q)
+            continue;
+        struct pbuf *copy = pbuf_clone(PBUF_RAW, PBUF_RAM, *slot);
+        if (!copy)
+            return;     /* keep the mbufs: correct, only less frugal */
+        pbuf_free(*slot);
+        *slot = copy;
     }
-    for (unsigned i = 0; i < d->rx_n; i++)
-        pbuf_free(d->rxq[(d->rx_head + i) % d->rx_cap]);
-    free(d->rxq);
-    d->rxq = nq;
-    d->rx_cap = n_new < DLW_RXQ_MIN ? DLW_RXQ_MIN : n_new;
-    d->rx_head = 0;
-    d->rx_n = k + 1;
-    return;
-fail:
-    for (unsigned i = 0; i <= k && i < n_new; i++)
-        if (nq[i])
-            pbuf_free(nq[i]);
-    free(nq);
 }
 
 /* ---- objects ------------------------------------------------------------------------- */
