@@ -208,6 +208,9 @@ static int port_setup(char *why, size_t whysz)
     }
     G.port_up = true;
     rte_eth_macaddr_get(port, &G.mac);
+    /* Configured with Rx interrupts is not having them: the queue must give a file to wait on. */
+    if (G.rx_intr && rte_eth_dev_rx_intr_ctl_q_get_fd(port, 0) < 0)
+        G.rx_intr = false;
     return 0;
 }
 
