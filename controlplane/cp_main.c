@@ -96,6 +96,10 @@ dpdk_up(struct cp_config *cfg, char *why, size_t whysz)
     IM_LOG(IM_LOG_INFO, "imfused", "dpdk port %s: driver %s, kernel interface %s, idle %s", cfg->dpdk_port, drv,
            *ifn ? ifn : "none", cfg->dpdk_spin ? "spin" : dp_dpdk_rx_interrupt() ?
            "adaptive (sleeps on the Rx interrupt)" : "adaptive (no Rx interrupt: naps of 1 ms)");
+    bool crx, ctx;
+    dp_dpdk_csum_offload(&crx, &ctx);
+    IM_LOG(IM_LOG_INFO, "imfused", "dpdk checksums: received %s, sent %s", crx ? "checked by the port" :
+           "checked by lwIP", ctx ? "filled by the port" : "filled by lwIP");
     if (cfg->dpdk_tap_kernel) {
         struct cp_nl_addr ka = { cfg->dpdk_tap_addr, cfg->dpdk_tap_prefix };
         if (strcmp(drv, "net_tap") || !*ifn) {

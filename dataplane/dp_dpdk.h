@@ -65,6 +65,8 @@ const char *dp_dpdk_kernel_iface(void);
 const char *dp_dpdk_driver(void);
 /* Whether the adaptive idle sleeps on the queue's Rx interrupt (else it naps 1 ms at a time). */
 bool dp_dpdk_rx_interrupt(void);
+/* Whether the port checks received IPv4/TCP checksums (*rx) and fills sent ones (*tx) for lwIP. */
+void dp_dpdk_csum_offload(bool *rx, bool *tx);
 
 /* Stop and close the port, then rte_eal_cleanup() (so LeakSanitizer sees only
  * real leaks).  After every worker is freed.  Idempotent. */

@@ -34,6 +34,8 @@
 #include <rte_errno.h>
 #include <rte_ethdev.h>
 #include <rte_ether.h>
+#include <rte_ip.h>
+#include <rte_tcp.h>
 #include <rte_lcore.h>
 #include <rte_mbuf.h>
 #include <rte_mempool.h>
@@ -60,7 +62,7 @@ static struct {
     struct rte_mempool *pool;
     struct rte_ether_addr mac;
     uint16_t mtu;
-    bool rx_csum_hw;
+    bool rx_csum_hw, tx_csum_hw;
     bool rx_intr;               /* the port was configured with Rx interrupts */
     char iface[IF_NAMESIZE];
     char driver[64];
@@ -180,6 +182,11 @@ static int port_setup(char *why, size_t whysz)
     if ((info.rx_offload_capa & want_rx) == want_rx) {
         conf.rxmode.offloads |= want_rx;
         G.rx_csum_hw = true;
+    }
+    uint64_t want_tx = RTE_ETH_TX_OFFLOAD_IPV4_CKSUM | RTE_ETH_TX_OFFLOAD_TCP_CKSUM;
+    if ((info.tx_offload_capa & want_tx) == want_tx) {
+        conf.txmode.offloads |= want_tx;
+        G.tx_csum_hw = true;
     }
     conf.intr_conf.rxq = G.cfg.idle == DP_DPDK_IDLE_ADAPTIVE;
     rc = rte_eth_dev_configure(port, 1, 1, &conf);
@@ -305,6 +312,12 @@ bool dp_dpdk_rx_interrupt(void)
     return G.rx_intr;
 }
 
+void dp_dpdk_csum_offload(bool *rx, bool *tx)
+{
+    *rx = G.rx_csum_hw;
+    *tx = G.tx_csum_hw;
+}
+
 void dp_dpdk_cleanup(void)
 {
     if (G.port_up) {
@@ -366,10 +379,32 @@ static void tx_flush(struct dio *d)
     d->n_tx = 0;
 }
 
+/* lwIP left the IPv4 and TCP checksums to the port: mark the mbuf for it. */
+static void tx_offload(struct rte_mbuf *m)
+{
+    uint32_t len = rte_pktmbuf_data_len(m);
+    struct rte_ether_hdr *eh = rte_pktmbuf_mtod(m, struct rte_ether_hdr *);
+    if (len < sizeof(*eh) + sizeof(struct rte_ipv4_hdr) || eh->ether_type != rte_cpu_to_be_16(RTE_ETHER_TYPE_IPV4))
+        return;
+    struct rte_ipv4_hdr *ip = (struct rte_ipv4_hdr *)(eh + 1);
+    uint32_t ihl = (uint32_t)(ip->version_ihl & 0x0f) * 4;
+    m->l2_len = sizeof(*eh);
+    m->l3_len = ihl;
+    m->ol_flags |= RTE_MBUF_F_TX_IPV4 | RTE_MBUF_F_TX_IP_CKSUM;
+    ip->hdr_checksum = 0;
+    if (ip->next_proto_id == IPPROTO_TCP && len >= sizeof(*eh) + ihl + sizeof(struct rte_tcp_hdr)) {
+        struct rte_tcp_hdr *th = (struct rte_tcp_hdr *)((uint8_t *)ip + ihl);
+        m->ol_flags |= RTE_MBUF_F_TX_TCP_CKSUM;
+        th->cksum = rte_ipv4_phdr_cksum(ip, m->ol_flags);
+    }
+}
+
 void dp_pkt_tx_queue(void *m)
 {
     struct dio *d = cur;
     struct rte_mbuf *mb = m;
+    if (G.tx_csum_hw)
+        tx_offload(mb);
     DP_STAT_ADD(d->w, io_bytes_out, rte_pktmbuf_pkt_len(mb));
     d->tx[d->n_tx++] = mb;
     if (d->n_tx == DIO_BURST)
@@ -571,6 +606,7 @@ static int dio_init(struct dp_worker *w, char *why, size_t whysz)
         .lport_lo = G.cfg.lport_lo,
         .lport_hi = G.cfg.lport_hi,
         .rx_csum_hw = G.rx_csum_hw,
+        .tx_csum_hw = G.tx_csum_hw,
     };
     memcpy(lc.mac, G.mac.addr_bytes, 6);
     w->io = d;

@@ -91,6 +91,7 @@ static struct {
     uint16_t lport_lo, lport_hi;
     uint8_t *lport_used;        /* bitmap of the outbound range */
     bool rx_csum_hw;
+    uint16_t csum_gen;          /* NETIF_CHECKSUM_GEN_* lwIP computes itself */
     uint64_t accept_refused;
 } S;
 
@@ -579,8 +580,7 @@ void dp_lwip_input(void *m, void *priv, void *data, uint16_t len, unsigned csum)
     }
     if (S.rx_csum_hw) {
         /* Verify in software only what the port did not vouch for. */
-        uint16_t flags = NETIF_CHECKSUM_GEN_IP | NETIF_CHECKSUM_GEN_TCP | NETIF_CHECKSUM_GEN_ICMP |
-                         NETIF_CHECKSUM_CHECK_ICMP;
+        uint16_t flags = S.csum_gen | NETIF_CHECKSUM_CHECK_ICMP;
         if (!(csum & DP_LWIP_CSUM_IP_GOOD))
             flags |= NETIF_CHECKSUM_CHECK_IP;
         if (!(csum & DP_LWIP_CSUM_L4_GOOD))
@@ -658,6 +658,13 @@ int dp_lwip_init(struct dp_worker *w, const struct dp_lwip_cfg *cfg, char *why, 
         return -EINVAL;
     }
     init_cfg = NULL;
+    /* The port fills IPv4 and TCP checksums when it can (ICMP stays lwIP's). */
+    S.csum_gen = NETIF_CHECKSUM_GEN_ICMP;
+    if (!cfg->tx_csum_hw)
+        S.csum_gen |= NETIF_CHECKSUM_GEN_IP | NETIF_CHECKSUM_GEN_TCP;
+    NETIF_SET_CHECKSUM_CTRL(&S.nif, S.csum_gen | (NETIF_CHECKSUM_ENABLE_ALL & ~(NETIF_CHECKSUM_GEN_IP |
+                            NETIF_CHECKSUM_GEN_TCP | NETIF_CHECKSUM_GEN_ICMP | NETIF_CHECKSUM_GEN_UDP |
+                            NETIF_CHECKSUM_GEN_ICMP6)));
     netif_set_default(&S.nif);
     netif_set_link_up(&S.nif);
     netif_set_up(&S.nif);

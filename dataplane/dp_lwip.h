@@ -34,6 +34,7 @@ struct dp_lwip_cfg {
     unsigned max_conns;
     uint16_t lport_lo, lport_hi;
     bool rx_csum_hw;                /* the port validates IPv4/TCP checksums (mbuf flags) */
+    bool tx_csum_hw;                /* the port fills IPv4/TCP checksums (dp_pkt_tx_queue marks the mbuf) */
 };
 
 /* Receive checksum verdicts of one frame (from the mbuf's offload flags). */
