@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "im_proto.h"
+#include "client/cl_ops.h"
 #include "dp_chan.h"
 #include "cp_int.h"
 
@@ -80,7 +81,7 @@ vdup(struct im_str v)
 {
     char *s = cl_strdup(v);
     if (!s)
-        abort();
+        cp_oom(__func__);
     return s;
 }
 
@@ -156,7 +157,7 @@ op_register(struct req *r)
     }
     struct cp_auth_job *j = calloc(1, sizeof(*j));
     if (!j)
-        abort();
+        cp_oom(__func__);
     j->kind = CP_AUTH_HASH;
     j->password = vdup(pw);
     j->pwlen = pw.len;
@@ -191,12 +192,10 @@ static int
 replay_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
 {
     struct replay_ctx *rc = ud;
-    struct dp_msg d = { .type = DPM_DELIVER, .uid = uid, .a = seq, .conn = rc->conn,
-                        .gen = rc->gen, .len = (uint32_t)n };
-    d.data = malloc(n);
-    if (!d.data)
-        abort();
-    memcpy(d.data, v, n);
+    struct dp_msg d = { .type = DPM_DELIVER, .uid = uid, .conn = rc->conn, .gen = rc->gen };
+    d.u.deliver.seq = seq;
+    if (dp_msg_copy(&d, v, n) < 0)
+        cp_oom(__func__);
     dp_chan_send_down(rc->c->ch, &d);
     return 0;
 }
@@ -240,15 +239,21 @@ login_done(void *ctx, struct cp_auth_job *j)
     (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
     struct cl_enc e;
     cl_enc_init(&e);
-    msgpack_pack_map(&e.pk, 4);
+    msgpack_pack_map(&e.pk, 3);
     cl_pack_kstr(&e, "user", u.name);
-    cl_pack_kuint(&e, "id", j->req_id);
     cl_pack_kstr(&e, "device", j->device);
     cl_pack_key(&e, "unified");
     cp_pack_unified(c, t, u.uid, &e);
-    struct dp_msg ok = { .type = DPM_LOGIN_OK, .conn = j->conn, .gen = j->gen, .uid = u.uid,
-                         .a = queued };
-    cp_msg_payload(&ok, &e);
+    struct dp_msg ok = { .type = DPM_LOGIN_OK, .conn = j->conn, .gen = j->gen, .uid = u.uid };
+    ok.u.login_ok.req = j->req_id;
+    ok.u.login_ok.queued = queued;
+    if (dp_msg_set_frame(&ok, &e) < 0) {
+        cp_txn_abort(t);
+        LOG(IM_LOG_ERROR, "login of %s: the unified list is over the frame limit", j->user);
+        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL,
+                        "the unified contact list is too large to send");
+        return;
+    }
     dp_chan_send_down(c->ch, &ok);
 
     struct replay_ctx rc = { c, j->conn, j->gen };
@@ -285,7 +290,7 @@ op_login(struct req *r)
     }
     struct cp_auth_job *j = calloc(1, sizeof(*j));
     if (!j)
-        abort();
+        cp_oom(__func__);
     struct cp_txn *t = cp_txn(r->c);
     if (t && cp_user_get(t, name, &u) == 0) {
         im_strlcpy(j->hash, u.hash, sizeof(j->hash));
@@ -326,7 +331,7 @@ pack_contacts_blob(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n)
 
     if (k != cx->account)
         return 1;
-    if (n > 4 && cl_msg_decode(&m, (const uint8_t *)v + 4, (uint32_t)n - 4) == 0) {
+    if (cl_frame_decode(&m, v, n) == 0) {
         if (cl_get_array(&m.root, "contacts", &arr, &why) == 0) {
             msgpack_pack_object(&cx->e->pk, *arr);
             cx->found = true;
@@ -408,7 +413,7 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
     free(pw);
 
     struct dp_msg m = { .type = DPM_ACCOUNT_UP, .uid = a->uid, .account = a->account };
-    cp_msg_payload(&m, &e);
+    (void)dp_msg_set_frame(&m, &e);
     if (m.data)
         cp_after_commit(c, &m, NULL, NULL);
     return 0;
@@ -422,7 +427,7 @@ static int
 pack_unified_blob(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n)
 {
     struct unified_ctx *u = ud;
-    msgpack_sbuffer_write(&u->e->buf, v, n);      /* stored as one msgpack map */
+    cl_enc_raw(u->e, v, n);      /* stored as one msgpack map */
     return 0;
 }
 
@@ -683,14 +688,14 @@ outbox_of_cb(void *ud, uint64_t msg, uint64_t uid, const void *v, size_t n)
     struct cl_msg m;
     uint64_t account;
     const char *why;
-    if (uid != o->uid || n < 5 || cl_msg_decode(&m, (const uint8_t *)v + 4, (uint32_t)n - 4))
+    if (uid != o->uid || cl_frame_decode(&m, v, n) < 0)
         return 0;
     if (cl_get_uint(&m.root, "account", &account, &why) == 0 && account == o->account) {
         if (o->n == o->cap) {
             o->cap = o->cap ? o->cap * 2 : 16;
             o->ids = realloc(o->ids, o->cap * sizeof(*o->ids));
             if (!o->ids)
-                abort();
+                cp_oom(__func__);
         }
         o->ids[o->n++] = msg;
     }
@@ -753,7 +758,7 @@ uni_old_cb(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n)
         o->cap = o->cap ? o->cap * 2 : 16;
         o->ids = realloc(o->ids, o->cap * sizeof(*o->ids));
         if (!o->ids)
-            abort();
+            cp_oom(__func__);
     }
     o->ids[o->n++] = k;
     return 0;
@@ -806,7 +811,7 @@ op_set_unified(struct req *r)
     uint32_t n_all = 0;
     char msg[512];
     if (!ids || !all)
-        abort();
+        cp_oom(__func__);
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *uc = &list->via.array.ptr[i], *members;
         struct im_str name;
@@ -942,8 +947,8 @@ op_set_unified(struct req *r)
             msgpack_pack_uint64(&pk, prefer);
         }
         rc = cp_blob_put(t, CP_DB_UNIFIED, r->uid, ids[i], sb.data, sb.size);
-        msgpack_sbuffer_write(&reply.buf, sb.data, sb.size);
-        msgpack_sbuffer_write(&down.buf, sb.data, sb.size);
+        cl_enc_raw(&reply, sb.data, sb.size);
+        cl_enc_raw(&down, sb.data, sb.size);
         msgpack_sbuffer_destroy(&sb);
     }
     if (rc >= 0)
@@ -956,7 +961,7 @@ op_set_unified(struct req *r)
     }
     cp_client_reply_durable(c, r->conn, r->gen, r->id, &reply);
     struct dp_msg dm = { .type = DPM_UNIFIED, .uid = r->uid };
-    cp_msg_payload(&dm, &down);
+    (void)dp_msg_set_frame(&dm, &down);
     cp_after_commit(c, &dm, NULL, NULL);
     goto done;
 
@@ -1000,41 +1005,46 @@ op_ack(struct req *r)
     cp_client_ok(c, r->conn, r->gen, r->id);
 }
 
+typedef void cp_op_fn(struct req *r);
+
+/* The controlplane's ops: the rows of protocols/client/cl_ops.c with
+ * CL_PLANE_CONTROL; the dataplane checked the login rule already. */
+static cp_op_fn *const cp_op_handlers[CL_OP__COUNT] = {
+    [CL_OP_REGISTER] = op_register,
+    [CL_OP_LOGIN] = op_login,
+    [CL_OP_LINK] = op_link,
+    [CL_OP_UPDATE_ACCOUNT] = op_update_account,
+    [CL_OP_UNLINK] = op_unlink,
+    [CL_OP_SET_UNIFIED] = op_set_unified,
+    [CL_OP_ACK] = op_ack,
+};
+
+bool
+cp_client_serves(enum cl_op_id op)
+{
+    return op > CL_OP_NONE && op < CL_OP__COUNT && cp_op_handlers[op] != NULL;
+}
+
 void
 cp_client_request(struct cp_core *c, struct dp_msg *m)
 {
-    struct req r = { .c = c, .conn = m->conn, .gen = m->gen, .uid = m->uid, .peer = "" };
-    const uint8_t *d = m->data;
+    struct req r = { .c = c, .conn = m->conn, .gen = m->gen, .uid = m->uid };
+    const struct cl_op *op = cl_op_get(m->u.client_req.op);
+    const uint8_t *body;
+    uint32_t len;
 
-    if (!d || m->len < 5)
+    if (dp_msg_client_req(m, &body, &len, &r.peer) < 0 || !op || !cp_op_handlers[op->id]) {
+        LOG(IM_LOG_ERROR, "malformed request from the dataplane (op %u)", m->u.client_req.op);
         return;
-    uint32_t len = (uint32_t)d[0] << 24 | (uint32_t)d[1] << 16 | (uint32_t)d[2] << 8 | d[3];
-    if (len > m->len - 4)
+    }
+    if (cl_msg_decode(&r.msg, body, len) < 0) {
+        LOG(IM_LOG_ERROR, "undecodable %s request from the dataplane", op->name);
         return;
-    if (m->len > 4 + len && d[m->len - 1] == '\0')
-        r.peer = (const char *)d + 4 + len;
-    if (cl_msg_decode(&r.msg, d + 4, len) < 0)
-        return;
+    }
     r.id = r.msg.id;
-    struct im_str op = r.msg.op;
-
-    if (cl_view_eq(op, "register"))
-        op_register(&r);
-    else if (cl_view_eq(op, "login"))
-        op_login(&r);
-    else if (!r.uid)
+    if (op->login == CL_LOGIN_REQUIRED && !r.uid)
         cp_client_error(c, r.conn, r.gen, r.id, CL_ERR_NOT_LOGGED_IN, "log in first");
-    else if (cl_view_eq(op, "link"))
-        op_link(&r);
-    else if (cl_view_eq(op, "update_account"))
-        op_update_account(&r);
-    else if (cl_view_eq(op, "unlink"))
-        op_unlink(&r);
-    else if (cl_view_eq(op, "set_unified"))
-        op_set_unified(&r);
-    else if (cl_view_eq(op, "ack"))
-        op_ack(&r);
     else
-        cp_client_error(c, r.conn, r.gen, r.id, CL_ERR_UNSUPPORTED, "unknown op");
+        cp_op_handlers[op->id](&r);
     cl_msg_free(&r.msg);
 }

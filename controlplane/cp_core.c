@@ -13,7 +13,15 @@
 #include "cp_int.h"
 
 #define CP_UP_BATCH     4096            /* dataplane messages per group commit */
-#define CP_RETRY_MS     1000
+#define CP_RETRY_MS     1000            /* a failed commit's messages are tried again after */
+#define CP_IDLE_MS      1000            /* longest poll while nothing happens */
+
+void
+cp_oom(const char *where)
+{
+    IM_LOG(IM_LOG_ERROR, "cp", "out of memory in %s: stopping (nothing acknowledged is lost)", where);
+    abort();
+}
 
 /* ------------------------------------------------------------------------ */
 /* transactions and after-commit items                                       */
@@ -36,7 +44,7 @@ cp_after_commit(struct cp_core *c, struct dp_msg *ok, struct dp_msg *fail, struc
 {
     struct cp_after *a = calloc(1, sizeof(*a));
     if (!a)
-        abort();
+        cp_oom(__func__);
     if (ok) {
         a->ok = *ok;
         ok->data = NULL;
@@ -61,20 +69,6 @@ cp_after_always(struct cp_core *c, struct dp_msg *m)
 {
     cp_after_commit(c, m, NULL, NULL);
     c->after_tail->always = true;
-}
-
-void
-cp_msg_payload(struct dp_msg *m, struct cl_enc *e)
-{
-    size_t len;
-    if (!cl_enc_finish(e, &len)) {
-        cl_enc_free(e);
-        m->data = NULL;
-        m->len = 0;
-        return;
-    }
-    m->data = cl_enc_release(e, &len);
-    m->len = (uint32_t)len;
 }
 
 static void
@@ -115,7 +109,7 @@ void
 cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id, struct cl_enc *e)
 {
     struct dp_msg ok = { .type = DPM_CONN_SEND, .conn = conn, .gen = gen }, fail;
-    cp_msg_payload(&ok, e);
+    (void)dp_msg_set_frame(&ok, e);     /* too large: no payload, nothing written */
     error_msg(&fail, conn, gen, id, CL_ERR_INTERNAL, "storage failure: the change was not saved");
     cp_after_commit(c, &ok, &fail, NULL);
 }
@@ -127,7 +121,7 @@ retry_push(struct cp_core *c, struct dp_msg *m)
         unsigned n = c->cap_retry ? c->cap_retry * 2 : 64;
         struct dp_msg *nr = realloc(c->retry, n * sizeof(*nr));
         if (!nr)
-            abort();
+            cp_oom(__func__);
         c->retry = nr;
         c->cap_retry = n;
     }
@@ -202,7 +196,7 @@ cp_state_get(struct cp_core *c, uint64_t account, bool create)
         return NULL;
     struct cp_acct_state *s = calloc(1, sizeof(*s));
     if (!s)
-        abort();
+        cp_oom(__func__);
     s->account = account;
     s->state = IM_ACC_CONNECTING;
     s->next = *pp;
@@ -294,14 +288,14 @@ cp_cid_add(struct cp_core *c, uint64_t uid, const char *cid, size_t len, uint64_
         cid_evict_oldest(c);
     struct cp_cid *e = calloc(1, sizeof(*e));
     if (!e)
-        abort();
+        cp_oom(__func__);
     e->uid = uid;
     e->msg = msg;
     e->account = account;
     im_strlcpy(e->network, network, sizeof(e->network));
     e->address = strdup(address);
     if (!e->address)
-        abort();
+        cp_oom(__func__);
     memcpy(e->cid, cid, len);
     e->cid[len] = '\0';
     unsigned h = cid_hash(uid, cid, len);
@@ -318,7 +312,7 @@ cp_cid_add(struct cp_core *c, uint64_t uid, const char *cid, size_t len, uint64_
         unsigned n = c->cap_turn_cids ? c->cap_turn_cids * 2 : 64;
         struct cp_cid **nt = realloc(c->turn_cids, n * sizeof(*nt));
         if (!nt)
-            abort();
+            cp_oom(__func__);
         c->turn_cids = nt;
         c->cap_turn_cids = n;
     }
@@ -332,7 +326,7 @@ cp_session_add(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t uid,
 {
     struct cp_session *s = calloc(1, sizeof(*s));
     if (!s)
-        abort();
+        cp_oom(__func__);
     s->conn = conn;
     s->gen = gen;
     s->uid = uid;
@@ -374,9 +368,10 @@ handle_msg_in(struct cp_core *c, struct dp_msg *m)
         return;
     }
     rc = cp_user_get_uid(t, m->uid, &u);
-    if (rc < 0 || !m->data || m->len < 5) {
+    if (rc < 0 || !dp_msg_has_frame(m)) {
         /* user deleted meanwhile: release the network acknowledgement only */
-        struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account, .b = m->b };
+        struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account };
+        d.u.deliver.token = m->u.msg_in.token;
         cp_after_always(c, &d);
         return;
     }
@@ -391,12 +386,11 @@ handle_msg_in(struct cp_core *c, struct dp_msg *m)
         return;
     }
     c->turn_msgs++;
-    struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account, .a = seq,
-                        .b = m->b, .len = m->len };
-    d.data = malloc(m->len);
-    if (!d.data)
-        abort();
-    memcpy(d.data, m->data, m->len);
+    struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account };
+    d.u.deliver.seq = seq;
+    d.u.deliver.token = m->u.msg_in.token;
+    if (dp_msg_copy(&d, m->data, m->len) < 0)
+        cp_oom("delivery");
     cp_after_commit(c, &d, NULL, m);
 }
 
@@ -410,12 +404,16 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
     const char *why;
     bool has_cid;
 
-    if (!m->data || cl_msg_decode(&pm, (uint8_t *)m->data + 4, m->len - 4) < 0)
+    uint64_t req = m->u.out_req.req;
+    if (dp_msg_decode(m, &pm) < 0) {
+        cp_client_error(c, m->conn, m->gen, req, CL_ERR_INTERNAL, "malformed send from the dataplane");
         return;
+    }
     if (cl_get_str(&pm.root, "address", 1, 1024, &address, &why) ||
         cl_get_str(&pm.root, "body", 1, 65536, &body, &why) ||
         cl_get_str(&pm.root, "network", 1, 15, &network, &why)) {
         cl_msg_free(&pm);
+        cp_client_error(c, m->conn, m->gen, req, CL_ERR_INTERNAL, "malformed send from the dataplane");
         return;
     }
     has_cid = cl_get_str(&pm.root, "cid", 1, CL_CID_MAX, &cid, &why) == 0;
@@ -440,19 +438,19 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
         struct cp_account acc;
         int rc;
         if (!t) {
-            cp_client_error(c, m->conn, m->gen, m->b, CL_ERR_INTERNAL, "storage unavailable");
+            cp_client_error(c, m->conn, m->gen, req, CL_ERR_INTERNAL, "storage unavailable");
             cl_msg_free(&pm);
             return;
         }
         if (cp_account_get(t, m->uid, m->account, &acc) < 0) {
-            cp_client_error(c, m->conn, m->gen, m->b, CL_ERR_NOT_FOUND, "no such account");
+            cp_client_error(c, m->conn, m->gen, req, CL_ERR_NOT_FOUND, "no such account");
             cl_msg_free(&pm);
             return;
         }
         cp_account_free(&acc);
         rc = cp_meta_next(t, "msg", &msg);     /* ids start at 1 */
         if (rc < 0) {
-            cp_client_error(c, m->conn, m->gen, m->b, CL_ERR_INTERNAL, cp_store_strerror(rc));
+            cp_client_error(c, m->conn, m->gen, req, CL_ERR_INTERNAL, cp_store_strerror(rc));
             cl_msg_free(&pm);
             return;
         }
@@ -471,17 +469,15 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
         rc = f ? cp_outbox_put(t, msg, m->uid, f, flen) : -IM_ETOOBIG;
         if (rc < 0) {
             cl_enc_free(&e);
-            cp_client_error(c, m->conn, m->gen, m->b, CL_ERR_INTERNAL, cp_store_strerror(rc));
+            cp_client_error(c, m->conn, m->gen, req, CL_ERR_INTERNAL, cp_store_strerror(rc));
             cl_msg_free(&pm);
             return;
         }
         c->turn_outbox++;
         /* the accepted message goes to the account's queue after the commit */
-        struct dp_msg acc_msg = { .type = DPM_OUT_ACCEPTED, .uid = m->uid, .account = m->account,
-                                  .a = msg };
-        size_t len;
-        acc_msg.data = cl_enc_release(&e, &len);
-        acc_msg.len = (uint32_t)len;
+        struct dp_msg acc_msg = { .type = DPM_OUT_ACCEPTED, .uid = m->uid, .account = m->account };
+        acc_msg.u.out_accepted.msg = msg;
+        (void)dp_msg_set_frame(&acc_msg, &e);      /* finished above: fits */
         cp_after_commit(c, &acc_msg, NULL, NULL);
         if (has_cid)
             cp_cid_add(c, m->uid, cid.p, cid.len, msg, m->account, net, addr);
@@ -491,7 +487,7 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
     cl_enc_init(&r);
     msgpack_pack_map(&r.pk, has_cid ? 7 : 6);
     cl_pack_kstr(&r, "op", "ok");
-    cl_pack_kuint(&r, "id", m->b);
+    cl_pack_kuint(&r, "id", req);
     cl_pack_kuint(&r, "msg", msg);
     cl_pack_kuint(&r, "account", account);
     cl_pack_kstr(&r, "network", net);
@@ -499,7 +495,71 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
     if (has_cid)
         cl_pack_kstrn(&r, "cid", cid.p, cid.len);
     cl_msg_free(&pm);
-    cp_client_reply_durable(c, m->conn, m->gen, m->b, &r);
+    cp_client_reply_durable(c, m->conn, m->gen, req, &r);
+}
+
+/* CPM_RESOLVE: look the account's server name up off the loop. */
+struct resolve_ctx {
+    struct cp_core *c;
+    uint64_t uid, account, seq;
+};
+
+static void
+send_resolved(struct cp_core *c, uint64_t uid, uint64_t account, uint64_t seq, int err,
+              const char *why, const char *const *addrs, unsigned n)
+{
+    struct cl_enc e;
+    cl_enc_init(&e);
+    msgpack_pack_map(&e.pk, 1);
+    if (err) {
+        cl_pack_kstr(&e, "error", why && *why ? why : im_strerror(err));
+    } else {
+        cl_pack_key(&e, "addrs");
+        msgpack_pack_array(&e.pk, n);
+        for (unsigned i = 0; i < n; i++)
+            cl_pack_str(&e, addrs[i]);
+    }
+    struct dp_msg d = { .type = DPM_RESOLVED, .uid = uid, .account = account };
+    d.u.resolve.seq = seq;
+    (void)dp_msg_set_frame(&d, &e);
+    dp_chan_send_down(c->ch, &d);
+}
+
+static void
+resolved(void *ctx, int err, const char *why, const char *const *addrs, unsigned n)
+{
+    struct resolve_ctx *x = ctx;
+    if (err != -ECANCELED)
+        send_resolved(x->c, x->uid, x->account, x->seq, err, why, addrs, n);
+    free(x);
+}
+
+static void
+handle_resolve(struct cp_core *c, struct dp_msg *m)
+{
+    struct cl_msg pm;
+    struct im_str host;
+    const char *why;
+    char h[CP_RESOLVE_HOST_MAX + 1];
+    int rc = -IM_EINVAL;
+
+    if (dp_msg_decode(m, &pm) == 0) {
+        if (cl_get_str(&pm.root, "host", 1, CP_RESOLVE_HOST_MAX, &host, &why) == 0) {
+            snprintf(h, sizeof(h), "%.*s", (int)host.len, host.p);
+            struct resolve_ctx *x = malloc(sizeof(*x));
+            if (!x)
+                cp_oom(__func__);
+            *x = (struct resolve_ctx){ c, m->uid, m->account, m->u.resolve.seq };
+            rc = cp_resolve(c->resolver, h, resolved, x);
+            if (rc < 0)
+                free(x);
+        }
+        cl_msg_free(&pm);
+    }
+    if (rc < 0)
+        send_resolved(c, m->uid, m->account, m->u.resolve.seq, rc,
+                      rc == -IM_ELIMIT ? "too many names being resolved, try later" : im_strerror(rc),
+                      NULL, 0);
 }
 
 static void
@@ -524,7 +584,7 @@ handle_up(struct cp_core *c, struct dp_msg *m)
             c->retry_at = im_mono_ms() + CP_RETRY_MS;
             break;
         }
-        (void)cp_outbox_del(t, m->a);
+        (void)cp_outbox_del(t, m->u.out_done.msg);
         cp_after_commit(c, NULL, NULL, m);
         break;
     }
@@ -542,17 +602,20 @@ handle_up(struct cp_core *c, struct dp_msg *m)
         struct cl_msg pm;
         struct im_str d;
         const char *why;
-        s->state = (int)m->a;
+        s->state = (int)m->u.state.state;
         s->detail[0] = '\0';
-        if (m->data && cl_msg_decode(&pm, (uint8_t *)m->data + 4, m->len - 4) == 0) {
+        if (dp_msg_decode(m, &pm) == 0) {
             if (cl_get_str(&pm.root, "detail", 0, 4096, &d, &why) == 0)
                 snprintf(s->detail, sizeof(s->detail), "%.*s", (int)d.len, d.p);
             cl_msg_free(&pm);
         }
         LOG(IM_LOG_INFO, "account %llu: %s%s%s", (unsigned long long)m->account,
-            im_account_state_name((enum im_account_state)m->a), s->detail[0] ? ": " : "", s->detail);
+            im_account_state_name((enum im_account_state)s->state), s->detail[0] ? ": " : "", s->detail);
         break;
     }
+    case CPM_RESOLVE:
+        handle_resolve(c, m);
+        break;
     case CPM_CONN_CLOSED:
     case CPM_CONN_LOGOUT:
         cp_session_del(c, m->conn, m->gen);
@@ -585,8 +648,11 @@ start_outbox(void *ud, uint64_t msg, uint64_t uid, const void *v, size_t n)
     struct im_str cid, net, addr;
     const char *why;
 
-    if (n < 5 || cl_msg_decode(&pm, (const uint8_t *)v + 4, (uint32_t)n - 4) < 0)
+    if (cl_frame_decode(&pm, v, n) < 0) {
+        LOG(IM_LOG_ERROR, "outbox message %llu does not decode: left in the outbox",
+            (unsigned long long)msg);
         return 0;
+    }
     if (cl_get_uint(&pm.root, "account", &account, &why) == 0) {
         if (cl_get_str(&pm.root, "cid", 1, CL_CID_MAX, &cid, &why) == 0 &&
             cl_get_str(&pm.root, "network", 1, 15, &net, &why) == 0 &&
@@ -596,12 +662,10 @@ start_outbox(void *ud, uint64_t msg, uint64_t uid, const void *v, size_t n)
             snprintf(ab, sizeof(ab), "%.*s", (int)addr.len, addr.p);
             cp_cid_add(c, uid, cid.p, cid.len, msg, account, nb, ab);
         }
-        struct dp_msg m = { .type = DPM_OUT_ACCEPTED, .uid = uid, .account = account, .a = msg,
-                            .len = (uint32_t)n };
-        m.data = malloc(n);
-        if (!m.data)
-            abort();
-        memcpy(m.data, v, n);
+        struct dp_msg m = { .type = DPM_OUT_ACCEPTED, .uid = uid, .account = account };
+        m.u.out_accepted.msg = msg;
+        if (dp_msg_copy(&m, v, n) < 0)
+            cp_oom("outbox load");
         dp_chan_send_down(c->ch, &m);
     }
     cl_msg_free(&pm);
@@ -639,11 +703,12 @@ cp_core_run(struct cp_core *c, int sigfd)
         fds[n++] = (struct pollfd){ .fd = sigfd, .events = POLLIN };
         fds[n++] = (struct pollfd){ .fd = dp_chan_up_fd(c->ch), .events = POLLIN };
         fds[n++] = (struct pollfd){ .fd = cp_auth_fd(c->auth), .events = POLLIN };
+        fds[n++] = (struct pollfd){ .fd = cp_resolver_fd(c->resolver), .events = POLLIN };
         unsigned rpc_first = n;
         if (c->rpc)
             n += cp_rpc_pollfds(c->rpc, fds + n, IM_ARRAY_SIZE(fds) - n);
 
-        int timeout = more ? 0 : c->n_retry ? CP_RETRY_MS : 1000;
+        int timeout = more ? 0 : CP_IDLE_MS;
         if (poll(fds, n, timeout) < 0 && errno != EINTR) {
             LOG(IM_LOG_ERROR, "poll: %s", strerror(errno));
             return -errno;
@@ -684,6 +749,8 @@ cp_core_run(struct cp_core *c, int sigfd)
         more = got == CP_UP_BATCH;
         if (fds[2].revents & POLLIN)
             cp_auth_dispatch(c->auth);
+        if (fds[3].revents & POLLIN)
+            cp_resolver_dispatch(c->resolver);
         if (c->rpc)
             cp_rpc_handle(c->rpc, fds + rpc_first, n - rpc_first);
 

@@ -25,11 +25,13 @@
 
 #include "im_common.h"
 #include "client/cl_frame.h"
+#include "client/cl_ops.h"
 #include "dp_msg.h"
 #include "cp_config.h"
 #include "cp_store.h"
 #include "cp_crypto.h"
 #include "cp_auth.h"
+#include "cp_resolve.h"
 
 #define LOG(lvl, ...) IM_LOG(lvl, "cp", __VA_ARGS__)
 
@@ -81,8 +83,8 @@ struct cp_core {
     struct cp_key key;
     struct dp_chan *ch;
     struct dp_relay *relay;          /* for counters only (read-only) */
-    struct dp_worker *worker;        /* for counters only (read-only) */
     struct cp_auth *auth;
+    struct cp_resolver *resolver;
     struct cp_rpc *rpc;
     struct cp_ratelim *rl_user, *rl_addr;
 
@@ -105,6 +107,13 @@ struct cp_core {
     unsigned n_turn_cids, cap_turn_cids;
 };
 
+/*
+ * Out of memory on the controlplane: log it and abort.  The controlplane
+ * cannot keep its ordering promises without memory; everything it has
+ * acknowledged is in the store, so a restart (systemd) loses nothing.
+ */
+void cp_oom(const char *where) __attribute__((noreturn));
+
 /* The write transaction of this turn (begun on first use), or NULL with an
  * error logged when LMDB refuses. */
 struct cp_txn *cp_txn(struct cp_core *c);
@@ -125,11 +134,11 @@ void cp_client_ok(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id);
 void cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id,
                              struct cl_enc *e);
 
-/* A frame for a dp_msg payload from an encoder. */
-void cp_msg_payload(struct dp_msg *m, struct cl_enc *e);
 
-/* Client requests (cp_client.c). */
+/* Client requests (cp_client.c): CPM_CLIENT_REQ, dispatched by the op table. */
 void cp_client_request(struct cp_core *c, struct dp_msg *m);
+/* Whether the controlplane serves op (the table's CONTROL rows; for the checks). */
+bool cp_client_serves(enum cl_op_id op);
 /* Build the DPM_ACCOUNT_UP for a stored account (unsealing its password). */
 int cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, bool with_contacts);
 /* Pack the user's unified list as stored (msgpack array) into e. */

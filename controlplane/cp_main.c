@@ -234,10 +234,11 @@ main(int argc, char **argv)
         goto out;
     }
     core.auth = cp_auth_new(2);
+    core.resolver = cp_resolver_new();
     core.rl_user = cp_ratelim_new(5, 30 * 1000);
     core.rl_addr = cp_ratelim_new(20, 60 * 1000);
     core.ch = dp_chan_new(65536);
-    if (!core.auth || !core.rl_user || !core.rl_addr || !core.ch) {
+    if (!core.auth || !core.resolver || !core.rl_user || !core.rl_addr || !core.ch) {
         IM_LOG(IM_LOG_ERROR, "imfused", "out of memory");
         goto out;
     }
@@ -257,7 +258,6 @@ main(int argc, char **argv)
         goto out;
     }
     dp_chan_set_worker(core.ch, w);
-    core.worker = w;
     relay = dp_relay_new(w, core.ch);
     core.relay = relay;
     if (!relay)
@@ -301,6 +301,7 @@ out:
     if (dpdk_on)
         dp_dpdk_cleanup();     /* after the worker: port, pool, rte_eal_cleanup */
     cp_auth_free(core.auth);
+    cp_resolver_free(core.resolver);
     cp_ratelim_free(core.rl_user);
     cp_ratelim_free(core.rl_addr);
     dp_chan_free(core.ch);

@@ -18,7 +18,7 @@
 #include "dp_chan.h"
 #include "dp_relay.h"
 #include "dp_stats.h"
-#include "dp_worker.h"
+#include "client/cl_ctl.h"
 #include "cp_int.h"
 
 #define RPC_MAX_CONNS   64
@@ -62,11 +62,7 @@ struct rpc_req {
     const msgpack_object *args;
 };
 
-struct cp_cmd {
-    const char *name;
-    const char *help;
-    void (*fn)(struct rpc_req *q);
-};
+typedef void cp_cmd_fn(struct rpc_req *q);
 
 /* ------------------------------------------------------------------------ */
 
@@ -75,7 +71,7 @@ queue_frame(struct cp_rpc *r, unsigned slot, uint32_t gen, uint64_t id, uint8_t 
 {
     struct rpc_pending *p = calloc(1, sizeof(*p));
     if (!p)
-        abort();
+        cp_oom(__func__);
     p->slot = slot;
     p->gen = gen;
     p->id = id;
@@ -235,7 +231,7 @@ cmd_user_hash(struct rpc_req *q, bool passwd)
     struct cp_auth_job *j = calloc(1, sizeof(*j));
     struct hash_ctx *hc = calloc(1, sizeof(*hc));
     if (!j || !hc || !(j->password = cl_strdup(pw)))
-        abort();
+        cp_oom(__func__);
     hc->r = q->r;
     hc->passwd = passwd;
     j->kind = CP_AUTH_HASH;
@@ -331,7 +327,7 @@ finish_list(struct rpc_req *q, struct list_ctx *l, const char *key)
     ok_head(&e, q->id, 1);
     cl_pack_key(&e, key);
     msgpack_pack_array(&e.pk, l->n);
-    msgpack_sbuffer_write(&e.buf, l->sb.data, l->sb.size);
+    cl_enc_raw(&e, l->sb.data, l->sb.size);
     msgpack_sbuffer_destroy(&l->sb);
     reply_enc(q, &e, false);
 }
@@ -409,21 +405,25 @@ cmd_stats(struct rpc_req *q)
 {
     struct cp_core *c = q->r->c;
     struct dp_relay_stats st;
+    struct dp_stats ws;
     struct cp_store_stats ss;
-    struct dp_stats ds;
     memset(&st, 0, sizeof(st));
+    memset(&ws, 0, sizeof(ws));
     memset(&ss, 0, sizeof(ss));
-    memset(&ds, 0, sizeof(ds));
-    if (c->relay)
+    if (c->relay) {
         dp_relay_stats_read(c->relay, &st);
-    if (c->worker)
-        dp_worker_stats(c->worker, &ds);    /* one worker (lcore) today: its counters are the sums */
+        dp_worker_stats(dp_relay_worker(c->relay), &ws);    /* one worker (lcore) today: the sums */
+    }
     (void)cp_store_stats(c->store, &ss);
+    struct cp_resolve_stats rs = { 0 };
+    if (c->resolver)
+        cp_resolver_stats(c->resolver, &rs);
     unsigned n_sessions = 0;
     for (struct cp_session *s = c->sessions; s; s = s->next)
         n_sessions++;
     const struct { const char *k; uint64_t v; } kv[] = {
         { "clients_accepted", st.clients_accepted }, { "clients_open", st.clients_open },
+        { "clients_dropped", st.clients_dropped },
         { "logins_ok", st.logins_ok }, { "sessions", n_sessions },
         { "frames_in", st.frames_in }, { "frames_bad", st.frames_bad },
         { "events_out", st.events_out }, { "msgs_in", st.msgs_in }, { "msgs_out", st.msgs_out },
@@ -435,16 +435,21 @@ cmd_stats(struct rpc_req *q)
         { "store_pages_used", ss.last_pgno + 1 }, { "store_page_size", ss.page_size },
         { "store_users", ss.users }, { "store_accounts", ss.accounts }, { "store_queued", ss.queued },
         { "auth_pending", cp_auth_pending(c->auth) },
-        /* the dataplane's connections, and the dpdk backend's per-lcore counters (0 with io kernel) */
-        { "conn_opened", ds.conn_opened }, { "conn_closed", ds.conn_closed },
-        { "io_rx_packets", ds.io_pkts_in }, { "io_tx_packets", ds.io_pkts_out },
-        { "io_rx_bytes", ds.io_bytes_in }, { "io_tx_bytes", ds.io_bytes_out },
-        { "io_rx_drops", ds.io_drop_bad + ds.io_nic_missed + ds.io_nic_errors },
-        { "io_tx_drops", ds.io_drop_tx }, { "io_nombuf_drops", ds.io_drop_nombuf + ds.io_nic_nombuf },
-        { "io_busy_cycles", ds.io_busy_cycles }, { "io_busy_turns", ds.io_busy_turns },
-        { "io_sleeps", ds.io_sleeps },
-        { "tcp_open", ds.tcp_open }, { "tcp_retransmits", ds.tcp_retransmits },
-        { "tcp_refused", ds.tcp_refused }, { "tcp_drops", ds.tcp_drops },
+        { "dp_oom", st.oom }, { "dp_up_dropped", st.up_dropped },
+        { "resolver_lookups", rs.lookups }, { "resolver_cache_hits", rs.cache_hits },
+        { "resolver_failures", rs.failures }, { "resolver_pending", rs.pending },
+        { "conn_opened", ws.conn_opened }, { "conn_closed", ws.conn_closed },
+        { "connect_failed", ws.connect_failed }, { "bytes_in", ws.bytes_in },
+        { "bytes_out", ws.bytes_out }, { "tls_ok", ws.tls_ok }, { "tls_failed", ws.tls_failed },
+        /* the dpdk backend's per-lcore counters (0 with io kernel) */
+        { "io_rx_packets", ws.io_pkts_in }, { "io_tx_packets", ws.io_pkts_out },
+        { "io_rx_bytes", ws.io_bytes_in }, { "io_tx_bytes", ws.io_bytes_out },
+        { "io_rx_drops", ws.io_drop_bad + ws.io_nic_missed + ws.io_nic_errors },
+        { "io_tx_drops", ws.io_drop_tx }, { "io_nombuf_drops", ws.io_drop_nombuf + ws.io_nic_nombuf },
+        { "io_busy_cycles", ws.io_busy_cycles }, { "io_busy_turns", ws.io_busy_turns },
+        { "io_sleeps", ws.io_sleeps },
+        { "tcp_open", ws.tcp_open }, { "tcp_retransmits", ws.tcp_retransmits },
+        { "tcp_refused", ws.tcp_refused }, { "tcp_drops", ws.tcp_drops },
     };
     struct cl_enc e;
     ok_head(&e, q->id, 1);
@@ -488,17 +493,19 @@ cmd_drain(struct rpc_req *q)
 
 static void cmd_help(struct rpc_req *q);
 
-static const struct cp_cmd cmds[] = {
-    { "user_add",    "user_add {name, password}: create a user", cmd_user_add },
-    { "user_del",    "user_del {name}: delete a user and all its data", cmd_user_del },
-    { "user_passwd", "user_passwd {name, password}: set a user's password", cmd_user_passwd },
-    { "user_list",   "user_list: every user with its counts", cmd_user_list },
-    { "accounts",    "accounts {name}: a user's linked accounts and their states", cmd_accounts },
-    { "sessions",    "sessions: logged-in client connections", cmd_sessions },
-    { "stats",       "stats: counters of the appliance", cmd_stats },
-    { "kick",        "kick {name}: close every connection of a user -> {kicked}", cmd_kick },
-    { "drain",       "drain: stop accepting client connections (existing ones stay)", cmd_drain },
-    { "help",        "help: this list", cmd_help },
+/* The handlers of the operator commands, by their row in
+ * protocols/client/cl_ctl.c (the table imfusectl reads too). */
+static cp_cmd_fn *const cmd_handlers[CL_CTL__COUNT] = {
+    [CL_CTL_USER_ADD] = cmd_user_add,
+    [CL_CTL_USER_DEL] = cmd_user_del,
+    [CL_CTL_USER_PASSWD] = cmd_user_passwd,
+    [CL_CTL_USER_LIST] = cmd_user_list,
+    [CL_CTL_ACCOUNTS] = cmd_accounts,
+    [CL_CTL_SESSIONS] = cmd_sessions,
+    [CL_CTL_STATS] = cmd_stats,
+    [CL_CTL_KICK] = cmd_kick,
+    [CL_CTL_DRAIN] = cmd_drain,
+    [CL_CTL_HELP] = cmd_help,
 };
 
 static void
@@ -507,11 +514,17 @@ cmd_help(struct rpc_req *q)
     struct cl_enc e;
     ok_head(&e, q->id, 1);
     cl_pack_key(&e, "commands");
-    msgpack_pack_array(&e.pk, (uint32_t)IM_ARRAY_SIZE(cmds));
-    for (size_t i = 0; i < IM_ARRAY_SIZE(cmds); i++) {
+    msgpack_pack_array(&e.pk, CL_CTL__COUNT);
+    for (unsigned i = 0; i < CL_CTL__COUNT; i++) {
+        const struct cl_ctl_cmd *cmd = &cl_ctl_cmds[i];
+        char help[256];
+        snprintf(help, sizeof(help), "%s%s%s: %s", cmd->op,
+                 cmd->flags & CL_CTL_ARG_NAME ? " {name" : "",
+                 cmd->flags & CL_CTL_ARG_NAME ? (cmd->flags & CL_CTL_ARG_PASSWORD ? ", password}" : "}") : "",
+                 cmd->help);
         msgpack_pack_map(&e.pk, 2);
-        cl_pack_kstr(&e, "name", cmds[i].name);
-        cl_pack_kstr(&e, "help", cmds[i].help);
+        cl_pack_kstr(&e, "name", cmd->op);
+        cl_pack_kstr(&e, "help", help);
     }
     reply_enc(q, &e, false);
 }
@@ -640,7 +653,7 @@ conn_queue(struct cp_rpc *r, unsigned i, const uint8_t *f, size_t len)
     struct rpc_conn *k = &r->conns[i];
     uint8_t *nt = realloc(k->tx, k->tx_len + len);
     if (!nt)
-        abort();
+        cp_oom(__func__);
     k->tx = nt;
     memcpy(k->tx + k->tx_len, f, len);
     k->tx_len += len;
@@ -652,20 +665,18 @@ conn_request(struct cp_rpc *r, unsigned i, const uint8_t *body, uint32_t len)
 {
     struct rpc_conn *k = &r->conns[i];
     struct cl_msg m;
-    if (cl_msg_decode(&m, body, len) < 0 || !m.op.len || !m.has_id) {
-        bool decoded = m.op.len || m.has_id;
-        (void)decoded;
+    int rc = cl_msg_decode(&m, body, len);
+    if (rc < 0 || !m.op.len || !m.has_id) {
+        if (rc == 0)
+            cl_msg_free(&m);
         reply_error(r, i, k->gen, false, 0, CL_ERR_BAD_REQUEST, "malformed request");
         k->closing = true;
         return;
     }
     struct rpc_req q = { .r = r, .slot = i, .gen = k->gen, .id = m.id, .args = &m.root };
-    const struct cp_cmd *cmd = NULL;
-    for (size_t j = 0; j < IM_ARRAY_SIZE(cmds) && !cmd; j++)
-        if (cl_view_eq(m.op, cmds[j].name))
-            cmd = &cmds[j];
-    if (cmd)
-        cmd->fn(&q);
+    const struct cl_ctl_cmd *cmd = cl_ctl_find(m.op);
+    if (cmd && cmd_handlers[cmd->id])
+        cmd_handlers[cmd->id](&q);
     else
         reply_error(r, i, k->gen, true, m.id, CL_ERR_UNSUPPORTED, "unknown command (try help)");
     cl_msg_free(&m);
@@ -676,7 +687,7 @@ conn_read(struct cp_rpc *r, unsigned i)
 {
     struct rpc_conn *k = &r->conns[i];
     if (!k->rx && !(k->rx = malloc(RPC_RX_MAX)))
-        abort();
+        cp_oom(__func__);
     ssize_t n = recv(k->fd, k->rx + k->rx_len, RPC_RX_MAX - k->rx_len, 0);
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         conn_close(r, i);

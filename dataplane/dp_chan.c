@@ -6,6 +6,7 @@
 #include <unistd.h>
 #include <sys/eventfd.h>
 
+#include "im_common.h"
 #include "dp_chan.h"
 #include "dp_ring.h"
 #include "dp_worker.h"
@@ -85,8 +86,12 @@ side_send(struct dp_side *s, struct dp_msg *m)
         s->sent++;
     } else {
         struct dp_ovf *o = malloc(sizeof(*o));
-        if (!o)
-            abort();        /* losing a plane message would lose user data */
+        if (!o) {
+            /* Losing a plane message would lose user data silently: stop
+             * loudly instead; what was acknowledged is in the store. */
+            IM_LOG(IM_LOG_ERROR, "dp", "out of memory queueing a plane message: stopping");
+            abort();
+        }
         o->next = NULL;
         o->m = *m;
         if (s->tail)

@@ -51,9 +51,9 @@ struct dp_conn_cb {
 #define DP_CONN_MAXBUF  (8u * 1024 * 1024) /* backlog beyond which writes fail */
 
 /*
- * Start an outbound TCP connection to host:port (host: IPv4/IPv6 literal or
- * a name resolved with getaddrinfo on the controlplane side; the kernel
- * backend accepts literals and "localhost").  With tls_name != NULL the TLS
+ * Start an outbound TCP connection to host:port (host: an IPv4/IPv6 literal;
+ * names are resolved on the controlplane, controlplane/cp_resolve.h, never
+ * here).  With tls_name != NULL the TLS
  * client handshake runs first and the certificate is verified against the
  * worker's CA set and tls_name.  Returns the connection (on_open follows)
  * or NULL with *err set.
@@ -110,5 +110,7 @@ struct dp_listener *dp_listen(struct dp_worker *w, const char *host, uint16_t po
                               dp_accept_fn *on_accept, void *ud, int *err);
 /* Stop accepting; existing connections stay. */
 void dp_listener_close(struct dp_listener *l);
+/* The port a listener is bound to (the backend's choice when 0 was asked). */
+uint16_t dp_listener_port(const struct dp_listener *l);
 
 #endif

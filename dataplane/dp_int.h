@@ -176,11 +176,8 @@ struct dp_stats_live {
         io_busy_turns, tcp_open, tcp_retransmits, tcp_refused, tcp_drops;
 };
 
-/* Single writer: a relaxed load + store, no locked instruction. */
-#define DP_STAT_ADD(w, field, n) \
-    atomic_store_explicit(&(w)->stats.field, \
-        atomic_load_explicit(&(w)->stats.field, memory_order_relaxed) + (uint64_t)(n), \
-        memory_order_relaxed)
+/* Single writer: a relaxed load + store, no locked instruction (dp_stats.h). */
+#define DP_STAT_ADD(w, field, n) DP_CTR_ADD((w)->stats.field, (n))
 
 /* Set a gauge or a counter copied from elsewhere (single writer). */
 #define DP_STAT_SET(w, field, v) \
@@ -218,8 +215,6 @@ struct dp_worker {
  */
 int dp_worker_run_once(struct dp_worker *w, int max_wait_ms);
 
-/* The port a listener is bound to (the kernel's choice when 0 was asked). */
-uint16_t dp_listener_port(const struct dp_listener *l);
 
 /* ---- generic connection code (dp_conn.c) ---------------------------------- */
 

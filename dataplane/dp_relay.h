@@ -2,11 +2,12 @@
  * dp_relay.h - the relay: client sessions, emulated IM sessions and the
  * conversion between them, on one dataplane worker.
  *
- * Client frames are decoded here; the fast-path ops (ping, send routing,
- * contacts, accounts, unified, logout) are answered here, the rest is handed
- * to the controlplane as CPM_CLIENT_REQ and answered from there.  Messages
- * arriving on emulated sessions go up as CPM_MSG_IN and come back, committed,
- * as DPM_DELIVER before any client sees them.
+ * Client frames are decoded here; the ops the op table (protocols/client/
+ * cl_ops.h) gives the dataplane are answered here, the rest is handed to the
+ * controlplane as CPM_CLIENT_REQ and answered from there.  Messages arriving
+ * on emulated sessions go up as CPM_MSG_IN and come back, committed, as
+ * DPM_DELIVER before any client sees them.  The relay's files and their
+ * shares are listed in dp_relay_int.h.
  */
 #ifndef DP_RELAY_H
 #define DP_RELAY_H
@@ -18,13 +19,34 @@ struct dp_relay;
 struct dp_worker;
 struct dp_chan;
 
+/* The relay's counters, listed once (X-macro): name, in order. */
+#define DP_RELAY_COUNTERS(X) \
+    X(clients_accepted)     /* client connections accepted */ \
+    X(clients_open)         /* client connections open now */ \
+    X(logins_ok)            /* sessions logged in */ \
+    X(frames_in)            /* client frames received */ \
+    X(frames_bad)           /* of which undecodable (connection closed) */ \
+    X(events_out)           /* event frames pushed to clients */ \
+    X(msgs_in)              /* messages received from IM servers */ \
+    X(msgs_out)             /* messages handed to IM sessions */ \
+    X(msgs_delivered)       /* message events pushed to clients */ \
+    X(acct_connects)        /* emulated logins started */ \
+    X(acct_online)          /* emulated logins that reached online */ \
+    X(acct_failures)        /* emulated logins that failed (auth or error) */ \
+    X(send_queue_len)       /* outbound messages queued now */ \
+    X(clients_dropped)      /* clients closed for not reading their output */ \
+    X(oom)                  /* allocations that failed on the fast path */ \
+    X(up_dropped)           /* plane messages not sent up (payload too large or no memory) */
+
 /* Counters of one worker, written by it only, read by anyone (relaxed). */
 struct dp_relay_stats {
-    uint64_t clients_accepted, clients_open, logins_ok, frames_in, frames_bad, events_out;
-    uint64_t msgs_in, msgs_out, msgs_delivered, acct_connects, acct_online, acct_failures;
-    uint64_t send_queue_len;
+#define DP_X(f) uint64_t f;
+    DP_RELAY_COUNTERS(DP_X)
+#undef DP_X
 };
 
+/* A relay on worker w talking to the controlplane over ch (poll and tick
+ * hooks installed on w).  NULL on ENOMEM. */
 struct dp_relay *dp_relay_new(struct dp_worker *w, struct dp_chan *ch);
 void dp_relay_free(struct dp_relay *r);
 
@@ -33,8 +55,12 @@ int dp_relay_listen(struct dp_relay *r, const char *host, uint16_t port, bool tl
                     char *why, size_t whysz);
 /* Stop accepting new clients (shutdown, drain). */
 void dp_relay_stop_listening(struct dp_relay *r);
+/* The port of the n-th listener (0 when there is none): tests listen on port 0. */
+uint16_t dp_relay_listen_port(const struct dp_relay *r, unsigned n);
 
 /* Snapshot of the counters (safe from any thread). */
 void dp_relay_stats_read(const struct dp_relay *r, struct dp_relay_stats *out);
+/* The relay's worker (for its transport counters). */
+struct dp_worker *dp_relay_worker(const struct dp_relay *r);
 
 #endif

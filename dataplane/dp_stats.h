@@ -9,9 +9,23 @@
 #ifndef DP_STATS_H
 #define DP_STATS_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 struct dp_worker;
+
+/*
+ * Add to / subtract from an _Atomic uint64_t counter that only the calling
+ * thread writes: a relaxed load and store, no locked instruction; readers on
+ * other threads see whole values.
+ */
+#define DP_CTR_ADD(ctr, n) \
+    atomic_store_explicit(&(ctr), atomic_load_explicit(&(ctr), memory_order_relaxed) + \
+                          (uint64_t)(n), memory_order_relaxed)
+#define DP_CTR_SUB(ctr, n) \
+    atomic_store_explicit(&(ctr), atomic_load_explicit(&(ctr), memory_order_relaxed) - \
+                          (uint64_t)(n), memory_order_relaxed)
+#define DP_CTR_READ(ctr) atomic_load_explicit(&(ctr), memory_order_relaxed)
 
 struct dp_stats {
     uint64_t conn_opened;       /* connections created: accepted + outbound attempts */

@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "cli_common.h"
+#include "client/cl_ctl.h"
 #include "client/cl_json.h"
 
 #define CTL_DEFAULT_SOCKET  "./var/imfused.sock"
@@ -28,17 +29,11 @@ struct ctl {
     bool json;
 };
 
-struct ctl_cmd;
-typedef void ctl_print_fn(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *reply);
+typedef void ctl_print_fn(const char *arg, const msgpack_object *reply);
 
-/* One command: words, argument count, request op, whether the request
- * carries {name} and {password}, and how an ok reply is shown. */
-struct ctl_cmd {
-    const char *word;
-    const char *sub;            /* second word or NULL */
-    const char *op;
-    bool takes_name;
-    bool takes_password;
+/* How an ok reply of a command is shown (the commands themselves are the
+ * rows of protocols/client/cl_ctl.c, shared with the daemon). */
+struct ctl_show {
     ctl_print_fn *print;
     const char *done_pre;       /* simple commands print done_pre NAME done_post */
     const char *done_post;
@@ -47,22 +42,18 @@ struct ctl_cmd {
 static void
 usage(FILE *f)
 {
+    fprintf(f, "usage: imfusectl [-s SOCKET] [--json] COMMAND\ncommands:\n");
+    for (unsigned i = 0; i < CL_CTL__COUNT; i++) {
+        const struct cl_ctl_cmd *cmd = &cl_ctl_cmds[i];
+        char words[64];
+        snprintf(words, sizeof(words), "%s%s", cmd->words, cmd->flags & CL_CTL_ARG_NAME ? " NAME" : "");
+        fprintf(f, "  %-20s %s\n", words, cmd->help);
+    }
     fprintf(f,
-        "usage: imfusectl [-s SOCKET] [--json] COMMAND\n"
-        "commands:\n"
-        "  user add NAME        add a user (password: first line of standard input)\n"
-        "  user del NAME        delete a user and everything it owns\n"
-        "  user passwd NAME     set a user's password (standard input)\n"
-        "  user list            list the users\n"
-        "  accounts NAME        the linked IM accounts of a user and their state\n"
-        "  sessions             the client sessions logged in now\n"
-        "  stats                the counters, one per line\n"
-        "  kick NAME            close every session of a user\n"
-        "  drain                stop accepting new client connections\n"
-        "  help                 the commands the daemon serves\n"
-        "  raw JSON             send any request (id added when absent), print the reply\n"
+        "  %-20s %s\n"
         "The socket is -s SOCKET, else $IMFUSE_CONTROL, else " CTL_DEFAULT_SOCKET ".\n"
-        "Exit: 0 done, 1 error reply, 2 no connection or no reply in 10 s, 64 usage.\n");
+        "Exit: 0 done, 1 error reply, 2 no connection or no reply in 10 s, 64 usage.\n",
+        "raw JSON", "send any request (id added when absent), print the reply");
 }
 
 static int
@@ -88,7 +79,7 @@ print_table(const msgpack_object *reply, const char *key, const struct cli_col *
 }
 
 static void
-print_users(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
+print_users(const char *arg, const msgpack_object *r)
 {
     static const struct cli_col cols[] = {
         { "name", "NAME", CLI_COL_TEXT }, { "uid", "UID", CLI_COL_TEXT },
@@ -99,7 +90,7 @@ print_users(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
 }
 
 static void
-print_accounts(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
+print_accounts(const char *arg, const msgpack_object *r)
 {
     static const struct cli_col cols[] = {
         { "account", "ACCOUNT", CLI_COL_TEXT }, { "network", "NETWORK", CLI_COL_TEXT },
@@ -111,7 +102,7 @@ print_accounts(const struct ctl_cmd *cmd, const char *arg, const msgpack_object 
 }
 
 static void
-print_sessions(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
+print_sessions(const char *arg, const msgpack_object *r)
 {
     static const struct cli_col cols[] = {
         { "user", "USER", CLI_COL_TEXT }, { "peer", "PEER", CLI_COL_TEXT },
@@ -132,7 +123,7 @@ kv_cmp(const void *a, const void *b)
 }
 
 static void
-print_stats(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
+print_stats(const char *arg, const msgpack_object *r)
 {
     const msgpack_object *st = cli_map_get(r, "stats");
 
@@ -153,7 +144,7 @@ print_stats(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
 }
 
 static void
-print_help(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
+print_help(const char *arg, const msgpack_object *r)
 {
     static const struct cli_col cols[] = {
         { "name", "COMMAND", CLI_COL_TEXT }, { "help", "HELP", CLI_COL_TEXT },
@@ -162,7 +153,7 @@ print_help(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
 }
 
 static void
-print_kick(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
+print_kick(const char *arg, const msgpack_object *r)
 {
     const msgpack_object *n = cli_map_get(r, "kicked");     /* the daemon's count */
 
@@ -175,17 +166,17 @@ print_kick(const struct ctl_cmd *cmd, const char *arg, const msgpack_object *r)
         printf("kicked %s\n", arg);
 }
 
-static const struct ctl_cmd ctl_cmds[] = {
-    { "user", "add", "user_add", true, true, NULL, "user ", " added" },
-    { "user", "del", "user_del", true, false, NULL, "user ", " deleted" },
-    { "user", "passwd", "user_passwd", true, true, NULL, "password of user ", " changed" },
-    { "user", "list", "user_list", false, false, print_users, NULL, NULL },
-    { "accounts", NULL, "accounts", true, false, print_accounts, NULL, NULL },
-    { "sessions", NULL, "sessions", false, false, print_sessions, NULL, NULL },
-    { "stats", NULL, "stats", false, false, print_stats, NULL, NULL },
-    { "kick", NULL, "kick", true, false, print_kick, NULL, NULL },
-    { "drain", NULL, "drain", false, false, NULL, "draining: new client connections are refused", "" },
-    { "help", NULL, "help", false, false, print_help, NULL, NULL },
+static const struct ctl_show ctl_show[CL_CTL__COUNT] = {
+    [CL_CTL_USER_ADD] = { NULL, "user ", " added" },
+    [CL_CTL_USER_DEL] = { NULL, "user ", " deleted" },
+    [CL_CTL_USER_PASSWD] = { NULL, "password of user ", " changed" },
+    [CL_CTL_USER_LIST] = { print_users, NULL, NULL },
+    [CL_CTL_ACCOUNTS] = { print_accounts, NULL, NULL },
+    [CL_CTL_SESSIONS] = { print_sessions, NULL, NULL },
+    [CL_CTL_STATS] = { print_stats, NULL, NULL },
+    [CL_CTL_KICK] = { print_kick, NULL, NULL },
+    [CL_CTL_DRAIN] = { NULL, "draining: new client connections are refused", "" },
+    [CL_CTL_HELP] = { print_help, NULL, NULL },
 };
 
 /* The new password: first line of standard input (a silent prompt when it
@@ -242,7 +233,7 @@ ctl_call(struct ctl *c, struct cl_enc *e, uint64_t id, struct cli_frame **reply)
 }
 
 static int
-run_cmd(struct ctl *c, const struct ctl_cmd *cmd, const char *name)
+run_cmd(struct ctl *c, const struct cl_ctl_cmd *cmd, const char *name)
 {
     char password[CTL_PASSWORD_MAX];
     struct cli_frame *reply = NULL;
@@ -253,16 +244,17 @@ run_cmd(struct ctl *c, const struct ctl_cmd *cmd, const char *name)
     rc = ctl_connect(c);
     if (rc)
         return rc;
-    if (cmd->takes_password && (rc = read_password(name, password, sizeof(password))))
+    bool takes_name = cmd->flags & CL_CTL_ARG_NAME, takes_password = cmd->flags & CL_CTL_ARG_PASSWORD;
+    if (takes_password && (rc = read_password(name, password, sizeof(password))))
         return rc;
     id = cli_next_id(&c->conn);
     cl_enc_init(&e);
-    msgpack_pack_map(&e.pk, 2 + cmd->takes_name + cmd->takes_password);
+    msgpack_pack_map(&e.pk, 2 + takes_name + takes_password);
     cl_pack_kstr(&e, "op", cmd->op);
     cl_pack_kuint(&e, "id", id);
-    if (cmd->takes_name)
+    if (takes_name)
         cl_pack_kstr(&e, "name", name);
-    if (cmd->takes_password) {
+    if (takes_password) {
         cl_pack_kstr(&e, "password", password);
         im_wipe(password, sizeof(password));
     }
@@ -274,10 +266,10 @@ run_cmd(struct ctl *c, const struct ctl_cmd *cmd, const char *name)
         rc = CLI_EXIT_ERROR;
     } else if (c->json) {
         cli_print_fields_json(stdout, &reply->msg.root);
-    } else if (cmd->print) {
-        cmd->print(cmd, name, &reply->msg.root);
-    } else if (cmd->done_pre) {
-        printf("%s%s%s\n", cmd->done_pre, name, cmd->done_post);
+    } else if (ctl_show[cmd->id].print) {
+        ctl_show[cmd->id].print(name, &reply->msg.root);
+    } else if (ctl_show[cmd->id].done_pre) {
+        printf("%s%s%s\n", ctl_show[cmd->id].done_pre, name, ctl_show[cmd->id].done_post);
     }
     cli_frame_free(reply);
     return rc;
@@ -335,6 +327,24 @@ done:
     return rc;
 }
 
+/* How many leading positional arguments spell words ("user add"); 0 when they do not. */
+static int
+match_words(const char *words, const struct cli_args *a)
+{
+    int n = 0;
+    const char *w = words;
+    while (*w) {
+        size_t len = strcspn(w, " ");
+        if (n >= a->npos || strlen(a->pos[n]) != len || memcmp(a->pos[n], w, len))
+            return 0;
+        n++;
+        w += len;
+        while (*w == ' ')
+            w++;
+    }
+    return n;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -366,20 +376,18 @@ main(int argc, char **argv)
         goto out;
     }
     rc = -1;
-    for (size_t i = 0; i < IM_ARRAY_SIZE(ctl_cmds); i++) {
-        const struct ctl_cmd *cmd = &ctl_cmds[i];
-        if (strcmp(cmd->word, a.pos[0]))
+    for (unsigned i = 0; i < CL_CTL__COUNT; i++) {
+        const struct cl_ctl_cmd *cmd = &cl_ctl_cmds[i];
+        int words = match_words(cmd->words, &a);
+        if (!words)
             continue;
-        int words = cmd->sub ? 2 : 1;
-        if (cmd->sub && (a.npos < 2 || strcmp(cmd->sub, a.pos[1])))
-            continue;
-        if (a.npos != words + cmd->takes_name) {
-            snprintf(why, sizeof(why), "usage: %s%s%s%s", cmd->word, cmd->sub ? " " : "",
-                     cmd->sub ? cmd->sub : "", cmd->takes_name ? " NAME" : "");
+        bool takes_name = cmd->flags & CL_CTL_ARG_NAME;
+        if (a.npos != words + takes_name) {
+            snprintf(why, sizeof(why), "usage: %s%s", cmd->words, takes_name ? " NAME" : "");
             rc = usage_error(why);
             goto out;
         }
-        rc = run_cmd(&c, cmd, cmd->takes_name ? a.pos[words] : "");
+        rc = run_cmd(&c, cmd, takes_name ? a.pos[words] : "");
         goto out;
     }
     if (!strcmp(a.pos[0], "user"))

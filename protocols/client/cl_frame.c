@@ -410,6 +410,17 @@ cl_strdup(struct im_str s)
     return d;
 }
 
+int
+cl_frame_decode(struct cl_msg *m, const uint8_t *p, size_t n)
+{
+    if (!p || n < 5 || n - 4 > CL_FRAME_MAX)
+        return -IM_EINVAL;
+    uint32_t len = (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    if (len != n - 4)
+        return -IM_EINVAL;
+    return cl_msg_decode(m, p + 4, len);
+}
+
 bool
 cl_str_eq(const msgpack_object *o, const char *s)
 {
@@ -428,12 +439,19 @@ cl_view_eq(struct im_str v, const char *s)
 /* ---- encoding ----------------------------------------------------------- */
 
 /* msgpack_sbuffer_write() reports OOM by returning -1, which the packer
- * ignores; abort instead so a frame is never silently truncated. */
+ * ignores: the encoder remembers it, stops writing, and cl_enc_finish()
+ * fails, so a frame is never silently truncated.  Writes past the frame
+ * limit stop early too: an oversized frame never holds more than the limit. */
 static int
 enc_write(void *data, const char *buf, size_t len)
 {
-    if (msgpack_sbuffer_write(data, buf, len))
-        abort();
+    struct cl_enc *e = data;
+    if (e->failed)
+        return -1;
+    if (e->buf.size + len > 4 + (size_t)CL_FRAME_MAX + 1 || msgpack_sbuffer_write(&e->buf, buf, len)) {
+        e->failed = true;
+        return -1;
+    }
     return 0;
 }
 
@@ -443,13 +461,22 @@ cl_enc_init(struct cl_enc *e)
     static const char zero[4];
 
     msgpack_sbuffer_init(&e->buf);
-    enc_write(&e->buf, zero, sizeof(zero));
-    msgpack_packer_init(&e->pk, &e->buf, enc_write);
+    e->failed = false;
+    enc_write(e, zero, sizeof(zero));
+    msgpack_packer_init(&e->pk, e, enc_write);
+}
+
+void
+cl_enc_raw(struct cl_enc *e, const void *p, size_t n)
+{
+    enc_write(e, p, n);
 }
 
 const uint8_t *
 cl_enc_finish(struct cl_enc *e, size_t *len)
 {
+    if (e->failed || !e->buf.data)
+        return NULL;
     size_t n = e->buf.size - 4;
     if (n > CL_FRAME_MAX)
         return NULL;

@@ -54,6 +54,12 @@ struct cl_msg {
  */
 int cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len);
 void cl_msg_free(struct cl_msg *m);
+/*
+ * Decode a complete frame held in [p, p+n): the 4-byte length must equal
+ * n - 4, then as cl_msg_decode().  For frames kept whole (stored records,
+ * plane message payloads).
+ */
+int cl_frame_decode(struct cl_msg *m, const uint8_t *p, size_t n);
 
 /*
  * Typed getters on a map object (the root or a nested map).  Each returns
@@ -77,15 +83,19 @@ char *cl_strdup(struct im_str s);
 
 struct cl_enc {
     msgpack_sbuffer buf;        /* starts with 4 reserved length bytes */
-    msgpack_packer pk;
+    msgpack_packer pk;          /* writes through e (not &e->buf) */
+    bool failed;                /* out of memory or over CL_FRAME_MAX: finish fails */
 };
 
-/* Start a frame.  Always succeeds: the buffer's writer aborts on OOM. */
+/* Start a frame.  Never fails by itself: running out of memory or past the
+ * frame limit later makes cl_enc_finish() return NULL. */
 void cl_enc_init(struct cl_enc *e);
+/* Append bytes that already are msgpack (a stored array, a map's pairs). */
+void cl_enc_raw(struct cl_enc *e, const void *p, size_t n);
 /*
  * Write the length prefix.  Returns the frame (prefix included) and its size;
  * the buffer stays owned by *e until cl_enc_free() or cl_enc_release().
- * Returns NULL if the payload exceeds CL_FRAME_MAX.
+ * Returns NULL if the payload exceeds CL_FRAME_MAX or memory ran out.
  */
 const uint8_t *cl_enc_finish(struct cl_enc *e, size_t *len);
 /* Hand the finished frame's malloc'd buffer to the caller (free() it). */

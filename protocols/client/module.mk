@@ -1,2 +1,1 @@
-PROTO_SRCS += protocols/client/cl_frame.c
-PROTO_SRCS += protocols/client/cl_json.c
+PROTO_SRCS += $(wildcard protocols/client/cl_*.c)

@@ -247,6 +247,14 @@ def main():
     check("wrong.test" in e.get("detail", ""), "wrong certificate name refused: %r" % e.get("detail"))
     c.call("unlink", account=a3)
 
+    # ---- server names are resolved on the controlplane ------------------------------
+    a5 = c.call("link", network="xmpp", login="bob@b.test", password="pw-bob-b.test",
+                server="nowhere.invalid:%d" % XMPP_PORT, tls="starttls")["account"]
+    e = account_state(c, a5, ("error",), 30)
+    check("cannot resolve nowhere.invalid" in e.get("detail", ""),
+          "a server name that does not resolve -> error with the resolver's words: %r" % e.get("detail"))
+    c.call("unlink", account=a5)
+
     # ---- the CLI client ------------------------------------------------------
     env = dict(os.environ, IMFUSE_PASSWORD="alice-secret")
     cli = [os.path.join(BUILD, "imfuse"), "-S", "127.0.0.1:%d" % IMFUSE_PORT, "-u", "alice"]

@@ -490,6 +490,16 @@ T_TEST(encode_frame_limit)
     T_ASSERT(cl_enc_finish(&e, &len) == NULL);
     T_ASSERT(cl_enc_release(&e, &len) == NULL);
     cl_enc_free(&e);
+
+    /* writing on and on past the limit never holds more than the limit */
+    cl_enc_init(&e);
+    msgpack_pack_array(&e.pk, 8);
+    for (int i = 0; i < 8; i++)
+        cl_pack_strn(&e, big, CL_FRAME_MAX / 2);
+    T_ASSERT(e.failed);
+    T_ASSERT(e.buf.size <= 4 + CL_FRAME_MAX + 1);
+    T_ASSERT(cl_enc_finish(&e, &len) == NULL);
+    cl_enc_free(&e);
     free(big);
 }
 

@@ -1,0 +1,122 @@
+/*
+ * test_ops.c - the op table (protocols/client/cl_ops.c) against the two
+ * planes that dispatch from it, the control command table against the
+ * daemon, and the plane messages' payload helpers (dataplane/dp_msg.c).
+ */
+#include "t.h"
+
+#include "client/cl_ctl.h"
+#include "client/cl_frame.h"
+#include "client/cl_ops.h"
+#include "dp_msg.h"
+#include "dp_relay_int.h"
+#include "cp_int.h"
+
+/* Every op is named, found by its name, and served by exactly the plane the
+ * table gives it. */
+T_TEST(op_table_matches_planes)
+{
+    for (unsigned i = 1; i < CL_OP__COUNT; i++) {
+        const struct cl_op *op = &cl_ops[i];
+        T_EQ_UINT(op->id, i);
+        T_ASSERT(op->name && *op->name);
+        T_ASSERT(op->path && *op->path);
+        T_ASSERT(cl_op_find((struct im_str){ op->name, (uint32_t)strlen(op->name) }) == op);
+        T_ASSERT(cl_op_get(i) == op);
+        bool dp = dp_client_serves(op->id), cp = cp_client_serves(op->id);
+        if (op->plane == CL_PLANE_DATA)
+            T_ASSERT(dp && !cp);
+        else
+            T_ASSERT(cp && !dp);
+    }
+    T_ASSERT(!cl_op_find(IM_STR("nope")));
+    T_ASSERT(!cl_op_find(IM_STR("pin")));
+    T_ASSERT(!cl_op_find(IM_STR("pingg")));
+    T_ASSERT(!cl_op_get(0));
+    T_ASSERT(!cl_op_get(CL_OP__COUNT));
+}
+
+/* The rules the planes rely on. */
+T_TEST(op_rules)
+{
+    T_EQ_INT(cl_op_find(IM_STR("ping"))->login, CL_LOGIN_ANY);
+    T_EQ_INT(cl_op_find(IM_STR("login"))->login, CL_LOGIN_FORBIDDEN);
+    T_EQ_INT(cl_op_find(IM_STR("register"))->login, CL_LOGIN_FORBIDDEN);
+    T_ASSERT(cl_op_find(IM_STR("login"))->secret);
+    T_ASSERT(cl_op_find(IM_STR("link"))->secret);
+    T_ASSERT(!cl_op_find(IM_STR("send"))->secret);
+    for (unsigned i = 1; i < CL_OP__COUNT; i++)
+        if (cl_ops[i].id != CL_OP_PING && cl_ops[i].id != CL_OP_LOGIN && cl_ops[i].id != CL_OP_REGISTER)
+            T_EQ_INT(cl_ops[i].login, CL_LOGIN_REQUIRED);
+}
+
+T_TEST(ctl_table)
+{
+    for (unsigned i = 0; i < CL_CTL__COUNT; i++) {
+        const struct cl_ctl_cmd *cmd = &cl_ctl_cmds[i];
+        T_EQ_UINT(cmd->id, i);
+        T_ASSERT(cmd->op && cmd->words && cmd->help);
+        T_ASSERT(cl_ctl_find((struct im_str){ cmd->op, (uint32_t)strlen(cmd->op) }) == cmd);
+        if (cmd->flags & CL_CTL_ARG_PASSWORD)
+            T_ASSERT(cmd->flags & CL_CTL_ARG_NAME);
+    }
+    T_ASSERT(!cl_ctl_find(IM_STR("user")));
+}
+
+static void
+frame_msg(struct dp_msg *m)
+{
+    struct cl_enc e;
+    cl_enc_init(&e);
+    msgpack_pack_map(&e.pk, 1);
+    cl_pack_kstr(&e, "detail", "x");
+    T_EQ_INT(dp_msg_set_frame(m, &e), 0);
+}
+
+/* Payloads are decoded in one place, which checks their layout. */
+T_TEST(msg_payloads)
+{
+    struct dp_msg m = { .type = CPM_ACCOUNT_STATE };
+    struct cl_msg pm;
+    frame_msg(&m);
+    T_ASSERT(dp_msg_has_frame(&m));
+    T_EQ_INT(dp_msg_decode(&m, &pm), 0);
+    cl_msg_free(&pm);
+
+    /* a length prefix that disagrees with the payload size */
+    ((uint8_t *)m.data)[3]++;
+    T_ASSERT(!dp_msg_has_frame(&m));
+    T_EQ_INT(dp_msg_decode(&m, &pm), -IM_EINVAL);
+    ((uint8_t *)m.data)[3]--;
+    m.len = 4;
+    T_EQ_INT(dp_msg_decode(&m, &pm), -IM_EINVAL);
+    dp_msg_release(&m);
+    T_ASSERT(!m.data && !m.len);
+    T_EQ_INT(dp_msg_decode(&m, &pm), -IM_EINVAL);
+
+    /* REQ: map, then the NUL-terminated peer */
+    static const uint8_t req[] = { 0x81, 0xa2, 'o', 'p', 0xa4, 'p', 'i', 'n', 'g',
+                                   '1', ':', '2', '\0' };
+    struct dp_msg r = { .type = CPM_CLIENT_REQ };
+    r.u.client_req.len = 9;
+    T_EQ_INT(dp_msg_copy(&r, req, sizeof(req)), 0);
+    const uint8_t *body;
+    uint32_t len;
+    const char *peer;
+    T_EQ_INT(dp_msg_client_req(&r, &body, &len, &peer), 0);
+    T_EQ_UINT(len, 9);
+    T_EQ_STR(peer, "1:2");
+    r.u.client_req.len = sizeof(req);          /* no room for the peer */
+    T_EQ_INT(dp_msg_client_req(&r, &body, &len, &peer), -IM_EINVAL);
+    r.u.client_req.len = 0;
+    T_EQ_INT(dp_msg_client_req(&r, &body, &len, &peer), -IM_EINVAL);
+    r.u.client_req.len = 9;
+    ((uint8_t *)r.data)[sizeof(req) - 1] = 'x'; /* peer not terminated */
+    T_EQ_INT(dp_msg_client_req(&r, &body, &len, &peer), -IM_EINVAL);
+    dp_msg_release(&r);
+
+    T_ASSERT(!dp_msg_alloc(&r, DP_MSG_MAX + 1));
+    T_EQ_INT(dp_msg_copy(&r, req, DP_MSG_MAX + 1), -IM_ETOOBIG);
+}
+
+T_MAIN(T_RUN(op_table_matches_planes), T_RUN(op_rules), T_RUN(ctl_table), T_RUN(msg_payloads))
