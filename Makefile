@@ -52,6 +52,7 @@ PROTO_LIB := $(BUILD)/libimproto.a
 DP_LIB    := $(BUILD)/libimdp.a
 CP_LIB    := $(BUILD)/libimcp.a
 LIBS      := $(CP_LIB) $(DP_LIB) $(PROTO_LIB)
+include dataplane/dpdk.mk
 
 BINS := $(BUILD)/imfused $(BUILD)/imfusectl $(BUILD)/imfuse
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_TESTS))

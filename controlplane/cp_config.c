@@ -7,8 +7,11 @@
 #include <string.h>
 #include <ctype.h>
 
+#include <arpa/inet.h>
+
 #include "im_common.h"
 #include "cp_config.h"
+#include "cp_netlink.h"
 
 enum opt_kind { OPT_STR, OPT_UINT, OPT_BOOL, OPT_SIZE };
 
@@ -17,23 +20,34 @@ struct opt_def {
     enum opt_kind kind;
     size_t off;
     const char *help;
+    unsigned long min, max;     /* OPT_UINT (0, 0: 1-64) */
 };
 
 #define OFF(f) offsetof(struct cp_config, f)
 static const struct opt_def opts[] = {
-    { "config",            OPT_STR,  OFF(config),   "FILE  read settings from FILE (key = value)" },
-    { "data",              OPT_STR,  OFF(data),     "DIR   data directory (default ./var)" },
-    { "listen",            OPT_STR,  OFF(listen),   "HOST:PORT  plain client listener (default 127.0.0.1:7700)" },
-    { "listen-tls",        OPT_STR,  OFF(listen_tls), "HOST:PORT  TLS client listener (needs --tls-cert, --tls-key)" },
-    { "tls-cert",          OPT_STR,  OFF(tls_cert), "FILE  certificate chain (PEM) of the TLS listener" },
-    { "tls-key",           OPT_STR,  OFF(tls_key),  "FILE  private key (PEM) of the TLS listener" },
-    { "control",           OPT_STR,  OFF(control),  "PATH  control socket (default DATA/imfused.sock)" },
-    { "ca-file",           OPT_STR,  OFF(ca_file),  "FILE  CA bundle for IM server certificates (default: system)" },
-    { "io",                OPT_STR,  OFF(io),       "kernel|dpdk  I/O backend (default kernel)" },
-    { "workers",           OPT_UINT, OFF(workers),  "N     dataplane workers (default 1)" },
-    { "store-map-size",    OPT_SIZE, OFF(store_map_size), "SIZE  LMDB map size, e.g. 4G (K, M, G, T; default 1G, 1M-16T)" },
-    { "open-registration", OPT_BOOL, OFF(open_registration), "   let clients register users themselves" },
-    { "log-level",         OPT_STR,  OFF(log_level), "LEVEL error|warn|info|debug (default info)" },
+    { "config",            OPT_STR,  OFF(config),   "FILE  read settings from FILE (key = value)", 0, 0 },
+    { "data",              OPT_STR,  OFF(data),     "DIR   data directory (default ./var)", 0, 0 },
+    { "listen",            OPT_STR,  OFF(listen),   "HOST:PORT  plain client listener (default 127.0.0.1:7700)", 0, 0 },
+    { "listen-tls",        OPT_STR,  OFF(listen_tls), "HOST:PORT  TLS client listener (needs --tls-cert, --tls-key)", 0, 0 },
+    { "tls-cert",          OPT_STR,  OFF(tls_cert), "FILE  certificate chain (PEM) of the TLS listener", 0, 0 },
+    { "tls-key",           OPT_STR,  OFF(tls_key),  "FILE  private key (PEM) of the TLS listener", 0, 0 },
+    { "control",           OPT_STR,  OFF(control),  "PATH  control socket (default DATA/imfused.sock)", 0, 0 },
+    { "ca-file",           OPT_STR,  OFF(ca_file),  "FILE  CA bundle for IM server certificates (default: system)", 0, 0 },
+    { "io",                OPT_STR,  OFF(io),       "kernel|dpdk  I/O backend (default kernel)", 0, 0 },
+    { "workers",           OPT_UINT, OFF(workers),  "N     dataplane workers (default 1)", 0, 0 },
+    { "store-map-size",    OPT_SIZE, OFF(store_map_size), "SIZE  LMDB map size, e.g. 4G (K, M, G, T; default 1G, 1M-16T)", 0, 0 },
+    { "open-registration", OPT_BOOL, OFF(open_registration), "   let clients register users themselves", 0, 0 },
+    { "log-level",         OPT_STR,  OFF(log_level), "LEVEL error|warn|info|debug (default info)", 0, 0 },
+    { "dpdk-eal",          OPT_STR,  OFF(dpdk_eal), "\"ARGS\" io dpdk: EAL arguments, as given (the lcore list is the daemon's)", 0, 0 },
+    { "dpdk-port",         OPT_STR,  OFF(dpdk_port), "PORT io dpdk: PCI address, device name (net_tap0) or index", 0, 0 },
+    { "dpdk-address",      OPT_STR,  OFF(dpdk_address), "A/N io dpdk: the appliance's address/prefix (net_af_packet: the iface's)", 0, 0 },
+    { "dpdk-gateway",      OPT_STR,  OFF(dpdk_gateway), "IP|auto io dpdk: the next hop beyond the subnet (auto: the kernel's)", 0, 0 },
+    { "dpdk-mtu",          OPT_UINT, OFF(dpdk_mtu), "N    io dpdk: IP MTU, 68-9000 (default 1500)", 68, 9000 },
+    { "dpdk-mbufs",        OPT_UINT, OFF(dpdk_mbufs), "N    io dpdk: packet buffers, 1023-1048575 (default 8191)", 1023, 1048575 },
+    { "dpdk-idle",         OPT_STR,  OFF(dpdk_idle), "spin|adaptive io dpdk: spin on a dedicated core, or sleep when idle (default)", 0, 0 },
+    { "dpdk-max-conns",    OPT_UINT, OFF(dpdk_max_conns), "N    io dpdk: TCP connections at most, 1-1000000 (default 10000)", 1, 1000000 },
+    { "dpdk-local-ports",  OPT_STR,  OFF(dpdk_local_ports), "LO-HI io dpdk: local ports of outbound connections (default 32768-65535)", 0, 0 },
+    { "dpdk-tap-kernel",   OPT_STR,  OFF(dpdk_tap_kernel), "A/N  io dpdk: address/prefix of a TAP port's kernel side (set with netlink)", 0, 0 },
 };
 
 static const struct opt_def *
@@ -59,9 +73,11 @@ opt_set(struct cp_config *c, const struct opt_def *o, const char *val, char *why
     }
     case OPT_UINT: {
         char *end;
+        unsigned long lo = o->max ? o->min : 1, hi = o->max ? o->max : 64;
+        errno = 0;
         unsigned long v = strtoul(val, &end, 10);
-        if (!*val || *end || v == 0 || v > 64) {
-            snprintf(why, whysz, "%s: expected a number from 1 to 64, got \"%s\"", o->name, val);
+        if (!*val || *val == '-' || *end || errno || v < lo || v > hi) {
+            snprintf(why, whysz, "%s: expected a number from %lu to %lu, got \"%s\"", o->name, lo, hi, val);
             return -IM_EINVAL;
         }
         *(unsigned *)field = (unsigned)v;
@@ -157,6 +173,85 @@ read_file(struct cp_config *c, const char *path, const bool *given, char *why, s
     return rc;
 }
 
+/* "LO-HI" ports, 1 <= LO <= HI <= 65535. */
+static int
+parse_range(const char *s, uint16_t *lo, uint16_t *hi)
+{
+    char *end;
+    unsigned long a = strtoul(s, &end, 10);
+    if (end == s || *end != '-')
+        return -1;
+    const char *b_s = end + 1;
+    unsigned long b = strtoul(b_s, &end, 10);
+    if (end == b_s || *end || a < 1 || b > 65535 || a > b || *s == '-' || *b_s == '-')
+        return -1;
+    *lo = (uint16_t)a;
+    *hi = (uint16_t)b;
+    return 0;
+}
+
+/* The io dpdk keys: checked and parsed, every bad value with its reason. */
+static int
+check_dpdk(struct cp_config *c, char *why, size_t whysz)
+{
+    char msg[256];
+    struct cp_nl_addr a;
+    if (!c->dpdk_port || !*c->dpdk_port) {
+        snprintf(why, whysz, "io dpdk needs dpdk-port (a PCI address, a device name such as net_tap0, or an index)");
+        return -IM_EINVAL;
+    }
+    if (c->dpdk_address) {
+        if (cp_nl_parse_prefix(c->dpdk_address, &a, msg, sizeof(msg)) < 0) {
+            snprintf(why, whysz, "dpdk-address: %s", msg);
+            return -IM_EINVAL;
+        }
+        uint32_t h = ntohl(a.addr);
+        if ((h >> 24) == 0 || (h >> 24) == 127 || (h >> 28) >= 0xe) {
+            snprintf(why, whysz, "dpdk-address: %s is not a usable unicast address", c->dpdk_address);
+            return -IM_EINVAL;
+        }
+        c->dpdk_addr = a.addr;
+        c->dpdk_prefix = a.prefix;
+    }
+    if (c->dpdk_gateway) {
+        if (!strcmp(c->dpdk_gateway, "auto")) {
+            c->dpdk_gw_auto = true;
+        } else if (inet_pton(AF_INET, c->dpdk_gateway, &c->dpdk_gw) != 1) {
+            snprintf(why, whysz, "dpdk-gateway: expected an IPv4 address or auto, got \"%s\"", c->dpdk_gateway);
+            return -IM_EINVAL;
+        } else if (c->dpdk_address && c->dpdk_prefix < 32 &&
+                   ((c->dpdk_gw ^ c->dpdk_addr) & htonl(~0u << (32 - c->dpdk_prefix)))) {
+            snprintf(why, whysz, "dpdk-gateway: %s is not in %s", c->dpdk_gateway, c->dpdk_address);
+            return -IM_EINVAL;
+        }
+    }
+    if (c->dpdk_idle && strcmp(c->dpdk_idle, "spin") && strcmp(c->dpdk_idle, "adaptive")) {
+        snprintf(why, whysz, "dpdk-idle: expected spin or adaptive, got \"%s\"", c->dpdk_idle);
+        return -IM_EINVAL;
+    }
+    c->dpdk_spin = c->dpdk_idle && !strcmp(c->dpdk_idle, "spin");
+    if (c->dpdk_local_ports) {
+        if (parse_range(c->dpdk_local_ports, &c->dpdk_lport_lo, &c->dpdk_lport_hi) < 0) {
+            snprintf(why, whysz, "dpdk-local-ports: expected LO-HI with 1 <= LO <= HI <= 65535, got \"%s\"",
+                     c->dpdk_local_ports);
+            return -IM_EINVAL;
+        }
+    }
+    if (c->dpdk_tap_kernel) {
+        if (cp_nl_parse_prefix(c->dpdk_tap_kernel, &a, msg, sizeof(msg)) < 0) {
+            snprintf(why, whysz, "dpdk-tap-kernel: %s", msg);
+            return -IM_EINVAL;
+        }
+        if (c->dpdk_address && a.addr == c->dpdk_addr) {
+            snprintf(why, whysz, "dpdk-tap-kernel: %s is the appliance's own dpdk-address", c->dpdk_tap_kernel);
+            return -IM_EINVAL;
+        }
+        c->dpdk_tap_addr = a.addr;
+        c->dpdk_tap_prefix = a.prefix;
+    }
+    return 0;
+}
+
 static void
 usage(FILE *out)
 {
@@ -215,10 +310,19 @@ parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
     /* defaults */
     if (!c->data && !(c->data = strdup("./var")))
         return -ENOMEM;
-    if (!c->listen && !(c->listen = strdup("127.0.0.1:7700")))
-        return -ENOMEM;
     if (!c->io && !(c->io = strdup("kernel")))
         return -ENOMEM;
+    if (!strcmp(c->io, "dpdk") && (rc = check_dpdk(c, why, whysz)) < 0)
+        return rc;
+    if (!c->listen) {
+        c->listen_default = true;
+        char buf[32] = "127.0.0.1";
+        if (!strcmp(c->io, "dpdk"))
+            inet_ntop(AF_INET, &c->dpdk_addr, buf, sizeof(buf));   /* 0.0.0.0 until known */
+        if (!(c->listen = malloc(strlen(buf) + 6)))
+            return -ENOMEM;
+        sprintf(c->listen, "%s:7700", buf);
+    }
     if (!c->log_level && !(c->log_level = strdup("info")))
         return -ENOMEM;
     if (!c->workers)

@@ -23,6 +23,24 @@ struct cp_config {
     uint64_t store_map_size;    /* --store-map-size SIZE (bytes; 0 = the store's default) */
     bool open_registration;     /* --open-registration */
     char *log_level;            /* --log-level LEVEL */
+    bool listen_default;        /* listen not given: with io dpdk, cp_main puts the dpdk address in */
+
+    /* io dpdk (DESIGN 9); the text as given, then checked and parsed below */
+    char *dpdk_eal;             /* --dpdk-eal "ARGS": EAL arguments, passed as given */
+    char *dpdk_port;            /* --dpdk-port PCI|NAME|INDEX */
+    char *dpdk_address;         /* --dpdk-address ADDR/PREFIX (net_af_packet: default the iface's) */
+    char *dpdk_gateway;         /* --dpdk-gateway IP|auto */
+    unsigned dpdk_mtu;          /* --dpdk-mtu N (68-9000, default 1500) */
+    unsigned dpdk_mbufs;        /* --dpdk-mbufs N (1023-1048575, default 8191) */
+    char *dpdk_idle;            /* --dpdk-idle spin|adaptive (default adaptive) */
+    unsigned dpdk_max_conns;    /* --dpdk-max-conns N (1-1000000, default 10000) */
+    char *dpdk_local_ports;     /* --dpdk-local-ports LO-HI (default 32768-65535) */
+    char *dpdk_tap_kernel;      /* --dpdk-tap-kernel ADDR/PREFIX: the TAP's kernel side */
+    /* parsed (network byte order) */
+    uint32_t dpdk_addr, dpdk_gw, dpdk_tap_addr;
+    uint8_t dpdk_prefix, dpdk_tap_prefix;
+    bool dpdk_gw_auto, dpdk_spin;
+    uint16_t dpdk_lport_lo, dpdk_lport_hi;
 };
 
 /*

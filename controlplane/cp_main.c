@@ -12,10 +12,14 @@
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 
+#include <arpa/inet.h>
+
 #include "dp_chan.h"
+#include "dp_dpdk.h"
 #include "dp_relay.h"
 #include "dp_worker.h"
 #include "cp_int.h"
+#include "cp_netlink.h"
 
 static void *
 dp_thread(void *arg)
@@ -58,6 +62,122 @@ listen_on(struct dp_relay *relay, const char *hostport, bool tls)
     return rc;
 }
 
+/* a inside addr/prefix's subnet? (network byte order) */
+static bool
+same_subnet(uint32_t a, uint32_t addr, uint8_t prefix)
+{
+    uint32_t m = prefix ? htonl(~0u << (32 - prefix)) : 0;
+    return ((a ^ addr) & m) == 0;
+}
+
+/*
+ * io dpdk: EAL and the port (dp_dpdk_setup), then the port's kernel side
+ * with netlink: a TAP's kernel address (dpdk-tap-kernel); for
+ * net_af_packet, the appliance's address and gateway taken from the
+ * interface when not given, and the kernel's copy of that address removed
+ * (else the kernel answers lwIP's peers with resets).  dpdk-gateway auto is
+ * the kernel's default gateway, which must lie in the dpdk subnet.
+ */
+static int
+dpdk_up(struct cp_config *cfg, char *why, size_t whysz)
+{
+    char msg[256], ip[INET_ADDRSTRLEN];
+    struct dp_dpdk_cfg dc = {
+        .eal = cfg->dpdk_eal, .port = cfg->dpdk_port, .addr = cfg->dpdk_addr, .prefix = cfg->dpdk_prefix,
+        .gateway = cfg->dpdk_gw, .mtu = cfg->dpdk_mtu, .mbufs = cfg->dpdk_mbufs,
+        .max_conns = cfg->dpdk_max_conns, .lport_lo = cfg->dpdk_lport_lo, .lport_hi = cfg->dpdk_lport_hi,
+        .idle = cfg->dpdk_spin ? DP_DPDK_IDLE_SPIN : DP_DPDK_IDLE_ADAPTIVE,
+    };
+    int rc = dp_dpdk_setup(&dc, why, whysz);
+    if (rc < 0)
+        return rc;
+    const char *ifn = dp_dpdk_kernel_iface(), *drv = dp_dpdk_driver();
+    uint32_t addr = cfg->dpdk_addr, gw = cfg->dpdk_gw;
+    uint8_t prefix = cfg->dpdk_prefix;
+    IM_LOG(IM_LOG_INFO, "imfused", "dpdk port %s: driver %s, kernel interface %s, idle %s", cfg->dpdk_port, drv,
+           *ifn ? ifn : "none", cfg->dpdk_spin ? "spin" : dp_dpdk_rx_interrupt() ?
+           "adaptive (sleeps on the Rx interrupt)" : "adaptive (no Rx interrupt: naps of 1 ms)");
+    bool crx, ctx;
+    dp_dpdk_csum_offload(&crx, &ctx);
+    IM_LOG(IM_LOG_INFO, "imfused", "dpdk checksums: received %s, sent %s", crx ? "checked by the port" :
+           "checked by lwIP", ctx ? "filled by the port" : "filled by lwIP");
+    if (cfg->dpdk_tap_kernel) {
+        struct cp_nl_addr ka = { cfg->dpdk_tap_addr, cfg->dpdk_tap_prefix };
+        if (strcmp(drv, "net_tap") || !*ifn) {
+            snprintf(why, whysz, "dpdk-tap-kernel: port %s is not a TAP (driver %s)", cfg->dpdk_port, drv);
+            return -EINVAL;
+        }
+        if ((rc = cp_nl_iface_up(ifn, &ka, msg, sizeof(msg))) < 0) {
+            snprintf(why, whysz, "dpdk-tap-kernel: %s: %s", ifn, msg);
+            return rc;
+        }
+        IM_LOG(IM_LOG_INFO, "imfused", "TAP kernel side %s: %s, up", ifn, cfg->dpdk_tap_kernel);
+    }
+    if (!strcmp(drv, "net_af_packet") && *ifn) {
+        struct cp_nl_addr ka;
+        uint32_t kgw = 0;
+        rc = cp_nl_iface_ipv4(ifn, &ka, &kgw, msg, sizeof(msg));
+        if (rc < 0 && rc != -ENOENT) {
+            snprintf(why, whysz, "dpdk-port %s: %s", cfg->dpdk_port, msg);
+            return rc;
+        }
+        if (rc == 0) {
+            if (!addr) {
+                addr = ka.addr;
+                prefix = ka.prefix;
+                IM_LOG(IM_LOG_INFO, "imfused", "dpdk-address taken from %s: %s/%u", ifn,
+                       inet_ntop(AF_INET, &addr, ip, sizeof(ip)), prefix);
+            }
+            if (cfg->dpdk_gw_auto && !gw && kgw && same_subnet(kgw, addr, prefix))
+                gw = kgw;
+            if (ka.addr == addr) {
+                if ((rc = cp_nl_addr_del(ifn, &ka, msg, sizeof(msg))) < 0) {
+                    snprintf(why, whysz, "dpdk-port %s: %s", cfg->dpdk_port, msg);
+                    return rc;
+                }
+                IM_LOG(IM_LOG_INFO, "imfused", "removed %s from the kernel's %s (lwIP owns it now)",
+                       inet_ntop(AF_INET, &addr, ip, sizeof(ip)), ifn);
+            }
+        }
+        if ((rc = cp_nl_iface_up(ifn, NULL, msg, sizeof(msg))) < 0) {
+            snprintf(why, whysz, "dpdk-port %s: %s", cfg->dpdk_port, msg);
+            return rc;
+        }
+    }
+    if (!addr) {
+        snprintf(why, whysz, "dpdk-address is required (only a net_af_packet port with an address can lend its own)");
+        return -EINVAL;
+    }
+    if (cfg->dpdk_gw_auto && !gw) {
+        uint32_t any = 0;
+        if ((rc = cp_nl_route_get(any, &gw, NULL, 0, msg, sizeof(msg))) < 0 || !gw) {
+            snprintf(why, whysz, "dpdk-gateway auto: the kernel has no default gateway (%s); set dpdk-gateway",
+                     rc < 0 ? msg : "the default route has none");
+            return -EINVAL;
+        }
+        if (!same_subnet(gw, addr, prefix)) {
+            snprintf(why, whysz, "dpdk-gateway auto: the kernel's default gateway %s is outside the dpdk subnet; "
+                     "set dpdk-gateway", inet_ntop(AF_INET, &gw, ip, sizeof(ip)));
+            return -EINVAL;
+        }
+    }
+    if (gw)
+        IM_LOG(IM_LOG_INFO, "imfused", "dpdk gateway %s", inet_ntop(AF_INET, &gw, ip, sizeof(ip)));
+    if ((rc = dp_dpdk_set_ip(addr, prefix, gw, why, whysz)) < 0)
+        return rc;
+    cfg->dpdk_addr = addr;
+    cfg->dpdk_prefix = prefix;
+    if (cfg->listen_default) {
+        char *l = malloc(INET_ADDRSTRLEN + 6);
+        if (!l)
+            return -ENOMEM;
+        sprintf(l, "%s:7700", inet_ntop(AF_INET, &addr, ip, sizeof(ip)));
+        free(cfg->listen);
+        cfg->listen = l;
+    }
+    return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -68,7 +188,7 @@ main(int argc, char **argv)
     struct dp_worker *w = NULL;
     struct dp_relay *relay = NULL;
     pthread_t dp_tid;
-    bool dp_running = false;
+    bool dp_running = false, dpdk_on = false;
     sigset_t sigs;
     int sigfd = -1;
 
@@ -130,7 +250,14 @@ main(int argc, char **argv)
         goto out;
     }
 
-    /* 5. the dataplane and its client listeners */
+    /* 5. the dataplane and its client listeners (io dpdk: EAL and the port first) */
+    if (!strcmp(cfg.io, "dpdk")) {
+        dpdk_on = true;
+        if (dpdk_up(&cfg, why, sizeof(why)) < 0) {
+            IM_LOG(IM_LOG_ERROR, "imfused", "%s", why);
+            goto out;
+        }
+    }
     struct dp_worker_cfg wc = { .id = 0, .io = cfg.io, .ca_file = cfg.ca_file,
                                 .tls_cert = cfg.tls_cert, .tls_key = cfg.tls_key };
     if (!(w = dp_worker_new(&wc, why, sizeof(why)))) {
@@ -178,6 +305,8 @@ out:
     cp_core_free(&core);
     dp_relay_free(relay);
     dp_worker_free(w);
+    if (dpdk_on)
+        dp_dpdk_cleanup();     /* after the worker: port, pool, rte_eal_cleanup */
     cp_auth_free(core.auth);
     cp_resolver_free(core.resolver);
     cp_ratelim_free(core.rl_user);

@@ -413,7 +413,7 @@ cmd_stats(struct rpc_req *q)
     memset(&ss, 0, sizeof(ss));
     if (c->relay) {
         dp_relay_stats_read(c->relay, &st);
-        dp_worker_stats(dp_relay_worker(c->relay), &ws);
+        dp_worker_stats(dp_relay_worker(c->relay), &ws);    /* one worker (lcore) today: the sums */
     }
     (void)cp_store_stats(c->store, &ss);
     struct cp_resolve_stats rs = { 0 };
@@ -443,6 +443,15 @@ cmd_stats(struct rpc_req *q)
         { "conn_opened", ws.conn_opened }, { "conn_closed", ws.conn_closed },
         { "connect_failed", ws.connect_failed }, { "bytes_in", ws.bytes_in },
         { "bytes_out", ws.bytes_out }, { "tls_ok", ws.tls_ok }, { "tls_failed", ws.tls_failed },
+        /* the dpdk backend's per-lcore counters (0 with io kernel) */
+        { "io_rx_packets", ws.io_pkts_in }, { "io_tx_packets", ws.io_pkts_out },
+        { "io_rx_bytes", ws.io_bytes_in }, { "io_tx_bytes", ws.io_bytes_out },
+        { "io_rx_drops", ws.io_drop_bad + ws.io_nic_missed + ws.io_nic_errors },
+        { "io_tx_drops", ws.io_drop_tx }, { "io_nombuf_drops", ws.io_drop_nombuf + ws.io_nic_nombuf },
+        { "io_busy_cycles", ws.io_busy_cycles }, { "io_busy_turns", ws.io_busy_turns },
+        { "io_sleeps", ws.io_sleeps },
+        { "tcp_open", ws.tcp_open }, { "tcp_retransmits", ws.tcp_retransmits },
+        { "tcp_refused", ws.tcp_refused }, { "tcp_drops", ws.tcp_drops },
     };
     struct cl_enc e;
     ok_head(&e, q->id, 1);

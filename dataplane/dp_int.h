@@ -1,6 +1,6 @@
 /*
  * dp_int.h - dataplane internals shared by dp_worker.c, dp_conn.c, dp_tls.c
- * and the I/O backends (dp_io_kernel.c today, dp_io_dpdk.c next).
+ * and the I/O backends (dp_io_kernel.c; dp_io_dpdk.c with dp_lwip.c).
  *
  * Layering:  dp_conn.h API  ->  dp_conn.c (buffers, watermarks, TLS layering,
  * deferred callbacks)  ->  struct dp_io_ops (a backend moves raw bytes).
@@ -162,6 +162,7 @@ struct dp_io_ops {
 };
 
 extern const struct dp_io_ops dp_io_kernel_ops;
+extern const struct dp_io_ops dp_io_dpdk_ops;
 
 /* ---- the worker ------------------------------------------------------------ */
 
@@ -169,10 +170,18 @@ extern const struct dp_io_ops dp_io_kernel_ops;
 struct dp_stats_live {
     _Atomic uint64_t conn_opened, conn_closed, connect_failed, bytes_in, bytes_out, tls_ok,
         tls_failed;
+    /* the dpdk backend's (dp_stats.h) */
+    _Atomic uint64_t io_pkts_in, io_pkts_out, io_bytes_in, io_bytes_out, io_drop_bad, io_drop_tx,
+        io_drop_nombuf, io_nic_missed, io_nic_errors, io_nic_nombuf, io_sleeps, io_busy_cycles,
+        io_busy_turns, tcp_open, tcp_retransmits, tcp_refused, tcp_drops;
 };
 
 /* Single writer: a relaxed load + store, no locked instruction (dp_stats.h). */
 #define DP_STAT_ADD(w, field, n) DP_CTR_ADD((w)->stats.field, (n))
+
+/* Set a gauge or a counter copied from elsewhere (single writer). */
+#define DP_STAT_SET(w, field, v) \
+    atomic_store_explicit(&(w)->stats.field, (uint64_t)(v), memory_order_relaxed)
 
 struct dp_tls_ctx;
 

@@ -35,6 +35,20 @@ struct dp_stats {
     uint64_t bytes_out;         /* raw bytes handed to the transport */
     uint64_t tls_ok;            /* TLS handshakes completed (client and server) */
     uint64_t tls_failed;        /* TLS handshakes failed, certificate checks included */
+    /* The dpdk backend only (zero with the kernel backend). */
+    uint64_t io_pkts_in, io_pkts_out;   /* frames received / sent on the port */
+    uint64_t io_bytes_in, io_bytes_out; /* their bytes (Ethernet header included) */
+    uint64_t io_drop_bad;       /* frames dropped by the glue: short, oversize, multi-segment, bad checksum */
+    uint64_t io_drop_tx;        /* frames the port did not take (Tx queue full) */
+    uint64_t io_drop_nombuf;    /* frames not sent: the mbuf pool was empty */
+    uint64_t io_nic_missed, io_nic_errors, io_nic_nombuf; /* the NIC's own drop counters */
+    uint64_t io_sleeps;         /* adaptive idle: times the loop slept */
+    uint64_t io_busy_cycles;    /* TSC cycles of loop turns that did work (idle polls excluded) */
+    uint64_t io_busy_turns;     /* those turns */
+    uint64_t tcp_open;          /* TCP connections held now (gauge) */
+    uint64_t tcp_retransmits;   /* TCP segments retransmitted */
+    uint64_t tcp_refused;       /* connections refused at accept (dpdk-max-conns, memory) */
+    uint64_t tcp_drops;         /* segments lwIP dropped (checksum, malformed, no connection) */
 };
 
 /* Copy the worker's counters into out (any thread). */

@@ -13,6 +13,7 @@
 /* Every backend built in; the loop and dp_conn.c never name one. */
 static const struct dp_io_ops *const dp_backends[] = {
     &dp_io_kernel_ops,
+    &dp_io_dpdk_ops,
 };
 
 static uint64_t mono_ms(void)
@@ -35,10 +36,7 @@ struct dp_worker *dp_worker_new(const struct dp_worker_cfg *cfg, char *why, size
         if (!strcmp(dp_backends[i]->name, io))
             ops = dp_backends[i];
     if (!ops) {
-        if (!strcmp(io, "dpdk"))
-            snprintf(why, whysz, "the dpdk backend is not built in this version");
-        else
-            snprintf(why, whysz, "unknown I/O backend \"%s\" (kernel or dpdk)", io);
+        snprintf(why, whysz, "unknown I/O backend \"%s\" (kernel or dpdk)", io);
         return NULL;
     }
     struct dp_worker *w = calloc(1, sizeof(*w));
@@ -174,6 +172,23 @@ void dp_worker_stats(const struct dp_worker *w, struct dp_stats *out)
     DP_LOAD(bytes_out);
     DP_LOAD(tls_ok);
     DP_LOAD(tls_failed);
+    DP_LOAD(io_pkts_in);
+    DP_LOAD(io_pkts_out);
+    DP_LOAD(io_bytes_in);
+    DP_LOAD(io_bytes_out);
+    DP_LOAD(io_drop_bad);
+    DP_LOAD(io_drop_tx);
+    DP_LOAD(io_drop_nombuf);
+    DP_LOAD(io_nic_missed);
+    DP_LOAD(io_nic_errors);
+    DP_LOAD(io_nic_nombuf);
+    DP_LOAD(io_sleeps);
+    DP_LOAD(io_busy_cycles);
+    DP_LOAD(io_busy_turns);
+    DP_LOAD(tcp_open);
+    DP_LOAD(tcp_retransmits);
+    DP_LOAD(tcp_refused);
+    DP_LOAD(tcp_drops);
 #undef DP_LOAD
 }
 
@@ -186,6 +201,23 @@ void dp_stats_add(struct dp_stats *a, const struct dp_stats *b)
     a->bytes_out += b->bytes_out;
     a->tls_ok += b->tls_ok;
     a->tls_failed += b->tls_failed;
+    a->io_pkts_in += b->io_pkts_in;
+    a->io_pkts_out += b->io_pkts_out;
+    a->io_bytes_in += b->io_bytes_in;
+    a->io_bytes_out += b->io_bytes_out;
+    a->io_drop_bad += b->io_drop_bad;
+    a->io_drop_tx += b->io_drop_tx;
+    a->io_drop_nombuf += b->io_drop_nombuf;
+    a->io_nic_missed += b->io_nic_missed;
+    a->io_nic_errors += b->io_nic_errors;
+    a->io_nic_nombuf += b->io_nic_nombuf;
+    a->io_sleeps += b->io_sleeps;
+    a->io_busy_cycles += b->io_busy_cycles;
+    a->io_busy_turns += b->io_busy_turns;
+    a->tcp_open += b->tcp_open;
+    a->tcp_retransmits += b->tcp_retransmits;
+    a->tcp_refused += b->tcp_refused;
+    a->tcp_drops += b->tcp_drops;
 }
 
 /* ---- listeners ------------------------------------------------------------ */

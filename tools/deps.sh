@@ -5,6 +5,7 @@ set -eu
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
       liblmdb-dev lmdb-utils libmbedtls-dev libmsgpack-dev libexpat1-dev libargon2-dev
       ca-certificates iproute2 openssl util-linux procps
+      dpkg-dev libdpdk-dev dpdk libnl-3-dev libnl-route-3-dev ethtool
       prosody ejabberd python3-msgpack python3-slixmpp
       ngircd inspircd atheme-services python3-irc kamailio kamailio-presence-modules jabberd2"
 missing=
@@ -17,11 +18,15 @@ done
 if [ -r /usr/include/expat.h ] && ! grep -q XML_SetReparseDeferralEnabled /usr/include/expat.h; then
     missing="$missing libexpat1-dev libexpat1"
 fi
-[ -z "$missing" ] && exit 0
-echo "make deps: installing:$missing"
-if [ "$(id -u)" != 0 ]; then
-    echo "make deps: these packages are missing and installing them needs root:$missing" >&2
-    exit 1
+if [ -n "$missing" ]; then
+    echo "make deps: installing:$missing"
+    if [ "$(id -u)" != 0 ]; then
+        echo "make deps: these packages are missing and installing them needs root:$missing" >&2
+        exit 1
+    fi
+    apt-get update -q >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
 fi
-apt-get update -q >/dev/null
-DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+# lwIP is compiled with the project's own options from Debian's source
+# package, fetched with apt into the build directory (never committed).
+exec "$(dirname "$0")/lwip-src.sh" "${LWIP_DIR:-build/deps/lwip}"

@@ -1,4 +1,5 @@
 /* Flags and config file of imfused (cp_config.c). */
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -175,5 +176,102 @@ T_TEST(hostport)
     T_ASSERT(im_split_hostport("a:5x", &h, &p) < 0);
 }
 
+/* io dpdk: every key from a file, parsed; listen defaults to the dpdk address. */
+T_TEST(dpdk_keys)
+{
+    struct cp_config c;
+    char why[512];
+    char *path = write_conf(
+        "io = dpdk\n"
+        "dpdk-eal = --no-pci --no-huge -m 512 --vdev=net_tap0,iface=imf0\n"
+        "dpdk-port = net_tap0\n"
+        "dpdk-address = 198.18.0.2/24\n"
+        "dpdk-gateway = 198.18.0.1\n"
+        "dpdk-mtu = 9000\n"
+        "dpdk-mbufs = 16383\n"
+        "dpdk-idle = spin\n"
+        "dpdk-max-conns = 20000\n"
+        "dpdk-local-ports = 20000-29999\n"
+        "dpdk-tap-kernel = 198.18.0.1/24\n");
+    char *argv[] = { "imfused", "--config", path, NULL };
+    T_EQ_INT(parse(&c, why, 3, argv), 0);
+    T_EQ_STR(c.dpdk_eal, "--no-pci --no-huge -m 512 --vdev=net_tap0,iface=imf0");
+    T_EQ_STR(c.dpdk_port, "net_tap0");
+    T_EQ_UINT(c.dpdk_addr, htonl(0xc6120002));
+    T_EQ_INT(c.dpdk_prefix, 24);
+    T_EQ_UINT(c.dpdk_gw, htonl(0xc6120001));
+    T_ASSERT(!c.dpdk_gw_auto);
+    T_EQ_INT(c.dpdk_mtu, 9000);
+    T_EQ_INT(c.dpdk_mbufs, 16383);
+    T_ASSERT(c.dpdk_spin);
+    T_EQ_INT(c.dpdk_max_conns, 20000);
+    T_EQ_INT(c.dpdk_lport_lo, 20000);
+    T_EQ_INT(c.dpdk_lport_hi, 29999);
+    T_EQ_UINT(c.dpdk_tap_addr, htonl(0xc6120001));
+    T_EQ_STR(c.listen, "198.18.0.2:7700");
+    T_ASSERT(c.listen_default);
+    cp_config_free(&c);
+    /* A flag wins over the file; gateway auto; adaptive by default. */
+    char *path2 = write_conf("io = dpdk\ndpdk-port = 0\ndpdk-gateway = auto\n");
+    char *argv2[] = { "imfused", "--config", path2, "--dpdk-port", "net_af_packet0", "--listen", "0.0.0.0:7800",
+                      NULL };
+    T_EQ_INT(parse(&c, why, 7, argv2), 0);
+    T_EQ_STR(c.dpdk_port, "net_af_packet0");
+    T_ASSERT(c.dpdk_gw_auto && !c.dpdk_spin && !c.listen_default);
+    T_EQ_STR(c.listen, "0.0.0.0:7800");
+    T_EQ_UINT(c.dpdk_addr, 0);      /* net_af_packet: taken from the interface at start-up */
+    cp_config_free(&c);
+    unlink(path);
+    unlink(path2);
+}
+
+/* Each bad value of a dpdk key: refused at start-up with words naming the key. */
+T_TEST(dpdk_bad_values)
+{
+    static const struct { const char *key, *val, *words; } bad[] = {
+        { "dpdk-address", "198.18.0.2", "ADDRESS/PREFIX" },
+        { "dpdk-address", "198.18.0.2/33", "prefix of 1-32" },
+        { "dpdk-address", "198.18.0.2/0", "prefix of 1-32" },
+        { "dpdk-address", "host.test/24", "IPv4" },
+        { "dpdk-address", "127.0.0.2/8", "not a usable unicast" },
+        { "dpdk-address", "224.0.0.1/4", "not a usable unicast" },
+        { "dpdk-gateway", "router", "IPv4 address or auto" },
+        { "dpdk-gateway", "198.19.0.1", "not in 198.18.0.2/24" },
+        { "dpdk-mtu", "67", "68 to 9000" },
+        { "dpdk-mtu", "9001", "68 to 9000" },
+        { "dpdk-mtu", "15OO", "68 to 9000" },
+        { "dpdk-mbufs", "100", "1023 to 1048575" },
+        { "dpdk-max-conns", "0", "1 to 1000000" },
+        { "dpdk-max-conns", "-5", "1 to 1000000" },
+        { "dpdk-idle", "sometimes", "spin or adaptive" },
+        { "dpdk-local-ports", "2000-1000", "LO-HI" },
+        { "dpdk-local-ports", "0-1000", "LO-HI" },
+        { "dpdk-local-ports", "1000-70000", "LO-HI" },
+        { "dpdk-local-ports", "1000", "LO-HI" },
+        { "dpdk-tap-kernel", "198.18.0.1", "ADDRESS/PREFIX" },
+        { "dpdk-tap-kernel", "198.18.0.2/24", "own dpdk-address" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct cp_config c;
+        char why[512] = "", flag[64];
+        snprintf(flag, sizeof(flag), "--%s", bad[i].key);
+        /* The bad key last, after a good address (unless the address is what is bad). */
+        bool addr = !strcmp(bad[i].key, "dpdk-address");
+        char *argv[] = { "imfused", "--io", "dpdk", "--dpdk-port", "net_tap0",
+                         addr ? flag : (char *)"--dpdk-address", addr ? (char *)bad[i].val : (char *)"198.18.0.2/24",
+                         addr ? NULL : flag, (char *)bad[i].val, NULL };
+        if (parse(&c, why, addr ? 7 : 9, argv) == 0)
+            T_FAIL("%s = %s was accepted", bad[i].key, bad[i].val);
+        if (!strstr(why, bad[i].key) || !strstr(why, bad[i].words))
+            T_FAIL("%s = %s: \"%s\" lacks \"%s\"", bad[i].key, bad[i].val, why, bad[i].words);
+    }
+    /* No port at all. */
+    struct cp_config c;
+    char why[512];
+    char *argv[] = { "imfused", "--io", "dpdk", NULL };
+    T_ASSERT(parse(&c, why, 3, argv) < 0);
+    T_ASSERT(strstr(why, "dpdk-port"));
+}
+
 T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(store_map_size),
-       T_RUN(bad_flags), T_RUN(hostport))
+       T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values))
