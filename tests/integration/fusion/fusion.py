@@ -14,6 +14,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from harness import JsonPeer, Daemon, lib, stop_all, HERE as LIB  # noqa: E402
 from imclient import Client  # noqa: E402
+from testenv import SERVER_ADDR, server  # noqa: E402
 
 IRCD = sys.argv[1] if len(sys.argv) > 1 else "ngircd"
 XMPP_PORT, IRC_PORT, SIP_PORT, IMFUSE_PORT = 15222, 16667, 15060, 17700
@@ -36,13 +37,13 @@ def state_is(c, account, states, timeout=60.0):
 
 def xmpp_bob(ca):
     p = JsonPeer("xmpp bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "pw-bob",
-                              "127.0.0.1", str(XMPP_PORT), ca])
+                              SERVER_ADDR, str(XMPP_PORT), ca])
     p.expect(lambda e: e["ev"] == "online", "xmpp bob online")
     return p
 
 
 def irc_bob():
-    p = JsonPeer("irc bob", [os.path.join(LIB, "irc_peer.py"), "bob", "127.0.0.1", str(IRC_PORT)])
+    p = JsonPeer("irc bob", [os.path.join(LIB, "irc_peer.py"), "bob", SERVER_ADDR, str(IRC_PORT)])
     p.expect(lambda e: e["ev"] == "online", "irc bob online")
     return p
 
@@ -71,11 +72,11 @@ def main():
     c = Client(port=IMFUSE_PORT)
     check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in")
     ax = c.call("link", network="xmpp", login="alice@a.test", password="pw-alice",
-                server="127.0.0.1:%d" % XMPP_PORT, tls="starttls")["account"]
+                server=server(XMPP_PORT), tls="starttls")["account"]
     ai = c.call("link", network="irc", login="alice", password="",
-                server="127.0.0.1:%d" % IRC_PORT, tls="none")["account"]
+                server=server(IRC_PORT), tls="none")["account"]
     asip = c.call("link", network="sip", login="sip:alice@sip.test", password="pw-alice",
-                  server="127.0.0.1:%d" % SIP_PORT, tls="none")["account"]
+                  server=server(SIP_PORT), tls="none")["account"]
     for a in (ax, ai, asip):
         state_is(c, a, ("online",), 30)
     check(True, "three accounts online: xmpp %d, irc %d, sip %d" % (ax, ai, asip))
@@ -87,7 +88,7 @@ def main():
 
     bx, bi = xmpp_bob(ca), irc_bob()
     bs = JsonPeer("sip bob", [os.path.join(LIB, "sip_peer.py"), "bob", "sip.test", "pw-bob",
-                              "127.0.0.1", str(SIP_PORT)])
+                              SERVER_ADDR, str(SIP_PORT)])
     bs.expect(lambda e: e["ev"] == "online", "sip bob online")
 
     uid = c.call("set_unified", contacts=[{"name": "Bob", "prefer": ax, "members": [
@@ -134,7 +135,7 @@ def main():
     check(True, "all three accounts back online by themselves")
     bx, bi = xmpp_bob(ca), irc_bob()
     bs = JsonPeer("sip bob", [os.path.join(LIB, "sip_peer.py"), "bob", "sip.test", "pw-bob",
-                              "127.0.0.1", str(SIP_PORT)])
+                              SERVER_ADDR, str(SIP_PORT)])
     bs.expect(lambda e: e["ev"] == "online", "sip bob online again")
     bx.send("alice@a.test", "answer on xmpp")
     bi.send("alice", "answer on irc")

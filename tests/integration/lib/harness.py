@@ -8,10 +8,11 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
+
+from testenv import APPLIANCE_ADDR, APPLIANCE_WRAP, hostport, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -52,17 +53,6 @@ def stop_proc(p, sig=signal.SIGTERM, wait=5.0):
 def stop_all():
     for p in reversed(procs):
         stop_proc(p)
-
-
-def wait_port(port, deadline=10.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
 
 
 def lib(script, cmd, strict=True):
@@ -169,7 +159,8 @@ class JsonPeer:
 
 
 class Daemon:
-    """imfused on 127.0.0.1:port, its data and control socket under work.
+    """imfused on the appliance address (testenv.py) and port, started under
+    APPLIANCE_WRAP, its data and control socket under work.
     listen_tls=(port, certfile, keyfile) adds the TLS client listener."""
 
     def __init__(self, work, port, cafile=None, listen_tls=None):
@@ -183,17 +174,18 @@ class Daemon:
 
     def start(self):
         logf = open(self.logpath, "a")
-        argv = [os.path.join(BUILD, "imfused"), "--data", self.data, "--listen",
-                "127.0.0.1:%d" % self.port, "--control", self.ctl, "--log-level", "debug"]
+        argv = APPLIANCE_WRAP + [os.path.join(BUILD, "imfused"), "--data", self.data, "--listen",
+                                 hostport(APPLIANCE_ADDR, self.port), "--control", self.ctl,
+                                 "--log-level", "debug"]
         if self.cafile:
             argv += ["--ca-file", self.cafile]
         if self.listen_tls:
             port, cert, key = self.listen_tls
-            argv += ["--listen-tls", "127.0.0.1:%d" % port, "--tls-cert", cert, "--tls-key", key]
+            argv += ["--listen-tls", hostport(APPLIANCE_ADDR, port), "--tls-cert", cert, "--tls-key", key]
         self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
         procs.append(self.p)
-        if not wait_port(self.port):
+        if not wait_port(APPLIANCE_ADDR, self.port):
             raise RuntimeError("imfused did not start; see " + self.logpath)
 
     def kill9(self):

@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from harness import JsonPeer, Daemon, lib, stop_all, HERE as LIB  # noqa: E402
 from imclient import Client  # noqa: E402
+from testenv import SERVER_ADDR, server  # noqa: E402
 
 XMPP_PORT, IMFUSE_PORT = 15222, 17700
 N = 30
@@ -81,11 +82,11 @@ def main(work):
     c = Client(port=IMFUSE_PORT)
     check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in")
     a = c.call("link", network="xmpp", login="alice@a.test", password="pw-alice",
-               server="127.0.0.1:%d" % XMPP_PORT, tls="starttls")["account"]
+               server=server(XMPP_PORT), tls="starttls")["account"]
     c.wait_event(lambda e: e.get("op") == "account" and e.get("account") == a and e.get("state") == "online",
                  30, "account online")
     bob = JsonPeer("xmpp bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "pw-bob",
-                                "127.0.0.1", str(XMPP_PORT), ca])
+                                SERVER_ADDR, str(XMPP_PORT), ca])
     bob.expect(lambda e: e["ev"] == "online", "bob online")
     bob.send("alice@a.test", "before")
     m = c.wait_event(lambda e: e.get("op") == "message", 30, "the first message")
