@@ -84,8 +84,9 @@ def presence_event(c, account, address, presence, timeout=30.0):
                         timeout, "presence %s %s on account %d" % (address, presence, account))
 
 
-def run(main, *args):
+def run(main, *args, on_failure=None):
     """Run main(*args); then stop every process and what stop_at_end() named,
+    call on_failure() if a check failed or main raised (e.g. to show a log),
     print the count of failed checks and exit 1 if any failed or main raised."""
     rc = 0
     try:
@@ -98,6 +99,8 @@ def run(main, *args):
         stop_all()
         for script, cmd in at_end:
             lib(script, cmd, strict=False)
+    if (rc or failures) and on_failure:
+        on_failure()
     log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
     sys.exit(1 if (rc or failures) else 0)
 

@@ -19,7 +19,9 @@
 #                               SIP Contact it registers names it
 #   IMFUSE_TEST_SERVER_NAME     a host name that resolves to the server address
 #                               where imfused runs (spec.py links one account by
-#                               name); default localhost
+#                               name); default localhost.  imfused resolves no
+#                               names yet: it takes the literal "localhost" as
+#                               127.0.0.1 and refuses any other name
 #   IMFUSE_TEST_SOURCE_NET      a /16 of further client source addresses, all
 #                               local on the kernel side and routed to the
 #                               appliance (spec.py's per-address lockout checks

@@ -14,6 +14,12 @@
 #                            address, STARTTLS, CA trusted, 20 s timeout
 #   xmpp_user MODE PORT CA JID PW [ARGS]   lib/xmpp_user.py at the server address
 #                            (a real XMPP user for one task), 30 s at most
+#   probe_check_auth_failed OUT NAME   the probe with a wrong password for alice@a.test
+#                            must stop at auth_failed (exit 3, not-authorized);
+#                            its output goes to OUT and is printed; check NAME
+#   probe_check_tls_name OUT TLS_NAME NAME   alice@a.test's login checking the
+#                            certificate against TLS_NAME, which it does not match,
+#                            must fail in TLS (exit 4) and never get online; check NAME
 #   check NAME RC            print "ok   NAME" when RC is 0, else "FAIL NAME" and set fail=1
 #   wait_for FILE PATTERN SECONDS   wait until grep finds PATTERN in FILE
 
@@ -54,6 +60,24 @@ xmpp_user() {
     # PID and stopping it stops the user.
     if [ "$BASHPID" != "$$" ]; then exec "${cmd[@]}"; fi
     "${cmd[@]}"
+}
+
+probe_check_auth_failed() {
+    local rc
+    "${P[@]}" --login alice@a.test --password wrong --exit-after-online > "$1" 2>&1
+    rc=$?
+    cat "$1"
+    [ $rc = 3 ] && grep -q '^STATE auth_failed not-authorized' "$1"
+    check "$2" $?
+}
+
+probe_check_tls_name() {
+    local rc
+    "${P[@]}" --login alice@a.test --password alice-pw --tls-name "$2" --exit-after-online > "$1" 2>&1
+    rc=$?
+    cat "$1"
+    [ $rc = 4 ] && grep -q '^TLS error' "$1" && ! grep -q '^STATE online' "$1"
+    check "$3" $?
 }
 
 check() {

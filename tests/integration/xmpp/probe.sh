@@ -125,19 +125,10 @@ if [ $server = ejabberd ]; then
 fi
 
 # 4. A wrong password: auth_failed.
-"${P[@]}" --login alice@a.test --password wrong --exit-after-online > "$work/p4.out" 2>&1
-rc=$?
-cat "$work/p4.out"
-[ $rc = 3 ] && grep -q '^STATE auth_failed not-authorized' "$work/p4.out"
-check "wrong password gives auth_failed" $?
+probe_check_auth_failed "$work/p4.out" "wrong password gives auth_failed"
 
 # 5. A TLS name that the certificate does not match is refused.
-"${P[@]}" --login alice@a.test --password alice-pw --tls-name "$bad_tls_name" --exit-after-online \
-    > "$work/p5.out" 2>&1
-rc=$?
-cat "$work/p5.out"
-[ $rc = 4 ] && grep -q '^TLS error' "$work/p5.out" && ! grep -q '^STATE online' "$work/p5.out"
-check "certificate name mismatch refused" $?
+probe_check_tls_name "$work/p5.out" "$bad_tls_name" "certificate name mismatch refused"
 
 echo "checks done after $((SECONDS - t_start)) s"
 if [ $fail != 0 ]; then
