@@ -14,9 +14,10 @@
 #                               atheme's link, kamailio), the linked accounts'
 #                               "server" is here, and every test peer and client
 #                               connects from here (the kernel picks it)
-#   IMFUSE_TEST_APPLIANCE_ADDR  imfused's client listeners (plain and TLS); the
-#                               address imfused dials IM servers from, so a
-#                               SIP Contact it registers names it
+#   IMFUSE_TEST_APPLIANCE_ADDR  imfused's client listeners (plain and TLS), and
+#                               the address its connections to IM servers come
+#                               from (routing picks it; sip.py expects it in the
+#                               Contact imfused registers)
 #   IMFUSE_TEST_SERVER_NAME     a host name that resolves to the server address
 #                               where imfused runs (spec.py links one account by
 #                               name); default localhost.  imfused resolves no
