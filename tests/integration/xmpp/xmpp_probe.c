@@ -185,7 +185,7 @@ int
 main(int argc, char **argv)
 {
     static struct probe p;
-    const char *host = "127.0.0.1", *login = NULL, *password = "", *tls = "starttls", *send_to = NULL;
+    const char *host = NULL, *login = NULL, *password = "", *tls = "starttls", *send_to = NULL;
     const char *send_body = "hello", *resource = NULL;
     int port = 5222, timeout = 20;
     bool exit_online = false, wait_msg = false;
@@ -212,7 +212,7 @@ main(int argc, char **argv)
         else if (!strcmp(a, "--timeout")) timeout = atoi(v);
         else usage();
     }
-    if (!login)
+    if (!host || !login)
         usage();
     if (xmpp_ops.normalize_login(login, norm, sizeof(norm), &why)) {
         fprintf(stderr, "bad login: %s\n", why);
