@@ -567,6 +567,14 @@ acct_io_local(void *ud)
     return a->conn ? dp_conn_local(a->conn) : "";
 }
 
+/* The time as adapters are given it: the worker's clocks (monotonic for
+ * their timers, wall for message.ts), read at the top of the loop turn. */
+static struct im_time
+account_time(const struct dp_account *a)
+{
+    return dp_worker_time(a->r->w);
+}
+
 /* Give a network without a server-side list the list imfuse keeps. */
 static void
 account_push_watch(struct dp_account *a)
@@ -578,7 +586,7 @@ account_push_watch(struct dp_account *a)
         abort();
     for (uint32_t i = 0; i < a->n_contacts; i++)
         v[i] = (struct im_str){ a->contacts[i].address, (uint32_t)strlen(a->contacts[i].address) };
-    int rc = a->ops->set_watch(a->sess, v, a->n_contacts, im_now_ms());
+    int rc = a->ops->set_watch(a->sess, v, a->n_contacts, account_time(a));
     free(v);
     if (rc < 0)
         account_drop_conn(a, rc);
@@ -596,7 +604,7 @@ acct_on_open(struct dp_conn *c, int status, const char *detail)
             account_state(a, IM_ACC_ERROR, d);
         return;                         /* on_close follows */
     }
-    int rc = a->ops->start(a->sess, im_now_ms());
+    int rc = a->ops->start(a->sess, account_time(a));
     if (rc < 0)
         account_drop_conn(a, rc);
 }
@@ -607,7 +615,7 @@ acct_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
     struct dp_account *a = dp_conn_ud(c);
     if (!a->sess)
         return;
-    int rc = a->ops->input(a->sess, p, n, im_now_ms());
+    int rc = a->ops->input(a->sess, p, n, account_time(a));
     if (rc < 0) {
         if (a->state != IM_ACC_ERROR && a->state != IM_ACC_AUTH_FAILED) {
             char d[128];
@@ -640,7 +648,7 @@ acct_on_tls(struct dp_conn *c, int status, const char *detail)
         account_drop_conn(a, status);
         return;
     }
-    int rc = a->ops->tls_ready(a->sess, 0, im_now_ms());
+    int rc = a->ops->tls_ready(a->sess, 0, account_time(a));
     if (rc < 0)
         account_drop_conn(a, rc);
 }
@@ -1059,7 +1067,7 @@ handle_account_up(struct dp_relay *r, const struct dp_msg *m)
     a->cfg.tls = !strcmp(a->tls_s, "tls") ? IM_TLS_DIRECT :
                  !strcmp(a->tls_s, "starttls") ? IM_TLS_STARTTLS : IM_TLS_NONE;
     a->io = (struct im_io){ .out = acct_io_out, .event = acct_io_event, .local_addr = acct_io_local,
-                            .ud = a };
+                            .kdf = NULL, .rng = NULL, .ud = a };
     a->backoff = 0;
     a->online = false;
     unsigned port = 0;
@@ -1823,7 +1831,6 @@ static void
 relay_tick(void *ud, uint64_t now)
 {
     struct dp_relay *r = ud;
-    uint64_t wall = im_now_ms();
 
     for (unsigned i = 0; i < DP_HASH_BUCKETS; i++) {
         for (struct dp_account *a = r->accounts[i]; a; a = a->hnext) {
@@ -1834,7 +1841,7 @@ relay_tick(void *ud, uint64_t now)
             }
             if (a->tls_pending)
                 continue;
-            int rc = a->ops->tick(a->sess, wall);
+            int rc = a->ops->tick(a->sess, account_time(a));
             if (rc < 0)
                 account_drop_conn(a, rc);
         }

@@ -16,7 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../im_common.h"
+#include "im_common.h"
 #include "cl_frame.h"
 
 long

@@ -1,12 +1,11 @@
 /*
- * im_common.c - return codes, UTF-8, clocks and the log sink.
+ * im_common.c - return codes, UTF-8, the log sink and the host:port parser.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-#include <sys/random.h>
 
 #include "im_common.h"
 
@@ -88,22 +87,6 @@ im_utf8_trim(const void *buf, size_t n)
     return (n - (i - 1) >= need) ? n : i - 1;
 }
 
-uint64_t
-im_now_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
-uint64_t
-im_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
-}
-
 int
 im_ct_memcmp(const void *a, const void *b, size_t n)
 {
@@ -112,23 +95,6 @@ im_ct_memcmp(const void *a, const void *b, size_t n)
     for (size_t i = 0; i < n; i++)
         d |= x[i] ^ y[i];
     return d != 0;
-}
-
-int
-im_random(void *buf, size_t n)
-{
-    uint8_t *p = buf;
-    while (n) {
-        ssize_t r = getrandom(p, n, 0);
-        if (r < 0) {
-            if (errno == EINTR)
-                continue;
-            return -errno;
-        }
-        p += r;
-        n -= (size_t)r;
-    }
-    return 0;
 }
 
 void
@@ -193,10 +159,13 @@ im_bug(const char *file, int line, const char *what)
 }
 
 int
-im_split_hostport(const char *s, char **host, unsigned *port)
+im_parse_hostport(const char *s, char *host, size_t hostsz, unsigned *port)
 {
     const char *h = s, *colon;
     size_t hl;
+
+    if (!s)
+        return -IM_EINVAL;
     if (*s == '[') {
         const char *close = strchr(s, ']');
         if (!close || close[1] != ':')
@@ -210,12 +179,27 @@ im_split_hostport(const char *s, char **host, unsigned *port)
             return -IM_EINVAL;      /* bare IPv6 needs brackets */
         hl = (size_t)(colon - s);
     }
-    char *end;
-    unsigned long p = strtoul(colon + 1, &end, 10);
-    if (hl == 0 || hl > 255 || !colon[1] || *end || p == 0 || p > 65535)
+    unsigned long p = 0;
+    const char *d = colon + 1;
+    for (; *d >= '0' && *d <= '9' && p <= 65535; d++)
+        p = p * 10 + (unsigned long)(*d - '0');
+    if (hl == 0 || hl > IM_HOST_MAX || hl >= hostsz || d == colon + 1 || *d || p == 0 || p > 65535)
         return -IM_EINVAL;
-    if (!(*host = strndup(h, hl)))
-        return -ENOMEM;
+    memcpy(host, h, hl);
+    host[hl] = '\0';
     *port = (unsigned)p;
+    return 0;
+}
+
+int
+im_split_hostport(const char *s, char **host, unsigned *port)
+{
+    char h[IM_HOST_MAX + 1];
+    int rc = im_parse_hostport(s, h, sizeof(h), port);
+
+    if (rc)
+        return rc;
+    if (!(*host = strdup(h)))
+        return -ENOMEM;
     return 0;
 }

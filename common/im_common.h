@@ -1,5 +1,8 @@
 /*
- * im_common.h - return codes, logging and small helpers shared by every layer.
+ * im_common.h - return codes, logging and small helpers shared by every layer
+ * (both planes, the adapters, the codec and the tools).  The rest of the kit
+ * is beside it in common/: im_buf.h (one growable buffer), im_rng.h (random
+ * sources), im_clock.h (clocks), im_kdf.h (key derivation).
  *
  * Return convention (STYLE 6): 0 is success, negative is -errno or one of the
  * IM_E* codes below, -EAGAIN means "need more input".  im_strerror() names
@@ -35,21 +38,27 @@ bool im_utf8_valid(const void *p, size_t n);
 /* Largest prefix length <= n of valid UTF-8 p that ends on a character boundary. */
 size_t im_utf8_trim(const void *p, size_t n);
 
-/* Milliseconds: wall clock since the epoch, and a monotonic clock. */
-uint64_t im_now_ms(void);
-uint64_t im_mono_ms(void);
-
 /* Constant-time compare of two equal-length buffers: 0 when equal. */
 int im_ct_memcmp(const void *a, const void *b, size_t n);
-
-/* Fill buf with n bytes from the kernel's CSPRNG (getrandom).  0 or -errno. */
-int im_random(void *buf, size_t n);
 
 /* Wipe memory the compiler may not elide. */
 void im_wipe(void *p, size_t n);
 
-/* Split "host:port" or "[v6]:port" (port 1-65535, host 1-255 bytes).  0, -IM_EINVAL
- * or -ENOMEM.  On success *host is malloc'd and belongs to the caller. */
+/* Longest host im_parse_hostport() accepts, in bytes. */
+#define IM_HOST_MAX 255
+
+/*
+ * The one host:port parser.  Parse "host:port" or "[v6]:port" (host 1 to
+ * IM_HOST_MAX bytes, without the brackets; port 1-65535 in decimal digits
+ * only; a bare IPv6 address without brackets is refused) into host (hostsz
+ * bytes, NUL-terminated: IM_HOST_MAX + 1 always suffices) and *port.
+ * Returns 0, or -IM_EINVAL (malformed, or the host does not fit hostsz);
+ * host and *port are untouched on failure.
+ */
+int im_parse_hostport(const char *s, char *host, size_t hostsz, unsigned *port);
+
+/* The same, with the host malloc'd: on success *host belongs to the caller.
+ * 0, -IM_EINVAL or -ENOMEM. */
 int im_split_hostport(const char *s, char **host, unsigned *port);
 
 /* Copy at most dstsz-1 bytes and NUL-terminate; returns strlen(src). */
