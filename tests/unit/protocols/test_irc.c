@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "t.h"
+#include "fx.h"
 #include "im_common.h"
 #include "im_proto.h"
 #include "irc/irc_int.h"
@@ -121,7 +122,7 @@ run(const struct setup *su, const struct step *steps, int split_step, size_t spl
     if (!s)
         abort();
     r->s = s;
-    int rc = irc_ops.start(s, T0);
+    int rc = irc_ops.start(s, AT(T0));
     if (rc < 0) {
         r->rc = rc;
         goto out;
@@ -133,16 +134,16 @@ run(const struct setup *su, const struct step *steps, int split_step, size_t spl
         case S_IN: {
             size_t n = strlen(st->text);
             if (i == split_step && split <= n) {
-                rc = irc_ops.input(s, (const uint8_t *)st->text, split, now);
+                rc = irc_ops.input(s, (const uint8_t *)st->text, split, AT(now));
                 if (rc >= 0)
-                    rc = irc_ops.input(s, (const uint8_t *)st->text + split, n - split, now);
+                    rc = irc_ops.input(s, (const uint8_t *)st->text + split, n - split, AT(now));
             } else {
-                rc = irc_ops.input(s, (const uint8_t *)st->text, n, now);
+                rc = irc_ops.input(s, (const uint8_t *)st->text, n, AT(now));
             }
             break;
         }
         case S_TICK:
-            rc = irc_ops.tick(s, now);
+            rc = irc_ops.tick(s, AT(now));
             break;
         case S_WATCH: {
             struct im_str v[16];
@@ -151,7 +152,7 @@ run(const struct setup *su, const struct step *steps, int split_step, size_t spl
             im_strlcpy(buf, st->text, sizeof(buf));
             for (char *tok = strtok(buf, " "); tok && nv < 16; tok = strtok(NULL, " "))
                 v[nv++] = (struct im_str){ tok, (uint32_t)strlen(tok) };
-            rc = irc_ops.set_watch(s, v, nv, now);
+            rc = irc_ops.set_watch(s, v, nv, AT(now));
             break;
         }
         case S_SEND: {
@@ -784,10 +785,10 @@ T_TEST(pacing_token_bucket)
                                   .tls_name = "" };
     struct im_io io = { .out = h_out, .event = h_event, .ud = r };
     struct im_sess *s = irc_ops.create(&cfg, &io);
-    T_EQ_INT(irc_ops.start(s, T0), 0);
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), T0), 0);
+    T_EQ_INT(irc_ops.start(s, AT(T0)), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), AT(T0)), 0);
     /* the bucket refills with time: wait 10 s so that it is full */
-    T_EQ_INT(irc_ops.tick(s, T0 + 10000), 0);
+    T_EQ_INT(irc_ops.tick(s, AT(T0 + 10000)), 0);
     size_t base = r->outn;
     for (int i = 0; i < 20; i++) {
         struct im_msg m = { .msg = (uint64_t)(100 + i), .to = IM_STR("bob"),
@@ -800,7 +801,7 @@ T_TEST(pacing_token_bucket)
     T_EQ_INT(count, 5);                     /* the burst */
     T_EQ_INT(irc_queued_lines(s), 15);
     /* a PING from the server is answered at once, ahead of the queue */
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)"PING :x\r\n", 9, T0 + 10001), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)"PING :x\r\n", 9, AT(T0 + 10001)), 0);
     T_ASSERT(has(r->out, r->outn, "PONG :x\r\n"));
     T_EQ_INT(irc_queued_lines(s), 15);
     uint64_t t = T0 + 10000;
@@ -808,7 +809,7 @@ T_TEST(pacing_token_bucket)
     int seconds = 0;
     while (irc_queued_lines(s) && seconds < 60) {
         for (int step = 1; step <= 10; step++)
-            T_EQ_INT(irc_ops.tick(s, t + (uint64_t)step * 100), 0);
+            T_EQ_INT(irc_ops.tick(s, AT(t + (uint64_t)step * 100)), 0);
         t += 1000;
         seconds++;
         size_t now = irc_queued_lines(s);
