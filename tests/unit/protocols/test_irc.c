@@ -28,6 +28,7 @@ struct rec {
     size_t evn;
     int rc;                         /* first negative return, else 0 */
     struct im_sess *s;
+    uint64_t last_ts;               /* message.ts of the last message */
 };
 
 static int
@@ -67,6 +68,7 @@ h_event(void *ud, const struct im_event *e)
             abort();
         evf(r, "MSG %.*s %.*s\n", (int)e->u.message.from.len, e->u.message.from.p,
             (int)e->u.message.body.len, e->u.message.body.p);
+        r->last_ts = e->u.message.ts;
         break;
     case IM_EV_NOTICE:
         evf(r, "NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
@@ -874,6 +876,38 @@ T_TEST(to_utf8)
     T_EQ_INT(n, 2);
 }
 
+/* The monotonic clock drives the timers and the bucket; the wall clock only
+ * stamps messages. */
+T_TEST(clock_roles)
+{
+    static struct rec r;
+    const uint64_t wall = 1800000000000ull;
+    struct im_account_cfg cfg = { .account = 1, .login = "alice", .password = "", .host = "h", .port = 1,
+                                  .tls_name = "" };
+    struct im_io io = { .out = h_out, .event = h_event, .ud = &r };
+    struct im_sess *s = irc_ops.create(&cfg, &io);
+
+    T_EQ_INT(irc_ops.start(s, ((struct im_time){ .mono_ms = 1000, .wall_ms = wall })), 0);
+    /* the registration timeout: not by the wall clock */
+    T_EQ_INT(irc_ops.tick(s, ((struct im_time){ .mono_ms = 1000 + IRC_REG_TIMEOUT_MS - 1,
+                                                .wall_ms = wall + 36000000 })), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME),
+                           ((struct im_time){ .mono_ms = 2000, .wall_ms = wall })), 0);
+    const char *pm = ":bob!b@h PRIVMSG alice :hi\r\n";
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)pm, strlen(pm),
+                           ((struct im_time){ .mono_ms = 3000, .wall_ms = wall + 777 })), 0);
+    EV_HAS(&r, "MSG bob hi\n");
+    T_EQ_UINT(r.last_ts, wall + 777);
+    /* our keepalive PING after IRC_PING_IDLE_MS of monotonic silence, whatever the wall says */
+    size_t before = r.outn;
+    T_EQ_INT(irc_ops.tick(s, ((struct im_time){ .mono_ms = 3000 + IRC_PING_IDLE_MS - 1,
+                                                .wall_ms = wall + 36000000 })), 0);
+    T_ASSERT(!has(r.out + before, r.outn - before, "PING :imfuse"));
+    T_EQ_INT(irc_ops.tick(s, ((struct im_time){ .mono_ms = 3000 + IRC_PING_IDLE_MS, .wall_ms = wall })), 0);
+    T_ASSERT(has(r.out + before, r.outn - before, "PING :imfuse\r\n"));
+    irc_ops.destroy(s);
+}
+
 T_MAIN(T_RUN(login_plain), T_RUN(login_pass_sasl_ok), T_RUN(login_sasl_fail), T_RUN(login_sasl_not_offered),
        T_RUN(login_server_password_refused), T_RUN(login_nick_in_use),
        T_RUN(login_nick_in_use_digits_and_nicklen), T_RUN(login_starttls_refused),
@@ -881,4 +915,5 @@ T_MAIN(T_RUN(login_plain), T_RUN(login_pass_sasl_ok), T_RUN(login_sasl_fail), T_
        T_RUN(line_too_long), T_RUN(presence_ison), T_RUN(presence_ison_yields_to_messages), T_RUN(presence_ison_without_motd_end),
        T_RUN(presence_monitor), T_RUN(presence_monitor_full), T_RUN(messages_in), T_RUN(strip_format_unit),
        T_RUN(messages_out_action_and_newlines), T_RUN(messages_out_split_utf8),
-       T_RUN(messages_out_split_all_prefixes), T_RUN(pacing_token_bucket), T_RUN(normalize), T_RUN(to_utf8))
+       T_RUN(messages_out_split_all_prefixes), T_RUN(pacing_token_bucket), T_RUN(normalize), T_RUN(to_utf8),
+       T_RUN(clock_roles))

@@ -1693,10 +1693,35 @@ T_TEST(publish_own_presence)
     fx_free(&f);
 }
 
+/* The monotonic clock drives the timers; the wall clock only stamps messages. */
+T_TEST(clock_roles)
+{
+    struct fx f;
+    const uint64_t wall = 1800000000000ull;
+
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    login(&f, CHAL_MD5);
+    clear(&f);
+    char *r = request("MESSAGE", "text/plain", "hi");
+    T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)r, strlen(r),
+                           (struct im_time){ .mono_ms = T0 + 100, .wall_ms = wall }), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "MESSAGE sip:bob@sip.test ts=1800000000000 [hi]\n");
+    /* our keepalive every SIP_KEEPALIVE_MS of the monotonic clock, whatever the wall says */
+    clear(&f);
+    T_EQ_INT(sip_ops.tick(f.s, (struct im_time){ .mono_ms = T0 + SIP_KEEPALIVE_MS - 1,
+                                                 .wall_ms = wall + 36000000 }), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(sip_ops.tick(f.s, (struct im_time){ .mono_ms = T0 + SIP_KEEPALIVE_MS, .wall_ms = wall - 36000000 }),
+             0);
+    T_EQ_STR(outs(&f), "\r\n\r\n");
+    fx_free(&f);
+}
+
 T_MAIN(T_RUN(digest_rfc7616_example), T_RUN(digest_parse), T_RUN(normalize), T_RUN(framer_splits),
        T_RUN(framer_limits), T_RUN(msg_parse), T_RUN(register_md5_split_everywhere),
        T_RUN(register_refresh_timing), T_RUN(register_sha256_preferred), T_RUN(register_failures),
        T_RUN(message_out_407_then_202), T_RUN(message_in_200_after_commit), T_RUN(requests_answered),
        T_RUN(keepalive_and_logout), T_RUN(pidf_documents), T_RUN(subscribe_challenge_notify),
        T_RUN(subscribe_refresh_route_set), T_RUN(notify_terminated), T_RUN(unwatch_and_logout),
-       T_RUN(subscribe_window), T_RUN(publish_own_presence))
+       T_RUN(subscribe_window), T_RUN(publish_own_presence), T_RUN(clock_roles))

@@ -38,7 +38,50 @@ struct fx {
     int n_tokens;
     bool commit_in_cb;
     int n_out;                      /* io->out calls */
+    /* io->kdf, when the test takes the key derivation (fx_kdf) */
+    int kdf_refuse;                 /* what io->kdf returns */
+    bool kdf_pending;
+    uint64_t kdf_req;
+    struct im_kdf_params kdf;       /* copied, pointing into the two below */
+    char kdf_pw[64];
+    uint8_t kdf_salt[128];
 };
+
+/* io->kdf: copy the request (its pointers die with the call) and log it. */
+static int
+fx_kdf(void *ud, uint64_t req, const struct im_kdf_params *p)
+{
+    struct fx *f = ud;
+    if (f->kdf_pending || p->password_len >= sizeof(f->kdf_pw) || p->salt_len > sizeof(f->kdf_salt))
+        abort();
+    fx_printf(&f->ev, "KDF %llu %s %u %.*s salt %zu\n", (unsigned long long)req,
+              p->hash == IM_KDF_SHA1 ? "sha1" : "sha256", p->iterations, (int)p->password_len,
+              p->password, p->salt_len);
+    if (f->kdf_refuse)
+        return f->kdf_refuse;
+    memcpy(f->kdf_pw, p->password, p->password_len);
+    memcpy(f->kdf_salt, p->salt, p->salt_len);
+    f->kdf = *p;
+    f->kdf.password = f->kdf_pw;
+    f->kdf.salt = f->kdf_salt;
+    f->kdf_req = req;
+    f->kdf_pending = true;
+    return 0;
+}
+
+/* The glue's answer, later and from outside any hook: the real key, or status. */
+static int
+fx_kdf_answer(struct fx *f, int status, uint64_t now)
+{
+    uint8_t key[IM_KDF_MAX_KEY];
+    if (!f->kdf_pending || im_kdf_pbkdf2(&f->kdf, key, sizeof(key)))
+        abort();
+    f->kdf_pending = false;
+    int rc = xmpp_ops.kdf_done(f->s, f->kdf_req, status, status ? NULL : key,
+                               status ? 0 : im_kdf_keylen(f->kdf.hash), AT(now));
+    im_wipe(key, sizeof(key));
+    return rc;
+}
 
 static void
 fx_event(void *ud, const struct im_event *e)
@@ -841,7 +884,154 @@ T_TEST(stamps)
     T_ASSERT(xmpp_parse_stamp("2024-12-31T23:59:59Zx", &ms) < 0);
 }
 
+/* ---- SCRAM's key derivation handed to the glue (io->kdf) ---------------- */
+
+/* The full STARTTLS login with the derivation taken by the glue: the login
+ * pauses after the server-first-message and writes exactly what the inline
+ * derivation writes once kdf_done brings the key. */
+T_TEST(scram_kdf_handed_off)
+{
+    struct fx f;
+    build_seg_tls();
+    fx_init(&f, "User@A.test", "pencil", IM_TLS_STARTTLS);
+    f.io.kdf = fx_kdf;
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
+    T_EQ_INT(feed(&f, seg_plain, T0), 0);
+    T_EQ_INT(xmpp_ops.tls_ready(f.s, 0, AT(T0)), 0);
+    const char *rest = strstr(seg_tls, "</challenge>") + strlen("</challenge>");
+    T_EQ_INT(xmpp_ops.input(f.s, (const uint8_t *)seg_tls, (size_t)(rest - seg_tls), AT(T0)), 0);
+    T_EQ_STR(evs(&f), "STARTTLS\nKDF 1 sha1 4096 pencil salt 12\n");
+    T_ASSERT(f.kdf_pending);
+    T_ASSERT(!strstr(outs(&f), "<response"));              /* paused */
+    /* meanwhile: whitespace and ticks are fine, a late answer is ignored */
+    T_EQ_INT(feed(&f, "\n  \n", T0 + 10), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 100)), 0);
+    uint8_t junk[20] = { 0 };
+    T_EQ_INT(xmpp_ops.kdf_done(f.s, f.kdf_req + 1, 0, junk, sizeof(junk), AT(T0 + 150)), 0);
+    T_ASSERT(!strstr(outs(&f), "<response"));
+    T_EQ_INT(fx_kdf_answer(&f, 0, T0 + 200), 0);
+    char resp[256];
+    snprintf(resp, sizeof(resp), "<response xmlns='" NS_SASL "'>%s</response>", b64(CFINAL));
+    T_ASSERT(strstr(outs(&f), resp));
+    /* the same key again (a duplicate answer) changes nothing */
+    size_t before = f.out.len;
+    T_EQ_INT(xmpp_ops.kdf_done(f.s, f.kdf_req, 0, junk, sizeof(junk), AT(T0 + 250)), 0);
+    T_EQ_UINT(f.out.len, before);
+    T_EQ_INT(feed(&f, rest, T0 + 300), 0);
+    T_EQ_STR(evs(&f), "STARTTLS\nKDF 1 sha1 4096 pencil salt 12\n"
+             "CONTACTS 2: bob@b.test|Bob & Co|Friends,Work|unknown carol@a.test|||unknown\n"
+             "STATE online \n");
+    check_login_out(&f);                                    /* byte for byte the inline transcript */
+    fx_free(&f);
+}
+
+/* Up to the server-first-message over direct TLS, the derivation handed off. */
+static void
+to_challenge(struct fx *f, const char *password)
+{
+    char buf[2048];
+    fx_init(f, "user@a.test", password, IM_TLS_DIRECT);
+    f->io.kdf = fx_kdf;
+    T_EQ_INT(xmpp_ops.start(f->s, AT(T0)), 0);
+    snprintf(buf, sizeof(buf), HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1"
+             "</mechanism></mechanisms></stream:features><challenge xmlns='" NS_SASL "'>%s</challenge>",
+             b64(SFIRST));
+    clear(f);
+    T_EQ_INT(feed(f, buf, T0), 0);
+}
+
+T_TEST(scram_kdf_failures)
+{
+    struct fx f;
+
+    /* the glue refuses the work: the login ends (ERROR, retried) */
+    char buf[2048];
+    fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
+    f.io.kdf = fx_kdf;
+    f.kdf_refuse = -IM_ELIMIT;
+    snprintf(buf, sizeof(buf), HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1"
+             "</mechanism></mechanisms></stream:features><challenge xmlns='" NS_SASL "'>%s</challenge>",
+             b64(SFIRST));
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
+    T_EQ_INT(feed(&f, buf, T0), -IM_ELIMIT);
+    T_ASSERT(strstr(evs(&f), "STATE error SCRAM: key derivation refused (rate limited)\n"));
+    T_ASSERT(!strstr(outs(&f), "<response"));
+    fx_free(&f);
+
+    /* the derivation fails */
+    to_challenge(&f, "pencil");
+    T_EQ_INT(fx_kdf_answer(&f, -ENOMEM, T0 + 5), -ENOMEM);
+    T_EQ_STR(evs(&f), "KDF 1 sha1 4096 pencil salt 12\nSTATE error SCRAM: key derivation failed "
+             "(Cannot allocate memory)\n");
+    T_ASSERT(!strstr(outs(&f), "<response"));
+    fx_free(&f);
+
+    /* a key of the wrong length */
+    to_challenge(&f, "pencil");
+    uint8_t key[IM_KDF_MAX_KEY] = { 0 };
+    T_ASSERT(xmpp_ops.kdf_done(f.s, f.kdf_req, 0, key, 32, AT(T0 + 5)) < 0);
+    T_ASSERT(strstr(evs(&f), "STATE error SCRAM: the derived key has the wrong length\n"));
+    fx_free(&f);
+
+    /* the server speaks before our response: another challenge is an error,
+     * a failure ends the login; a late key then changes nothing */
+    to_challenge(&f, "pencil");
+    T_ASSERT(feed(&f, "<challenge xmlns='" NS_SASL "'>AAAA</challenge>", T0 + 5) < 0);
+    T_ASSERT(strstr(evs(&f), "STATE error SASL challenge before our SCRAM response\n"));
+    fx_free(&f);
+    to_challenge(&f, "pencil");
+    T_ASSERT(feed(&f, "<failure xmlns='" NS_SASL "'><not-authorized/></failure>", T0 + 5) < 0);
+    T_ASSERT(strstr(evs(&f), "STATE auth_failed not-authorized\n"));
+    size_t before = f.out.len;
+    T_ASSERT(fx_kdf_answer(&f, 0, T0 + 10) < 0);            /* dead: returns its code, writes nothing */
+    T_EQ_UINT(f.out.len, before);
+    fx_free(&f);
+
+    /* the login timeout still runs while the key is awaited */
+    to_challenge(&f, "pencil");
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + XMPP_LOGIN_TIMEOUT_MS - 1)), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + XMPP_LOGIN_TIMEOUT_MS)), -ETIMEDOUT);
+    T_ASSERT(strstr(evs(&f), "STATE error login timed out after 30 s\n"));
+    fx_free(&f);
+
+    /* destroyed while the request is pending: nothing to do for the adapter
+     * (the glue drops the late result); ASan checks nothing leaks */
+    to_challenge(&f, "pencil");
+    T_ASSERT(f.kdf_pending);
+    fx_free(&f);
+}
+
+/* The monotonic clock drives the timers; the wall clock only stamps messages. */
+T_TEST(clock_roles)
+{
+    struct fx f;
+    const uint64_t wall = 1800000000000ull;     /* the wall clock nowhere near the monotonic one */
+
+    online(&f, false, BOB);
+    T_EQ_INT(xmpp_ops.input(f.s, (const uint8_t *)"<message from='bob@b.test/r' type='chat'><body>x</body>"
+                            "</message>", 65, (struct im_time){ .mono_ms = T0 + 5, .wall_ms = wall }), 0);
+    T_EQ_STR(evs(&f), "MESSAGE bob@b.test/r ts=1800000000000 tok=0 [x]\n");
+    /* idle for the keepalive is measured on the monotonic clock: wall jumps do nothing */
+    T_EQ_INT(xmpp_ops.tick(f.s, (struct im_time){ .mono_ms = T0 + 5 + XMPP_PING_IDLE_MS - 1,
+                                                  .wall_ms = wall + 36000000 }), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(xmpp_ops.tick(f.s, (struct im_time){ .mono_ms = T0 + 5 + XMPP_PING_IDLE_MS,
+                                                  .wall_ms = wall - 36000000 }), 0);
+    T_EQ_STR(outs(&f), "<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    fx_free(&f);
+
+    /* the login timeout too */
+    fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
+    T_EQ_INT(xmpp_ops.start(f.s, (struct im_time){ .mono_ms = 1000, .wall_ms = wall }), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, (struct im_time){ .mono_ms = 1000 + XMPP_LOGIN_TIMEOUT_MS - 1,
+                                                  .wall_ms = wall + 36000000 }), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, (struct im_time){ .mono_ms = 1000 + XMPP_LOGIN_TIMEOUT_MS, .wall_ms = 0 }),
+             -ETIMEDOUT);
+    fx_free(&f);
+}
+
 T_MAIN(T_RUN(login_starttls_scram_sha1), T_RUN(login_split_at_every_position), T_RUN(login_split_at_random),
+       T_RUN(scram_kdf_handed_off), T_RUN(scram_kdf_failures), T_RUN(clock_roles),
        T_RUN(auth_failure), T_RUN(scram_server_signature_mismatch), T_RUN(stream_errors),
        T_RUN(plain_refused_without_tls), T_RUN(roster_push_and_presence), T_RUN(incoming_messages),
        T_RUN(outgoing_escaping), T_RUN(stream_management), T_RUN(logout_acks_committed_stanzas),
