@@ -7,7 +7,7 @@
 #include "im_proto.h"
 
 /* Format, cut, clean and validate one detail or notice into buf. */
-static size_t
+static size_t __attribute__((format(printf, 4, 0)))
 make_text(char *buf, size_t bufsz, im_text_clean_fn *clean, const char *fmt, va_list ap)
 {
     int n = vsnprintf(buf, bufsz, fmt, ap);
@@ -55,6 +55,18 @@ im_io_vfail(const struct im_io *io, int *final, enum im_account_state st, int rc
     *final = rc < 0 ? rc : -IM_EPROTO;
     im_io_vstate(io, st, clean, fmt, ap);
     return *final;
+}
+
+int
+im_io_fail(const struct im_io *io, int *final, enum im_account_state st, int rc,
+           im_text_clean_fn *clean, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    rc = im_io_vfail(io, final, st, rc, clean, fmt, ap);
+    va_end(ap);
+    return rc;
 }
 
 void

@@ -373,6 +373,8 @@ void im_io_vstate(const struct im_io *io, enum im_account_state st, im_text_clea
  * does; when it is already set (the session ended before), report nothing.
  * Returns *final, so that a hook can `return fail(...)`.
  */
+int im_io_fail(const struct im_io *io, int *final, enum im_account_state st, int rc,
+               im_text_clean_fn *clean, const char *fmt, ...) __attribute__((format(printf, 6, 7)));
 int im_io_vfail(const struct im_io *io, int *final, enum im_account_state st, int rc,
                 im_text_clean_fn *clean, const char *fmt, va_list ap) __attribute__((format(printf, 6, 0)));
 

@@ -209,18 +209,10 @@ nick_eq(const char *a, size_t an, const char *b, size_t bn)
     return true;
 }
 
-/* Report a final state and stop.  Returns rc for convenient tail calls. */
-static int __attribute__((format(printf, 4, 5)))
-fail(struct im_sess *s, enum im_account_state st, int rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    s->phase = P_DEAD;
-    va_start(ap, fmt);
-    rc = im_io_vfail(s->io, &s->rc, st, rc, irc_strip_format, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+/* Report a final state (once) and stop.  Returns the session's code, for
+ * tail calls: fail(s, state, code, fmt, ...). */
+#define fail(s_, st_, code_, ...) \
+    ((s_)->phase = P_DEAD, im_io_fail((s_)->io, &(s_)->rc, (st_), (code_), irc_strip_format, __VA_ARGS__))
 
 /* n bytes of text (no NUL among them) as a notice, formatting removed. */
 static void

@@ -252,17 +252,10 @@ clean_text(char *d, size_t n)
     return n;
 }
 
-static int __attribute__((format(printf, 4, 5)))
-fail(struct im_sess *s, enum im_account_state st, int rc, const char *fmt, ...)
-{
-    va_list ap;
-
-    s->phase = P_DEAD;
-    va_start(ap, fmt);
-    rc = im_io_vfail(s->io, &s->rc, st, rc, clean_text, fmt, ap);
-    va_end(ap);
-    return rc;
-}
+/* Report a final state (once) and stop.  Returns the session's code, for
+ * tail calls: fail(s, state, code, fmt, ...). */
+#define fail(s_, st_, code_, ...) \
+    ((s_)->phase = P_DEAD, im_io_fail((s_)->io, &(s_)->rc, (st_), (code_), clean_text, __VA_ARGS__))
 
 static void __attribute__((format(printf, 2, 3)))
 notice(struct im_sess *s, const char *fmt, ...)

@@ -1632,19 +1632,19 @@ static struct im_sess *
 xmpp_create(const struct im_account_cfg *cfg, const struct im_io *io)
 {
     struct im_sess *s = calloc(1, sizeof(*s));
-    const char *why;
 
     if (!s)
         return NULL;
     s->cfg = cfg;
     s->io = io;
-    im_buf_init(&s->ob, XMPP_MAX_OUT);
-    s->ob.secret = true;
     s->resource = "imfuse";
     for (uint32_t i = 0; i < cfg->n_options; i++)
         if (!strcmp(cfg->options[i].key, "resource") && cfg->options[i].value[0])
             s->resource = cfg->options[i].value;
+    im_buf_init(&s->ob, XMPP_MAX_OUT);
+    s->ob.secret = true;                /* SASL credentials pass through it */
     /* A login that does not normalise is caught at start(). */
+    const char *why;
     if (!jid_bare(cfg->login ? cfg->login : "", cfg->login ? strlen(cfg->login) : 0,
                   s->bare, sizeof(s->bare), &why)) {
         char *at = strchr(s->bare, '@');

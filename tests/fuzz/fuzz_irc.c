@@ -17,9 +17,7 @@
 #include "im_common.h"
 #include "im_proto.h"
 #include "irc/irc_int.h"
-
-/* The time adapters are given: the clocks a day apart, as they never agree. */
-#define FZ_AT(ms) ((struct im_time){ .mono_ms = (ms), .wall_ms = (ms) + 1700000000000ull })
+#include "fz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -114,12 +112,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 2;
     size -= 2;
 
-    f.s = irc_ops.create(&cfg, &io);
-    if (!f.s)
-        return 0;
-    if (irc_ops.start(f.s, FZ_AT(now)))
-        goto out;
-    if (after_login && irc_ops.input(f.s, (const uint8_t *)welcome, sizeof(welcome) - 1, FZ_AT(now)))
+    if (!fz_start(&irc_ops, &cfg, &io, &f.s, after_login ? welcome : NULL, sizeof(welcome) - 1, now))
         goto out;
     if (watch) {
         struct im_str w[] = { IM_STR("bob"), IM_STR("carol"), IM_STR("dave"), IM_STR("eve"), IM_STR("Bob") };
@@ -127,10 +120,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             goto out;
     }
     while (size) {
-        seed = seed * 1103515245u + 12345u;
-        size_t n = 1 + (seed >> 16) % 64;
-        if (n > size)
-            n = size;
+        size_t n = fz_chunk(&seed, size);
         now += (seed >> 8) % 4000;
         if (irc_ops.input(f.s, data, n, FZ_AT(now)))
             goto out;

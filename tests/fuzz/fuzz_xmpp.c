@@ -17,6 +17,7 @@
 #include "im_common.h"
 #include "im_proto.h"
 #include "xmpp/xmpp_int.h"
+#include "fz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -28,9 +29,6 @@ struct fz {
     uint64_t kdf_req;
     enum im_kdf_hash kdf_hash;
 };
-
-/* The time adapters are given: the clocks far apart, as they never agree. */
-#define FZ_AT(ms) ((struct im_time){ .mono_ms = (ms), .wall_ms = (ms) + 1700000000000ull })
 
 static int
 fz_kdf(void *ud, uint64_t req, const struct im_kdf_params *p)
@@ -68,15 +66,6 @@ fz_kdf_answer(struct fz *f, unsigned how, uint64_t now)
     }
 }
 
-static int
-fz_out(void *ud, const void *p, size_t n)
-{
-    (void)ud;
-    (void)p;
-    (void)n;
-    return 0;
-}
-
 static void
 fz_event(void *ud, const struct im_event *e)
 {
@@ -108,16 +97,6 @@ fz_event(void *ud, const struct im_event *e)
     }
 }
 
-static int
-fz_rand(void *ud, void *buf, size_t n)
-{
-    (void)ud;
-    memset(buf, 0x5a, n);
-    return 0;
-}
-
-static const struct im_rng fz_rng = { .fill = fz_rand };
-
 static const char login[] =
     "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
     "id='x' from='a.test' version='1.0'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
@@ -136,7 +115,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fz f = { 0 };
     struct im_account_cfg cfg = { .account = 1, .login = "user@a.test", .password = "pencil",
                                   .host = "127.0.0.1", .port = 5222, .tls_name = "a.test" };
-    struct im_io io = { .out = fz_out, .event = fz_event, .rng = &fz_rng, .ud = &f };
+    struct im_io io = { .out = fz_discard, .event = fz_event, .rng = &fz_rng, .ud = &f };
     uint64_t now = 3600000;                         /* monotonic; wall is later */
 
     if (size < 2)
@@ -149,18 +128,10 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 2;
     size -= 2;
 
-    f.s = xmpp_ops.create(&cfg, &io);
-    if (!f.s)
-        return 0;
-    if (xmpp_ops.start(f.s, FZ_AT(now)))
-        goto out;
-    if (after_login && xmpp_ops.input(f.s, (const uint8_t *)login, sizeof(login) - 1, FZ_AT(now)))
+    if (!fz_start(&xmpp_ops, &cfg, &io, &f.s, after_login ? login : NULL, sizeof(login) - 1, now))
         goto out;
     while (size) {
-        seed = seed * 1103515245u + 12345u;
-        size_t n = 1 + (seed >> 16) % 64;
-        if (n > size)
-            n = size;
+        size_t n = fz_chunk(&seed, size);
         now += 700;
         if (xmpp_ops.input(f.s, data, n, FZ_AT(now)))
             goto out;

@@ -7,6 +7,7 @@
 
 #include <stdarg.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "im_buf.h"
 #include "im_proto.h"
@@ -33,5 +34,29 @@ fx_printf(struct im_buf *b, const char *fmt, ...)
     if (rc)
         abort();
 }
+
+/*
+ * The fixtures of test_sip.c and test_xmpp.c: a struct fx holding the
+ * session s, and the records out (what the adapter wrote) and ev (what it
+ * reported, one line per event); FX_OPS names the adapter under test.
+ * fx_setup() makes the session for a login to 127.0.0.1:port with the
+ * file's recorders fx_out() and fx_event() and the random source fill.
+ */
+#define outs(f)         ((const char *)im_buf_data(&(f)->out))
+#define evs(f)          ((const char *)im_buf_data(&(f)->ev))
+#define clear(f)        (im_buf_reset(&(f)->out), im_buf_reset(&(f)->ev))
+#define feed(f, z, now) (FX_OPS.input((f)->s, (const uint8_t *)(z), strlen(z), AT(now)))
+#define fx_setup(f, login_, password_, tls_, port_, tls_name_, fill_) do { \
+    memset((f), 0, sizeof(*(f))); \
+    (f)->cfg = (struct im_account_cfg){ .account = 1, .login = (login_), .password = (password_), \
+                                        .host = "127.0.0.1", .port = (port_), .tls = (tls_), \
+                                        .tls_name = (tls_name_) }; \
+    (f)->io = (struct im_io){ .out = fx_out, .event = fx_event, .rng = &(f)->rng, .ud = (f) }; \
+    (f)->rng = (struct im_rng){ .fill = (fill_), .ud = (f) }; \
+    if (!((f)->s = FX_OPS.create(&(f)->cfg, &(f)->io))) \
+        abort(); \
+} while (0)
+#define fx_free(f)      (FX_OPS.destroy((f)->s), im_buf_free(&(f)->out), im_buf_free(&(f)->ev), \
+                         memset((f), 0, sizeof(*(f))))
 
 #endif

@@ -10,6 +10,7 @@
 #include <mbedtls/base64.h>
 
 #include "t.h"
+#define FX_OPS xmpp_ops
 #include "fx.h"
 #include "im_common.h"
 #include "im_proto.h"
@@ -159,56 +160,7 @@ rfc_rand(void *ud, void *buf, size_t n)
 static void
 fx_init(struct fx *f, const char *login, const char *password, enum im_tls tls)
 {
-    memset(f, 0, sizeof(*f));
-    f->cfg.account = 1;
-    f->cfg.login = login;
-    f->cfg.password = password;
-    f->cfg.host = "127.0.0.1";
-    f->cfg.port = 5222;
-    f->cfg.tls = tls;
-    f->cfg.tls_name = "a.test";
-    f->io.out = fx_out;
-    f->io.event = fx_event;
-    f->io.ud = f;
-    f->rng = (struct im_rng){ .fill = rfc_rand };
-    f->io.rng = &f->rng;
-    f->s = xmpp_ops.create(&f->cfg, &f->io);
-    if (!f->s)
-        abort();
-}
-
-static void
-fx_free(struct fx *f)
-{
-    xmpp_ops.destroy(f->s);
-    im_buf_free(&f->out);
-    im_buf_free(&f->ev);
-    memset(f, 0, sizeof(*f));
-}
-
-static int
-feed(struct fx *f, const char *z, uint64_t now)
-{
-    return xmpp_ops.input(f->s, (const uint8_t *)z, strlen(z), AT(now));
-}
-
-static void
-clear(struct fx *f)
-{
-    im_buf_reset(&f->out);
-    im_buf_reset(&f->ev);
-}
-
-static const char *
-outs(struct fx *f)
-{
-    return f->out.p ? f->out.p : "";
-}
-
-static const char *
-evs(struct fx *f)
-{
-    return f->ev.p ? f->ev.p : "";
+    fx_setup(f, login, password, tls, 5222, "a.test", rfc_rand);
 }
 
 static char *
