@@ -186,7 +186,6 @@ struct dp_worker {
     atomic_bool stop;
     const struct im_clock *clock;   /* the loop's time source */
     uint64_t now_ms, next_tick_ms;  /* monotonic */
-    uint64_t wall_ms;               /* read with now_ms */
     dp_poll_fn *poll_hook;
     dp_tick_fn *tick_hook;
     void *hook_ud;

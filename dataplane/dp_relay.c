@@ -568,7 +568,7 @@ acct_io_local(void *ud)
 }
 
 /* The time as adapters are given it: the worker's clocks (monotonic for
- * their timers, wall for message.ts), read at the top of the loop turn. */
+ * their timers, wall for message.ts). */
 static struct im_time
 account_time(const struct dp_account *a)
 {

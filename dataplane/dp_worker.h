@@ -50,8 +50,8 @@ void dp_worker_stop(struct dp_worker *w);
 
 /* Monotonic milliseconds as seen at the top of the current loop turn. */
 uint64_t dp_worker_now(const struct dp_worker *w);
-/* Both clocks (cfg->clock) as read at the top of the current loop turn:
- * what the relay hands the adapters. */
+/* Both clocks (cfg->clock) read now: what the relay hands the adapters
+ * (input arrives in the middle of a loop turn, after its wait). */
 struct im_time dp_worker_time(const struct dp_worker *w);
 unsigned dp_worker_id(const struct dp_worker *w);
 

@@ -284,6 +284,7 @@ T_TEST(worker_clock)
     dp_worker_run_once(w, 0);
     T_EQ_INT(n_ticks, 0);
     T_EQ_UINT(dp_worker_time(w).wall_ms, 1700003600000ull);
+    T_EQ_UINT(dp_worker_time(w).mono_ms, 500000 + DP_TICK_MS - 1);   /* read when asked */
     fake_t[0] += 1;
     dp_worker_run_once(w, 0);
     T_EQ_INT(n_ticks, 1);
