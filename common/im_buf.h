@@ -71,7 +71,9 @@ int im_buf_puts(struct im_buf *b, const char *z);
 int im_buf_printf(struct im_buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 int im_buf_vprintf(struct im_buf *b, const char *fmt, va_list ap) __attribute__((format(printf, 2, 0)));
 
-/* Drop the first n live bytes (n <= im_buf_len()). */
+/* Drop the first n live bytes (n <= im_buf_len()).  Nothing moves, but
+ * dropping the last live byte rewinds the buffer and writes the terminating
+ * NUL at the start of the storage: finish with a view before consuming it. */
 void im_buf_consume(struct im_buf *b, size_t n);
 
 /*

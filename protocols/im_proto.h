@@ -204,7 +204,9 @@ struct im_io {
      * then calls ops->kdf_done(s, req, ...) exactly once, later, from
      * outside any hook (never from inside io->kdf), unless the session is
      * destroyed first; results for a destroyed session are dropped by the
-     * glue, matched by (session, req).  A negative return refuses the work
+     * glue, matched by (session, req) where session is the glue's own name
+     * for it, not its address (a new session may get the address of a
+     * destroyed one, and request numbers restart).  A negative return refuses the work
      * (e.g. the pool's queue is full) and kdf_done never follows; the
      * adapter fails the login (ERROR, retried by the glue).
      */

@@ -1610,7 +1610,7 @@ sip_create(const struct im_account_cfg *cfg, const struct im_io *io)
     s->cfg = cfg;
     s->io = io;
     im_buf_init(&s->ob, SIP_MAX_OUT);
-    s->ob.secret = true;
+    s->ob.secret = true;                /* digest answers go through it */
     s->expires_req = SIP_DEFAULT_EXPIRES;
     if (sip_normalize_z(cfg->login, s->aor, sizeof(s->aor), &why)) {
         s->why_bad = why;
