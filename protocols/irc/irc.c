@@ -62,7 +62,7 @@
 #include "im_proto.h"
 #include "irc_int.h"
 
-#define DETAIL_MAX  240
+#define DETAIL_MAX  IM_DETAIL_MAX
 #define MAX_PARAMS  16
 
 /* ---- the send queues --------------------------------------------------- */
@@ -1224,6 +1224,7 @@ irc_create(const struct im_account_cfg *cfg, const struct im_io *io)
     s->cfg = cfg;
     s->io = io;
     im_buf_init(&s->ctl, IRC_MAX_QUEUE);
+    s->ctl.secret = true;               /* NickServ IDENTIFY waits here */
     im_buf_init(&s->msgs, IRC_MAX_QUEUE);
     s->server_password = opt(cfg, "server_password");
     s->nickserv_password = opt(cfg, "nickserv_password");
