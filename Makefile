@@ -25,11 +25,12 @@ TLS_LIBS := -lmbedtls -lmbedx509 -lmbedcrypto
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2 -Wvla
-CPPFLAGS += -D_GNU_SOURCE -Iprotocols -Idataplane -Icontrolplane $(EXPAT_FEATURES)
+CPPFLAGS += -D_GNU_SOURCE -Icommon -Iprotocols -Idataplane -Icontrolplane $(EXPAT_FEATURES)
 CFLAGS   += -std=c11 $(OPT) -g -fno-omit-frame-pointer $(WARN) $(PKG_CFLAGS) $(SAN) -MMD -MP
 LDFLAGS  += $(SAN)
 LDLIBS   += $(PKG_LIBS) $(TLS_LIBS) -lpthread
 
+COMMON_SRCS :=
 PROTO_SRCS :=
 DP_SRCS    :=
 CP_SRCS    :=
@@ -40,6 +41,7 @@ UNIT_TESTS :=
 UNIT_SUPPORT :=
 FUZZ_TARGETS :=
 
+include common/module.mk
 include protocols/module.mk
 include dataplane/module.mk
 include controlplane/module.mk
@@ -48,10 +50,11 @@ include tests/module.mk
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
+COMMON_LIB := $(BUILD)/libimcommon.a
 PROTO_LIB := $(BUILD)/libimproto.a
 DP_LIB    := $(BUILD)/libimdp.a
 CP_LIB    := $(BUILD)/libimcp.a
-LIBS      := $(CP_LIB) $(DP_LIB) $(PROTO_LIB)
+LIBS      := $(CP_LIB) $(DP_LIB) $(PROTO_LIB) $(COMMON_LIB)
 include dataplane/dpdk.mk
 
 BINS := $(BUILD)/imfused $(BUILD)/imfusectl $(BUILD)/imfuse
@@ -64,6 +67,9 @@ $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
+$(COMMON_LIB): $(call obj,$(COMMON_SRCS))
+	@mkdir -p $(dir $@)
+	rm -f $@ && ar rcs $@ $^
 $(PROTO_LIB): $(call obj,$(PROTO_SRCS))
 	@mkdir -p $(dir $@)
 	rm -f $@ && ar rcs $@ $^
@@ -102,13 +108,13 @@ asan:
 FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_TARGETS))
 fuzz:
 	$(MAKE) BUILD=build/fuzz CC=clang SAN="-fsanitize=fuzzer-no-link,address,undefined" OPT=-O1 \
-	    build/fuzz/libimproto.a
+	    build/fuzz/libimproto.a build/fuzz/libimcommon.a
 	@mkdir -p build/fuzz
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	    out=build/fuzz/$$(basename $$t .c); \
 	    echo "clang $$t -> $$out"; \
 	    clang $(CPPFLAGS) -std=c11 -O1 -g $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
-	        -o $$out $$t build/fuzz/libimproto.a $(LDLIBS); \
+	        -o $$out $$t build/fuzz/libimproto.a build/fuzz/libimcommon.a $(LDLIBS); \
 	done
 
 # ---- the two commands ---------------------------------------------------

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <sys/signalfd.h>
 
+#include "im_clock.h"
 #include "dp_chan.h"
 #include "cp_int.h"
 

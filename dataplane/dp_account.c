@@ -14,11 +14,12 @@
 static void account_connect(struct dp_account *a, uint64_t now);
 static void account_flush_queue(struct dp_account *a);
 
-/* The time adapters are given (wall clock today). */
-static uint64_t
+/* The time as adapters are given it: the worker's clocks (monotonic for
+ * their timers, wall for message.ts). */
+static struct im_time
 acct_now(const struct dp_account *a)
 {
-    return im_now_ms();
+    return dp_worker_time(a->r->w);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -949,7 +950,7 @@ dp_account_up(struct dp_relay *r, const struct dp_msg *m)
         .tls_name = a->tls_name, .options = a->opts, .n_options = a->n_opts,
     };
     a->io = (struct im_io){ .out = acct_io_out, .event = acct_io_event, .local_addr = acct_io_local,
-                            .ud = a };
+                            .kdf = NULL, .rng = NULL, .ud = a };
     a->backoff = 0;
     a->online = false;
     if (!cfg_ok) {

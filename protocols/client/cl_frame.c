@@ -17,7 +17,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "../im_common.h"
+#include "im_common.h"
 #include "cl_frame.h"
 
 long

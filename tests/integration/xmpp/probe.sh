@@ -81,6 +81,14 @@ else
     check "starttls + scram login, contacts list bob" $rc
 fi
 
+# 1b. The same login with the key derivation handed to the glue (io->kdf, as
+#     the relay's worker pool will take it): the adapter waits for kdf_done.
+"${P[@]}" --login alice@a.test --password alice-pw --exit-after-online --kdf-async > "$work/p1b.out" 2>&1
+rc=$?
+cat "$work/p1b.out"
+[ $rc = 0 ] && grep -q '^KDF sha[0-9]* [0-9][0-9]*$' "$work/p1b.out" && grep -q '^STATE online' "$work/p1b.out"
+check "scram login with the key derived outside the adapter (io->kdf)" $?
+
 # 2. A message from the probe reaches bob's real client.
 xmpp_user recv "$port" "$ca" bob@b.test/py bob-pw > "$work/bob1.out" 2>"$work/bob1.err" &
 bobpid=$!; pids+=("$bobpid")
@@ -126,6 +134,13 @@ fi
 
 # 4. A wrong password: auth_failed.
 probe_check_auth_failed "$work/p4.out" "wrong password gives auth_failed"
+
+# 4b. The same with the derivation handed off: the proof is still checked.
+"${P[@]}" --login alice@a.test --password wrong --exit-after-online --kdf-async > "$work/p4b.out" 2>&1
+rc=$?
+cat "$work/p4b.out"
+[ $rc = 3 ] && grep -q '^KDF ' "$work/p4b.out" && grep -q '^STATE auth_failed not-authorized' "$work/p4b.out"
+check "wrong password gives auth_failed with the derivation handed off" $?
 
 # 5. A TLS name that the certificate does not match is refused.
 probe_check_tls_name "$work/p5.out" "$bad_tls_name" "certificate name mismatch refused"
