@@ -692,7 +692,8 @@ static void
 view_copy(char *dst, size_t dsz, struct im_str v)
 {
     size_t n = v.len < dsz - 1 ? v.len : dsz - 1;
-    memcpy(dst, v.p, n);
+    if (n)
+        memcpy(dst, v.p, n);
     dst[im_utf8_trim(dst, n)] = '\0';
 }
 
