@@ -20,6 +20,7 @@ BUILD    ?= build
 SAN      ?=
 OPT      ?= -O2
 DEPS_SCRIPT ?= ./tools/deps.sh
+RUN_DIR  ?= ./var
 
 # System libraries.  mbedTLS 2.28 ships no pkg-config file.
 PKGS      := lmdb msgpack expat libargon2
@@ -148,7 +149,7 @@ deps:
 	@$(DEPS_SCRIPT)
 
 run: deps all
-	exec $(BUILD)/imfused --data ./var --listen 127.0.0.1:7700 --control ./var/imfused.sock
+	exec $(BUILD)/imfused --data $(RUN_DIR) --listen 127.0.0.1:7700 --control $(RUN_DIR)/imfused.sock
 
 test: deps
 	$(MAKE) asan
