@@ -53,12 +53,17 @@ chmod +x "$work/deps.sh"
 mk=(env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL PATH="$work/bin"
     make -C "$top" --no-print-directory DEPS_SCRIPT="$work/deps.sh" OPT=-O0)
 
-# $1: a make log.  No compiler line before the stand-in finished.
+# $1: a make log.  No compiler line before the stand-in finished (make echoes
+# each compile command as it starts it).
 compiled_after_deps() {
     local done_at cc_at
     done_at=$(grep -n -m1 'stand-in deps: done' "$1" | cut -d: -f1)
     cc_at=$(grep -n -m1 -e ' -c -o ' "$1" | cut -d: -f1)
-    [ -n "$done_at" ] && [ -n "$cc_at" ] && [ "$cc_at" -gt "$done_at" ]
+    if [ -z "$done_at" ] || [ -z "$cc_at" ]; then
+        echo "    (the log lacks the stand-in's 'done' line or a compile command)"
+        return 1
+    fi
+    [ "$cc_at" -gt "$done_at" ]
 }
 
 # 1. make -j2 deps all
