@@ -15,8 +15,6 @@
 #include <time.h>
 #include <unistd.h>
 
-/* t.h's T_MAIN trips -Wclobbered (setjmp in main) under -O1 -Wextra. */
-#pragma GCC diagnostic ignored "-Wclobbered"
 #include "t.h"
 #include "dp_int.h"
 #include "dp_stats.h"

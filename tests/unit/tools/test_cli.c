@@ -4,12 +4,6 @@
  * against a scripted peer on a socketpair (interleaved events, partial
  * reads, oversize frames, timeouts, a closed peer).
  */
-/*
- * GCC's -Wclobbered fires on T_MAIN's loop counters at -O1/-O2; they are not
- * modified between setjmp() and longjmp(), so their values are defined.
- * (t.h itself would be the better place for a fix: volatile counters.)
- */
-#pragma GCC diagnostic ignored "-Wclobbered"
 #include "t.h"
 
 #include <signal.h>
