@@ -9,10 +9,16 @@
 #include "im_buf.h"
 
 /* Huge allocations fail with NULL here instead of aborting the test, so that
- * -ENOMEM can be seen (ASan reads this before ASAN_OPTIONS). */
+ * -ENOMEM can be seen (the sanitizers read these before their *_OPTIONS). */
 const char *__asan_default_options(void);
 const char *
 __asan_default_options(void)
+{
+    return "allocator_may_return_null=1";
+}
+const char *__tsan_default_options(void);
+const char *
+__tsan_default_options(void)
 {
     return "allocator_may_return_null=1";
 }
