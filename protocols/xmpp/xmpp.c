@@ -176,6 +176,7 @@ struct im_sess {
     uint64_t *uncommitted;          /* tokens (= stanza numbers), increasing */
     uint32_t n_unc, cap_unc;
     bool a_owed;                    /* an <r/> was answered while messages were uncommitted */
+    bool r_out;                     /* our <r/> is waiting for the server's <a/> */
     uint32_t out_count;             /* outbound stanzas since <enable/> */
     struct sent_msg *unacked;
     uint32_t ua_head, ua_n, cap_ua;
@@ -802,6 +803,7 @@ sm_reset(struct im_sess *s)
     s->in_recv = 0;
     s->n_unc = 0;
     s->a_owed = false;
+    s->r_out = false;
     s->out_count = 0;
     s->ua_head = s->ua_n = 0;
 }
@@ -1380,6 +1382,14 @@ on_sm(struct im_sess *s, const struct xnode *n)
         if ((int32_t)((uint32_t)v - s->out_count) > 0)
             return fail(s, IM_ACC_ERROR, -IM_EPROTO, "server acknowledged more stanzas than were sent");
         sm_flush_unacked(s, (uint32_t)v, false);
+        /* One request at a time: what was sent while this one was out is
+         * covered by the next (one <r/> and one <a/> per round trip, not
+         * per message). */
+        s->r_out = false;
+        if (s->ua_n && s->phase == P_ONLINE) {
+            s->r_out = true;
+            return send_z(s, "<r xmlns='" NS_SM "'/>", false);
+        }
         return 0;
     }
     return 0;
@@ -1828,13 +1838,16 @@ xmpp_send_msg(struct im_sess *s, const struct im_msg *m)
     im_buf_puts(&s->ob, "><body>");
     ob_esc(&s->ob, m->body.p, m->body.len, false);
     im_buf_puts(&s->ob, "</body></message>");
-    if (track)
+    bool ask = track && !s->r_out;
+    if (ask)
         im_buf_puts(&s->ob, "<r xmlns='" NS_SM "'/>");
     rc = ob_flush(s, true);
     if (s->phase == P_DEAD)
         return s->rc;
     if (rc)
         return rc;
+    if (ask)
+        s->r_out = true;
     if (track) {
         s->unacked[(s->ua_head + s->ua_n) % s->cap_ua] = (struct sent_msg){ s->out_count, m->msg };
         s->ua_n++;
