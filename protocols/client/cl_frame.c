@@ -340,6 +340,8 @@ fail:
 void
 cl_msg_free(struct cl_msg *m)
 {
+    if (m->raw)
+        im_wipe(m->raw, m->raw_len);    /* a request may have carried a password */
     zone_give(&m->zone);
     memset(m, 0, sizeof(*m));
 }
