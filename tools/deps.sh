@@ -11,7 +11,7 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
 # Packaging, man pages and the appliance image (make deb, make image,
 # images/smoke.sh), installed without their recommendations (qemu's would
 # bring a desktop's worth).
-OPS_PKGS="debhelper dpkg-dev fakeroot lintian mandoc man-db mmdebstrap eatmydata e2fsprogs
+OPS_PKGS="debhelper dpkg-dev fakeroot lintian mandoc man-db mmdebstrap eatmydata e2fsprogs systemd
       qemu-system-x86"
 is_missing() {
     st=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)
