@@ -3,7 +3,7 @@
 # mmdebstrap with the packages of images/packages, as a tar (needs root).
 # images/build.sh caches the result keyed on this file, the package list and
 # the week (the mirror moves), so it runs only on a cold cache (~4-5 min).
-set -eu
+set -euf     # -f: the path patterns below are dpkg's, not the shell's
 [ $# -eq 1 ] || { echo "usage: images/base.sh OUT.tar" >&2; exit 64; }
 here=$(cd "$(dirname "$0")" && pwd)
 pkgs=$(sed 's/#.*//' "$here/packages" | tr -s ' \n' ',' | sed 's/^,//; s/,$//')
@@ -30,6 +30,11 @@ for d in drivers/gpu sound drivers/media drivers/net/wireless net/wireless net/m
     nomods="$nomods --dpkgopt=path-exclude=/lib/modules/*/kernel/$d/*"
     nomods="$nomods --dpkgopt=path-exclude=/usr/lib/modules/*/kernel/$d/*"
 done
+# The root is put together in memory when there is room (about 1.2 GB at
+# its largest): no file system journal under dpkg's many small writes.
+if [ "$(df -Pm /dev/shm 2>/dev/null | awk 'NR == 2 { print $4 }')" -gt 4096 ] 2>/dev/null; then
+    export TMPDIR=/dev/shm
+fi
 # shellcheck disable=SC2086
 exec mmdebstrap --variant=apt --format=tar --include="$pkgs" \
     --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
