@@ -22,13 +22,18 @@ export TMPDIR="$top/$out/tmp"
 mkdir -p "$TMPDIR"
 t0=$(date +%s)
 
-deb=$(./tools/deb.sh | tail -n 1)
-
+# On a cold cache the base root is built while the .deb is.
 key=$(cat images/packages images/base.sh | sha256sum | cut -c1-16)-$(date +%G-W%V)
 base=$cache/base-$key.tar
+base_pid=
 if [ ! -s "$base" ]; then
     echo "make image: building the base root $base (a cold cache: a few minutes; log $cache/base.log)" >&2
-    if ! images/base.sh "$base.new" >"$cache/base.log" 2>&1; then
+    images/base.sh "$base.new" >"$cache/base.log" 2>&1 &
+    base_pid=$!
+fi
+deb=$(./tools/deb.sh | tail -n 1) || deb=
+if [ -n "$base_pid" ]; then
+    if ! wait "$base_pid"; then
         grep -v '^\./' "$cache/base.log" | tail -n 20 >&2
         rm -f "$base.new"
         exit 1
@@ -36,6 +41,7 @@ if [ ! -s "$base" ]; then
     rm -f "$cache"/base-*.tar
     mv "$base.new" "$base"
 fi
+[ -f "$deb" ] || { echo "make image: make deb failed" >&2; exit 1; }
 
 stamp=$( (echo "$base"; sha256sum "$deb" images/build.sh; find images/overlay -type f -print0 |
           LC_ALL=C sort -z | xargs -0 sha256sum) | sha256sum | cut -c1-32)
@@ -68,8 +74,9 @@ chown -R 0:0 "$root/etc/fstab" "$root/etc/hostname" "$root/etc/hosts" "$root/etc
 # prompts of systemd-firstboot would stop an unattended first boot
 : >"$root/etc/machine-id"
 rm -f "$root/var/lib/dbus/machine-id"
+# a login prompt on the first serial port whatever the kernel's console= says
 systemctl --root="$root" enable imfused.service imfuse-first-user.service systemd-networkd.service \
-    >"$out/systemctl.log" 2>&1
+    serial-getty@ttyS0.service >"$out/systemctl.log" 2>&1
 systemctl --root="$root" disable systemd-networkd-wait-online.service >>"$out/systemctl.log" 2>&1
 systemctl --root="$root" mask systemd-firstboot.service >>"$out/systemctl.log" 2>&1
 
