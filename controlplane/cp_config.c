@@ -142,6 +142,11 @@ read_file(struct cp_config *c, const char *path, const bool *given, char *why, s
     }
     while (fgets(line, sizeof(line), f)) {
         lineno++;
+        if (!strchr(line, '\n') && !feof(f)) {
+            snprintf(why, whysz, "%s: line %u: longer than %zu bytes", path, lineno, sizeof(line) - 1);
+            rc = -IM_EINVAL;
+            break;
+        }
         char *hash = strchr(line, '#');
         if (hash)
             *hash = '\0';

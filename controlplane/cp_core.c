@@ -12,6 +12,7 @@
 #include "im_clock.h"
 #include "dp_chan.h"
 #include "cp_int.h"
+#include "cp_sd.h"
 
 #define CP_UP_BATCH     4096            /* dataplane messages per group commit */
 #define CP_RETRY_MS     1000            /* a failed commit's messages are tried again after */
@@ -819,6 +820,7 @@ cp_core_run(struct cp_core *c, int sigfd)
             LOG(IM_LOG_ERROR, "poll: %s", strerror(errno));
             return -errno;
         }
+        cp_sd_watchdog();
         if (fds[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             if (read(sigfd, &si, sizeof(si)) == sizeof(si)) {

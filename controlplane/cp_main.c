@@ -20,6 +20,7 @@
 #include "dp_worker.h"
 #include "cp_int.h"
 #include "cp_netlink.h"
+#include "cp_sd.h"
 
 static void *
 dp_thread(void *arg)
@@ -285,7 +286,11 @@ main(int argc, char **argv)
         goto out;
     }
     IM_LOG(IM_LOG_INFO, "imfused", "ready: data %s, control %s, io %s", cfg.data, cfg.control, cfg.io);
+    snprintf(why, sizeof(why), "serving clients on %s%s%s, control %s", *cfg.listen ? cfg.listen : "-",
+             cfg.listen_tls ? " and TLS " : "", cfg.listen_tls ? cfg.listen_tls : "", cfg.control);
+    cp_sd_ready(why);
     cp_core_run(&core, sigfd);
+    cp_sd_stopping();
     exit_code = 0;
 
 out:

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "t.h"
@@ -96,6 +97,51 @@ T_TEST(file_errors_name_the_line)
     T_ASSERT(strstr(why, "line 1"));
     cp_config_free(&c);
     unlink(path);
+}
+
+/* A line longer than the reader's buffer is an error, never a silent cut
+ * (the rest would have been read as a line of its own). */
+T_TEST(file_long_line)
+{
+    struct cp_config c;
+    char why[512];
+    char *text = malloc(6000);
+    T_ASSERT(text != NULL);
+    int n = snprintf(text, 6000, "data = /x\nca-file = /");
+    memset(text + n, 'a', 5000);
+    strcpy(text + n + 5000, "\n");
+    char *path = write_conf(text);
+    char *argv[] = { "imfused", "--config", path, NULL };
+    T_ASSERT(parse(&c, why, 3, argv) < 0);
+    T_ASSERT(strstr(why, "line 2") && strstr(why, "longer than 4095 bytes"));
+    cp_config_free(&c);
+    unlink(path);
+    /* a last line without a newline is fine */
+    path = write_conf("data = /x\nlisten = 127.0.0.1:9");
+    char *argv2[] = { "imfused", "--config", path, NULL };
+    T_EQ_INT(parse(&c, why, 3, argv2), 0);
+    T_EQ_STR(c.listen, "127.0.0.1:9");
+    cp_config_free(&c);
+    unlink(path);
+    free(text);
+}
+
+/* The default config that the package installs (images/imfused.conf):
+ * data in the unit's StateDirectory, the control socket in its
+ * RuntimeDirectory, clients on loopback only. */
+T_TEST(shipped_config)
+{
+    struct cp_config c;
+    char why[512];
+    char *argv[] = { "imfused", "--config", "images/imfused.conf", NULL };
+    T_EQ_INT(parse(&c, why, 3, argv), 0);
+    T_EQ_STR(c.data, "/var/lib/imfuse");
+    T_EQ_STR(c.control, "/run/imfuse/imfused.sock");
+    T_EQ_STR(c.listen, "127.0.0.1:7700");
+    T_ASSERT(c.listen_tls == NULL);
+    T_ASSERT(!c.open_registration);
+    T_EQ_STR(c.io, "kernel");
+    cp_config_free(&c);
 }
 
 T_TEST(store_map_size)
@@ -273,5 +319,6 @@ T_TEST(dpdk_bad_values)
     T_ASSERT(strstr(why, "dpdk-port"));
 }
 
-T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(store_map_size),
+T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(file_long_line),
+       T_RUN(shipped_config), T_RUN(store_map_size),
        T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values))
