@@ -435,6 +435,7 @@ cmd_stats(struct rpc_req *q)
         { "account_failures", st.acct_failures }, { "store_commits", c->commits },
         { "store_commit_failures", c->commit_failures }, { "store_map_size", ss.map_size },
         { "store_pages_used", ss.last_pgno + 1 }, { "store_page_size", ss.page_size },
+        { "store_pages_written", ss.pages_written },
         { "store_users", ss.users }, { "store_accounts", ss.accounts }, { "store_queued", ss.queued },
         { "auth_pending", cp_auth_pending(c->auth) },
         { "dp_oom", st.oom }, { "dp_up_dropped", st.up_dropped },
