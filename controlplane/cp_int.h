@@ -115,6 +115,7 @@ struct cp_core {
     size_t n_done, cap_done, n_done_applied;
     uint64_t done_since;                /* mono ms of the oldest pending delete */
     uint64_t commits, commit_failures, msgs_committed, outbox_added, outbox_deleted;
+    uint64_t plane_oversize;            /* plane messages sent smaller or refused: over the frame limit */
     uint32_t turn_msgs, turn_outbox;    /* counted into the two above if the turn commits */
     struct cp_cid **turn_cids;          /* cids added this turn */
     unsigned n_turn_cids, cap_turn_cids;
@@ -152,6 +153,8 @@ void cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uin
 
 /* Client requests (cp_client.c): CPM_CLIENT_REQ, dispatched by the op table. */
 void cp_client_request(struct cp_core *c, struct dp_msg *m);
+/* CPM_REPLAY_NEXT: the next batch of a connection's paced replay. */
+void cp_client_replay_next(struct cp_core *c, const struct dp_msg *m);
 /* Whether the controlplane serves op (the table's CONTROL rows; for the checks). */
 bool cp_client_serves(enum cl_op_id op);
 /* Build the DPM_ACCOUNT_UP for a stored account (unsealing its password). */

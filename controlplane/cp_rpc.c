@@ -85,12 +85,20 @@ queue_frame(struct cp_rpc *r, unsigned slot, uint32_t gen, uint64_t id, uint8_t 
     r->pending_tail = p;
 }
 
+static void reply_error(struct cp_rpc *r, unsigned slot, uint32_t gen, bool has_id, uint64_t id,
+                        const char *code, const char *msg);
+
 static void
 reply_enc(struct rpc_req *q, struct cl_enc *e, bool durable)
 {
     size_t len;
     if (!cl_enc_finish(e, &len)) {
+        bool too_big = e->too_big;
         cl_enc_free(e);
+        if (!too_big)
+            cp_oom(__func__);
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_LIMIT,
+                    "the reply would pass the 1 MiB frame limit");
         return;
     }
     uint8_t *f = cl_enc_release(e, &len);
@@ -438,6 +446,15 @@ cmd_stats(struct rpc_req *q)
         { "store_users", ss.users }, { "store_accounts", ss.accounts }, { "store_queued", ss.queued },
         { "auth_pending", cp_auth_pending(c->auth) },
         { "dp_oom", st.oom }, { "dp_up_dropped", st.up_dropped },
+        /* client connections and their limits */
+        { "clients_prelogin", st.clients_prelogin }, { "prelogin_bytes", st.prelogin_bytes },
+        { "prelogin_timeouts", st.prelogin_timeouts }, { "prelogin_evicted", st.prelogin_evicted },
+        { "refused_max_conns", st.refused_max_conns }, { "refused_per_address", st.refused_per_address },
+        { "accept_paused", ws.accept_paused }, { "clients_read_paused", st.clients_read_paused },
+        { "clients_timed_out", st.clients_timed_out }, { "idle_timeouts", st.idle_timeouts },
+        { "replays_paced", st.replays_paced }, { "replies_limit", st.replies_limit },
+        { "events_too_big", st.events_too_big }, { "contacts_cut", st.contacts_cut },
+        { "plane_oversize", c->plane_oversize },
         { "resolver_lookups", rs.lookups }, { "resolver_cache_hits", rs.cache_hits },
         { "resolver_failures", rs.failures }, { "resolver_pending", rs.pending },
         { "conn_opened", ws.conn_opened }, { "conn_closed", ws.conn_closed },

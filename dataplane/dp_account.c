@@ -97,10 +97,50 @@ contacts_free(struct dp_contact *c, uint32_t n)
     free(c);
 }
 
+/*
+ * A list must fit a frame, with room for an account's configuration around
+ * it (DPM_ACCOUNT_UP carries it at start-up): past that it is cut to the
+ * entries that fit, in the server's order, and the user is told why.
+ */
+#define DP_CONTACTS_BUDGET  (CL_FRAME_MAX - 64u * 1024)
+
+static void
+contacts_fit(struct dp_account *a)
+{
+    struct cl_enc e;
+    uint32_t keep, n = a->n_contacts;
+    cl_enc_init(&e);
+    for (keep = 0; keep < n; keep++) {
+        dp_pack_contact(&e, a, &a->contacts[keep]);
+        if (e.failed || cl_enc_len(&e) > DP_CONTACTS_BUDGET)
+            break;
+    }
+    bool oom = e.failed && !e.too_big;
+    cl_enc_free(&e);
+    if (keep == n || oom)
+        return;
+    for (uint32_t i = keep; i < n; i++) {
+        struct dp_contact *c = &a->contacts[i];
+        free(c->address);
+        free(c->name);
+        for (uint32_t j = 0; j < c->n_groups; j++)
+            free(c->groups[j]);
+        free(c->groups);
+    }
+    a->n_contacts = keep;
+    STAT_ADD(a->r, contacts_cut, 1);
+    char d[160];
+    snprintf(d, sizeof(d), "contact list cut to %u of %u entries: the rest would pass the 1 MiB "
+             "frame limit", keep, n);
+    DP_LOG(IM_LOG_WARN, "account %llu (%s): %s", (unsigned long long)a->id, a->login, d);
+    account_state(a, a->state, d);
+}
+
 /* Persist the account's list and push it to the user. */
 static void
 contacts_changed(struct dp_account *a)
 {
+    contacts_fit(a);
     struct cl_enc e;
     cl_enc_init(&e);
     msgpack_pack_map(&e.pk, 1);
