@@ -195,6 +195,14 @@ addr_key(char *out, size_t n, const char *peer)
  * what is committed meanwhile is in the queue, so the replay reads it in
  * seq order; once a batch reaches the end of the snapshot, everything
  * committed later arrives live after the DPM_REPLAY_END, with higher seqs.
+ *
+ * So that a replaying connection still gets every message that was queued
+ * at its login (`queued` of them), an ack from another connection of the
+ * user removes only what every replaying connection has been sent; the rest
+ * of it waits on those sessions (ack_wait) and goes through as they move on
+ * or end.  Later logins start after the ack, so nothing acknowledged is
+ * replayed to them.  The wait is kept in memory: after a crash the messages
+ * it held come again (at least once, as the outbox's lazy deletes).
  */
 #define CP_REPLAY_MSGS      512             /* messages per batch at most */
 #define CP_REPLAY_BYTES     (256u * 1024)   /* frame bytes per batch at most */
@@ -229,17 +237,91 @@ replay_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
 
 /* One batch of uid's queue after seq `after` to one connection, from the
  * snapshot t, then its DPM_REPLAY_END. */
-static void
+static bool
 replay_batch(struct cp_core *c, struct cp_txn *t, uint32_t conn, uint32_t gen, uint64_t uid,
-             uint64_t after)
+             uint64_t *after)
 {
-    struct replay_ctx rc = { c, conn, gen, after, 0, 0, false };
-    if (after < UINT64_MAX)
-        (void)cp_blob_each(t, CP_DB_QUEUE, uid, after + 1, replay_one, &rc);
+    struct replay_ctx rc = { c, conn, gen, *after, 0, 0, false };
+    if (*after < UINT64_MAX)
+        (void)cp_blob_each(t, CP_DB_QUEUE, uid, *after + 1, replay_one, &rc);
     struct dp_msg e = { .type = DPM_REPLAY_END, .conn = conn, .gen = gen, .uid = uid };
     e.u.replay_end.last = rc.last;
     e.u.replay_end.more = rc.more;
     dp_chan_send_down(c->ch, &e);
+    *after = rc.last;
+    return rc.more;
+}
+
+static int
+count_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
+{
+    (*(uint64_t *)ud)++;
+    return 0;
+}
+
+static struct cp_session *
+session_find(struct cp_core *c, uint32_t conn, uint32_t gen)
+{
+    for (struct cp_session *s = c->sessions; s; s = s->next)
+        if (s->conn == conn && s->gen == gen)
+            return s;
+    return NULL;
+}
+
+/* The highest seq every replaying session of uid has been sent, up to seq. */
+static uint64_t
+replayed_by_all(struct cp_core *c, uint64_t uid, uint64_t seq)
+{
+    for (struct cp_session *s = c->sessions; s; s = s->next)
+        if (s->uid == uid && s->replaying && s->replay_at < seq)
+            seq = s->replay_at;
+    return seq;
+}
+
+/* An ack up to seq waiting for replays: remove what they all have now. */
+static void
+ack_apply(struct cp_core *c, uint64_t uid, uint64_t seq)
+{
+    uint64_t upto = replayed_by_all(c, uid, seq), n;
+    struct cp_txn *t = cp_txn(c);
+    if (upto && t)
+        (void)cp_blob_del_upto(t, CP_DB_QUEUE, uid, upto, &n);
+}
+
+/* Where a new login of uid starts: after any ack still waiting on replays. */
+static uint64_t
+ack_floor(struct cp_core *c, uint64_t uid)
+{
+    uint64_t floor = 0;
+    for (struct cp_session *s = c->sessions; s; s = s->next)
+        if (s->uid == uid && s->replaying && s->ack_wait > floor)
+            floor = s->ack_wait;
+    return floor;
+}
+
+/* A session was sent up to last, and is done when !more. */
+static void
+session_replayed(struct cp_core *c, struct cp_session *s, uint64_t last, bool more)
+{
+    if (last > s->replay_at)
+        s->replay_at = last;
+    s->replaying = more;
+    if (s->ack_wait) {
+        uint64_t seq = s->ack_wait;
+        if (!more)
+            s->ack_wait = 0;
+        ack_apply(c, s->uid, seq);
+    }
+}
+
+void
+cp_client_session_end(struct cp_core *c, const struct dp_msg *m)
+{
+    struct cp_session *s = session_find(c, m->conn, m->gen);
+    uint64_t uid = s ? s->uid : 0, seq = s && s->replaying ? s->ack_wait : 0;
+    cp_session_del(c, m->conn, m->gen);
+    if (seq)
+        ack_apply(c, uid, seq);
 }
 
 void
@@ -267,8 +349,12 @@ cp_client_replay_next(struct cp_core *c, const struct dp_msg *m)
         dp_chan_send_down(c->ch, &d);
         return;
     }
-    replay_batch(c, t, m->conn, m->gen, m->uid, m->u.replay_next.after);
+    uint64_t last = m->u.replay_next.after;
+    bool more = replay_batch(c, t, m->conn, m->gen, m->uid, &last);
     cp_txn_abort(t);
+    struct cp_session *s = session_find(c, m->conn, m->gen);
+    if (s)
+        session_replayed(c, s, last, more);
 }
 
 /*
@@ -306,8 +392,11 @@ login_done(void *ctx, struct cp_auth_job *j)
     cp_ratelim_ok(c->rl_user, ukey);
     cp_ratelim_ok(c->rl_addr, akey);
 
-    uint64_t queued = 0;
-    (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
+    uint64_t queued = 0, start = ack_floor(c, u.uid);
+    if (start)
+        (void)cp_blob_each(t, CP_DB_QUEUE, u.uid, start + 1, count_one, &queued);
+    else
+        (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
     struct dp_msg ok = { .type = DPM_LOGIN_OK, .conn = j->conn, .gen = j->gen, .uid = u.uid };
     ok.u.login_ok.req = j->req_id;
     ok.u.login_ok.queued = queued;
@@ -335,9 +424,15 @@ login_done(void *ctx, struct cp_auth_job *j)
         return;
     }
     dp_chan_send_down(c->ch, &ok);
-    replay_batch(c, t, j->conn, j->gen, u.uid, 0);
+    uint64_t last = start;
+    bool more = replay_batch(c, t, j->conn, j->gen, u.uid, &last);
     cp_txn_abort(t);
     cp_session_add(c, j->conn, j->gen, u.uid, u.name, j->peer, j->device);
+    struct cp_session *s = session_find(c, j->conn, j->gen);
+    if (s) {
+        s->replaying = more;
+        s->replay_at = last;
+    }
     LOG(IM_LOG_INFO, "user %s logged in from %s (%llu queued)", u.name, j->peer,
         (unsigned long long)queued);
 }
@@ -1109,11 +1204,18 @@ op_ack(struct req *r)
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
         return;
     }
-    rc = cp_blob_del_upto(t, CP_DB_QUEUE, r->uid, seq, &n);
+    /* What a replaying connection of the user has not been sent yet stays
+     * until it has (see the replay above). */
+    uint64_t upto = replayed_by_all(c, r->uid, seq);
+    rc = upto ? cp_blob_del_upto(t, CP_DB_QUEUE, r->uid, upto, &n) : 0;
     if (rc < 0) {
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
         return;
     }
+    if (upto < seq)
+        for (struct cp_session *s = c->sessions; s; s = s->next)
+            if (s->uid == r->uid && s->replaying && s->ack_wait < seq)
+                s->ack_wait = seq;
     cp_client_ok(c, r->conn, r->gen, r->id);
 }
 

@@ -717,7 +717,7 @@ handle_up(struct cp_core *c, struct dp_msg *m)
         break;
     case CPM_CONN_CLOSED:
     case CPM_CONN_LOGOUT:
-        cp_session_del(c, m->conn, m->gen);
+        cp_client_session_end(c, m);
         break;
     default:
         break;

@@ -1,7 +1,7 @@
 """No silent drops (replies.sh runs this in a private network namespace, as
 root, with prosody on the machine).
 
-1. A 20,000-message backlog (11 MB: more than the 8 MiB a client may have
+1. A 20,000-message backlog (23 MB: more than the 8 MiB a client may have
    waiting) reaches a client that reads slowly, complete, in seq order, each
    once; 50 messages that arrive during the replay come after it.
 2. `contacts` over six accounts with 950-entry rosters (1.4 MB) is answered
@@ -17,6 +17,7 @@ import os
 import socket
 import struct
 import sys
+import threading
 import time
 
 import msgpack
@@ -69,13 +70,49 @@ def replay(d, cafile):
     bob = JsonPeer("bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "bob-pw", "127.0.0.1", str(C2S),
                            cafile])
     bob.expect(lambda e: e["ev"] == "online", "bob online")
-    pad = "p" * 400
+    pad = "p" * 1000
     bob.p.stdin.write('{"cmd": "burst", "to": "alice@a.test", "n": %d, "prefix": "r", "pad": "%s"}\n' %
                       (BACKLOG, pad))
     bob.p.stdin.flush()
     bob.expect(lambda e: e["ev"] == "sent", "bob's burst", 120)
     d.wait_stat(lambda s: s["store_queued"] >= BACKLOG, "%d messages queued" % BACKLOG, 600)
     check(True, "%d messages queued for the user, who is offline" % BACKLOG)
+
+    # another device logs in meanwhile, reads its replay at full speed and
+    # acknowledges the whole backlog: the slow reader must get it all the same
+    started = threading.Event()
+    fast = {}
+
+    def fast_device():
+        started.wait(600)
+        f, r = login(d.port)
+        fast["queued"] = r.get("queued")
+        seqs = []
+        while len(seqs) < BACKLOG:
+            m = f.recv(120)
+            if m is None:
+                break
+            if m.get("op") == "message" and m["body"].startswith("r"):
+                seqs.append(m["seq"])
+        fast["got"] = len(seqs)
+        fast["ack"] = f.request("ack", seq=seqs[-1], timeout=60)["op"] if seqs else None
+        f.close()
+        g, r = login(d.port)
+        fast["after"] = r.get("queued")
+        early = []
+        while True:
+            try:
+                m = g.recv(2)
+            except TimeoutError:
+                break
+            if m is None:
+                break
+            if m.get("op") == "message":
+                early.append(m["body"])
+        fast["replayed_after_ack"] = [b for b in early if b.startswith("r")]
+        g.close()
+    th = threading.Thread(target=fast_device, daemon=True)
+    th.start()
 
     # the slow reader: a small receive buffer, 4 KiB at a time
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -105,6 +142,8 @@ def replay(d, cafile):
             elif m.get("id") == 1:
                 reply = m
         buf = buf[off:]
+        if len(msgs) >= 1000:
+            started.set()
         if not live_sent and len(msgs) >= 2000:
             # these arrive while the replay is under way
             bob.p.stdin.write('{"cmd": "burst", "to": "alice@a.test", "n": %d, "prefix": "live"}\n' % LIVE)
@@ -121,6 +160,12 @@ def replay(d, cafile):
     check(all(a < b for a, b in zip(seqs, seqs[1:])), "in strictly increasing seq order, none twice")
     check(bodies[:BACKLOG] == ["r%06d" % i for i in range(BACKLOG)], "the backlog in the order it was sent")
     check(bodies[BACKLOG:] == ["live%06d" % i for i in range(LIVE)], "the live messages after it, in order")
+    th.join(300)
+    check((fast.get("queued") or 0) >= BACKLOG and fast.get("got") == BACKLOG and fast.get("ack") == "ok",
+          "another device, logged in meanwhile, got the backlog at full speed and acknowledged it all (%r)" %
+          {k: v for k, v in fast.items() if k != "replayed_after_ack"})
+    check(fast.get("replayed_after_ack") == [] and (fast.get("after") or 0) <= LIVE,
+          "a login after that ack replays none of it (queued %r)" % fast.get("after"))
     st = d.stats()
     check(st["clients_dropped"] == 0 and st["replays_paced"] >= 10,
           "the slow reader was never dropped; the replay came in %d paced batches" % (st["replays_paced"] + 1))
