@@ -327,6 +327,9 @@ cp_client_session_end(struct cp_core *c, const struct dp_msg *m)
 void
 cp_client_replay_next(struct cp_core *c, const struct dp_msg *m)
 {
+    struct cp_session *s = session_find(c, m->conn, m->gen);
+    if (!s || s->uid != m->uid || !s->replaying)
+        return;                         /* logged out or gone meanwhile */
     struct cp_txn *t = NULL;
     int rc = cp_txn_begin(c->store, false, &t);
     if (rc < 0) {
@@ -352,9 +355,7 @@ cp_client_replay_next(struct cp_core *c, const struct dp_msg *m)
     uint64_t last = m->u.replay_next.after;
     bool more = replay_batch(c, t, m->conn, m->gen, m->uid, &last);
     cp_txn_abort(t);
-    struct cp_session *s = session_find(c, m->conn, m->gen);
-    if (s)
-        session_replayed(c, s, last, more);
+    session_replayed(c, s, last, more);
 }
 
 /*
