@@ -181,7 +181,7 @@ def replay(d, cafile):
 def contacts(d):
     log("# 2. contacts past the frame limit: %d accounts of %d contacts" % (BIG_ACCOUNTS, ROSTER))
     c, _ = login(d.port)
-    want = set()
+    want = {(e["account"], e["address"]) for e in c.request("contacts")["contacts"]}   # earlier accounts'
     for k in range(BIG_ACCOUNTS):
         acc = c.request("link", network="xmpp", login="r%d@a.test" % k, password="r-pw",
                         server="127.0.0.1:%d" % C2S, tls="starttls")["account"]

@@ -8,25 +8,10 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+. "$here/../lib/netns.sh"
 dpdk_enter "$0" "$@"
 dpdk_tap imf0 198.18.0.1/24 || exit 1
 W=$(mktemp -d /tmp/imfuse-dpdk-limits.XXXXXX) || exit 1
-cleanup() {
-    local pid
-    if [ -f "$W/pids" ]; then
-        while read -r pid; do
-            [ -n "$pid" ] && proc_stop "$pid"
-        done < "$W/pids"
-    fi
-    [ -n "${py_pid:-}" ] && proc_stop "$py_pid"
-    ip link del imf0 2>/dev/null
-    [ "${KEEP:-0}" = 1 ] && echo "# work directory kept: $W" >&2 || rm -rf "$W"
-}
-trap cleanup EXIT
+trap 'netns_cleanup "$W"; ip link del imf0 2>/dev/null' EXIT
 trap 'exit 130' INT TERM
-/usr/bin/python3 "$here/limits.py" --work "$W" &
-py_pid=$!
-wait "$py_pid"
-rc=$?
-py_pid=
-exit "$rc"
+netns_run "$W" /usr/bin/python3 "$here/limits.py" --work "$W"
