@@ -36,6 +36,7 @@ CP_SRCS    :=
 IMFUSED_SRCS :=
 IMFUSECTL_SRCS :=
 IMFUSE_SRCS :=
+IMFUSE_BENCH_SRCS :=
 UNIT_TESTS :=
 UNIT_SUPPORT :=
 FUZZ_TARGETS :=
@@ -53,7 +54,7 @@ DP_LIB    := $(BUILD)/libimdp.a
 CP_LIB    := $(BUILD)/libimcp.a
 LIBS      := $(CP_LIB) $(DP_LIB) $(PROTO_LIB)
 
-BINS := $(BUILD)/imfused $(BUILD)/imfusectl $(BUILD)/imfuse
+BINS := $(BUILD)/imfused $(BUILD)/imfusectl $(BUILD)/imfuse $(BUILD)/imfuse-bench
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_TESTS))
 
 .PHONY: all deps run test asan fuzz fuzz-run demo bench clean unit
@@ -78,6 +79,8 @@ $(BUILD)/imfused: $(call obj,$(IMFUSED_SRCS)) $(LIBS)
 $(BUILD)/imfusectl: $(call obj,$(IMFUSECTL_SRCS)) $(LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 $(BUILD)/imfuse: $(call obj,$(IMFUSE_SRCS)) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+$(BUILD)/imfuse-bench: $(call obj,$(IMFUSE_BENCH_SRCS)) $(LIBS)
 	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
 
 $(BUILD)/tests/%: tests/unit/%.c $(call obj,$(UNIT_SUPPORT)) $(LIBS)
