@@ -1,11 +1,12 @@
 # imfuse - non-recursive Makefile.  Each directory adds its sources in module.mk.
 #
-#   make            build/imfused, build/imfusectl, build/imfuse (release, -O2 -g)
+#   make            build/imfused, build/imfusectl, build/imfuse, build/imfuse-bench (release, -O2 -g)
 #   make run        deps + build, then the appliance in the foreground (kernel sockets, ./var)
 #   make test       deps + ASan/UBSan build + the whole suite (tests/run)
 #   make asan       the ASan/UBSan variant in build/asan
 #   make fuzz       libFuzzer targets in build/fuzz
 #   make demo       a local prosody with two demo users beside the appliance
+#   make bench      imfuse vs BitlBee 3.6 on the same prosody: docs/BENCHMARKS.md
 #   make deps       install the Debian packages the project needs (root; quiet when present)
 
 BUILD    ?= build
@@ -127,6 +128,10 @@ test: deps
 
 demo: deps all
 	./tools/demo.sh
+
+# imfuse side by side with BitlBee 3.6; writes docs/BENCHMARKS.md (root, < 10 min)
+bench: deps all
+	./tests/bench/run.sh
 
 clean:
 	rm -rf build

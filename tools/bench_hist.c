@@ -53,8 +53,9 @@ bench_hist_quantile(const struct bench_hist *h, double q)
         return h->min;
     if (q > 1)
         q = 1;
-    /* rank = ceil(q * n), at least 1 */
-    long double r = (long double)q * (long double)h->n;
+    /* rank = ceil(q * n), at least 1; the epsilon keeps 0.9 * 100000 (not
+     * exact in binary) from becoming rank 90001 */
+    long double r = (long double)q * (long double)h->n - 1e-9L;
     uint64_t rank = (uint64_t)r;
     if ((long double)rank < r)
         rank++;

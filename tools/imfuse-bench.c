@@ -85,7 +85,7 @@ struct bench {
     struct bench_hist *hist;
     uint64_t lag_max_ns;                /* open loop: worst lateness of a send */
 
-    uint64_t t_setup0, t_quiet_end, t0, t_last_rx, t_progress, t_phase;
+    uint64_t t_setup0, t_quiet_end, t0, t_last_rx, t_progress, t_phase, t_win_end;
     const char *end_reason;
 
     /* readings before (0) and after (1) the window */
@@ -170,7 +170,8 @@ bench_fail(struct bench *b, const char *fmt, ...)
     }
     if (b->ph < PH_DONE) {
         b->ph = PH_DONE;
-        dp_worker_stop(b->w);
+        if (b->w)
+            dp_worker_stop(b->w);
     }
 }
 
@@ -505,6 +506,7 @@ on_tick(void *ud, uint64_t now_ms)
         }
         b->settle_same = still ? b->settle_same + 1 : 0;
         if (b->settle_same >= 2 || t - b->t_phase > SETTLE_MAX_NS) {
+            b->t_win_end = now_ns();
             read_after(b);
             b->ph = PH_DONE;
             dp_worker_stop(b->w);
@@ -621,6 +623,9 @@ report_json(const struct bench *b, const struct figures *f)
     fputs(",\"end\":", o);
     json_str(o, b->end_reason ? b->end_reason : "");
     fprintf(o, ",\"elapsed_s\":%.4f,\"msgs_per_s\":%.1f", f->elapsed_s, f->msgs_per_s);
+    /* the window on CLOCK_MONOTONIC, for `perf record -k CLOCK_MONOTONIC` + `perf report --time` */
+    fprintf(o, ",\"window_mono_s\":[%.6f,%.6f]", (double)b->t0 / 1e9,
+            (double)(b->t_win_end ? b->t_win_end : b->t0) / 1e9);
     fprintf(o, ",\"latency_us\":{\"n\":%" PRIu64 ",\"min\":%.1f,\"p50\":%.1f,\"p90\":%.1f,"
             "\"p99\":%.1f,\"p999\":%.1f,\"max\":%.1f,\"mean\":%.1f}",
             h->n, h->n ? (double)h->min / 1e3 : 0.0,
@@ -909,7 +914,7 @@ make_nonce(char out[9])
 }
 
 /* Before the loop: find the daemon, create imfuse users (Argon2id is slow:
- * it is done here, outside every measure).  0 or an exit code. */
+ * it is done here, outside every measure).  0, or -1 after bench_fail(). */
 static int
 prepare(struct bench *b)
 {
@@ -919,34 +924,28 @@ prepare(struct bench *b)
             pid_t pid;
             int rc = bench_ctl_pid(o->control, &pid);
             if (rc) {
-                fprintf(stderr, "%s: control socket %s: %s\n", prog, o->control, im_strerror(rc));
-                return 2;
+                bench_fail(b, "control socket %s: %s", o->control, im_strerror(rc));
+                return -1;
             }
             o->pid = pid;
         }
         for (uint32_t i = 0; i < o->users; i++) {
             char name[64], why[300];
             bench_user_name(b, i, name, sizeof(name));
-            int rc = bench_ctl_user_add(o->control, name, o->password, why, sizeof(why));
-            if (rc) {
-                fprintf(stderr, "%s: cannot create user %s: %s\n", prog, name, why);
-                return 2;
+            if (bench_ctl_user_add(o->control, name, o->password, why, sizeof(why))) {
+                bench_fail(b, "cannot create user %s: %s", name, why);
+                return -1;
             }
         }
     }
-    if (o->pid) {
-        struct bench_proc_snap s;
-        if (bench_proc_read(o->pid, &s)) {
-            fprintf(stderr, "%s: no process %d to measure\n", prog, (int)o->pid);
-            return 2;
-        }
+    struct bench_proc_snap s;
+    if (o->pid && bench_proc_read(o->pid, &s)) {
+        bench_fail(b, "no process %d to measure (--pid)", (int)o->pid);
+        return -1;
     }
-    if (o->xmpp_pid) {
-        struct bench_proc_snap s;
-        if (bench_proc_read(o->xmpp_pid, &s)) {
-            fprintf(stderr, "%s: no process %d (--xmpp-pid)\n", prog, (int)o->xmpp_pid);
-            return 2;
-        }
+    if (o->xmpp_pid && bench_proc_read(o->xmpp_pid, &s)) {
+        bench_fail(b, "no process %d to measure (--xmpp-pid)", (int)o->xmpp_pid);
+        return -1;
     }
     return 0;
 }
@@ -977,37 +976,31 @@ main(int argc, char **argv)
         return 2;
     }
     bench_hist_init(b->hist);
-    rc = prepare(b);
-    if (rc)
-        return rc;
 
     char why[300];
     struct dp_worker_cfg wc = { .id = 0, .io = "kernel", .ca_file = b->o.ca_file };
-    b->w = dp_worker_new(&wc, why, sizeof(why));
-    if (!b->w) {
-        fprintf(stderr, "%s: %s\n", prog, why);
-        return 2;
+    if (prepare(b) == 0) {
+        b->w = dp_worker_new(&wc, why, sizeof(why));
+        if (!b->w)
+            bench_fail(b, "%s", why);
     }
-    dp_worker_set_hooks(b->w, on_poll, on_tick, b);
-    b->t_setup0 = now_ns();
-
-    int err = 0;
-    struct bench_xmpp_cfg pc = {
-        .jid = b->peer_jid, .password = b->o.peer_password, .host = b->o.xmpp_host,
-        .port = b->o.xmpp_port, .resource = "peer",
-    };
-    b->peer = bench_xmpp_open(b->w, &pc, &peer_cb, b, &err);
-    if (!b->peer) {
-        fprintf(stderr, "%s: cannot connect the peer: %s\n", prog, im_strerror(err));
-        dp_worker_free(b->w);
-        return 2;
+    if (b->w) {
+        dp_worker_set_hooks(b->w, on_poll, on_tick, b);
+        b->t_setup0 = now_ns();
+        int err = 0;
+        struct bench_xmpp_cfg pc = {
+            .jid = b->peer_jid, .password = b->o.peer_password, .host = b->o.xmpp_host,
+            .port = b->o.xmpp_port, .resource = "peer",
+        };
+        b->peer = bench_xmpp_open(b->w, &pc, &peer_cb, b, &err);
+        if (!b->peer)
+            bench_fail(b, "cannot connect the peer: %s", im_strerror(err));
+        else if ((rc = b->relay->start(b)) < 0)
+            bench_fail(b, "cannot start the %s relay: %s", b->o.relay, im_strerror(rc));
+        if (!b->failed_run)
+            dp_worker_run(b->w);
+        stop_pacer(b);
     }
-    rc = b->relay->start(b);
-    if (rc < 0 && !b->failed_run)
-        bench_fail(b, "cannot start the %s relay: %s", b->o.relay, im_strerror(rc));
-    if (!b->failed_run)
-        dp_worker_run(b->w);
-    stop_pacer(b);
 
     struct figures f;
     compute(b, &f);
@@ -1018,16 +1011,18 @@ main(int argc, char **argv)
     if (b->failed_run)
         fprintf(stderr, "%s: %s\n", prog, b->why);
 
-    /* Goodbyes: QUIT, </stream>, closed connections. */
-    b->ph = PH_CLOSING;
-    b->t_phase = now_ns();
-    b->relay->close(b);
-    if (b->peer)
-        bench_xmpp_close(b->peer);
-    else
-        b->peer_gone = true;
-    dp_worker_run(b->w);
-    dp_worker_free(b->w);
+    if (b->w) {
+        /* Goodbyes: QUIT, </stream>, closed connections. */
+        b->ph = PH_CLOSING;
+        b->t_phase = now_ns();
+        b->relay->close(b);
+        if (b->peer)
+            bench_xmpp_close(b->peer);
+        else
+            b->peer_gone = true;
+        dp_worker_run(b->w);
+        dp_worker_free(b->w);
+    }
     if (b->relay->free)
         b->relay->free(b);
     free(b->t_send);
