@@ -107,8 +107,11 @@ x_on_open(struct dp_conn *c, int status, const char *detail)
     struct bench_xmpp *x = dp_conn_ud(c);
     if (status < 0) {
         char d[200];
-        snprintf(d, sizeof(d), "cannot connect to %s:%u: %s", x->host, x->cfg.port,
-                 detail && *detail ? detail : im_strerror(status));
+        if (detail && *detail)
+            snprintf(d, sizeof(d), "%s", detail);
+        else
+            snprintf(d, sizeof(d), "cannot connect to %s:%u: %s", x->host, x->cfg.port,
+                     im_strerror(status));
         x_fail(x, status, d);
         return;
     }
