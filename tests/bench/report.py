@@ -48,14 +48,25 @@ def perf_table(path, children):
     return rows
 
 
-def samples_of(path):
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        for line in f:
-            m = re.match(r"# Samples: (\S+)", line)
-            if m:
-                return m.group(1)
+def samples_of(out):
+    """Exact sample count in the window (perf report -n --sort comm), else perf's rounded one."""
+    path = os.path.join(out, "perf-comm.txt")
+    if os.path.exists(path):
+        n = 0
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"^\s+[\d.]+%\s+(\d+)\s+\S", line)
+                if m:
+                    n += int(m.group(1))
+        if n:
+            return str(n)
+    path = os.path.join(out, "perf-self.txt")
+    if os.path.exists(path):
+        with open(path) as f:
+            for line in f:
+                m = re.match(r"# Samples: (\S+)", line)
+                if m:
+                    return m.group(1)
     return None
 
 
@@ -324,7 +335,7 @@ def main():
         w.append("One run of {} messages: {:.0f} msgs/s, {:.1f} µs of CPU per message under perf, "
                  "{} samples in the window. `perf report --no-children` (self time), top entries:\n".format(
                      prof["messages"], prof["msgs_per_s"], prof.get("cpu_us_per_msg") or 0,
-                     samples_of(os.path.join(out, "perf-self.txt")) or "?"))
+                     samples_of(out) or "?"))
         w.append("| self | symbol |\n|---|---|")
         for pct, kind, sym in self_rows[:25]:
             w.append("| {:.1f} % | `{}`{} |".format(pct, sym, " (kernel)" if kind == "k" else ""))
@@ -352,6 +363,16 @@ def main():
             w.append("| {} | {:.1f} % |".format(name, children(*syms)))
         w.append("| allocator internals, self time (malloc/free family) | {:.1f} % |".format(alloc))
         w.append("")
+        tree = os.path.join(out, "perf-tree.txt")
+        if os.path.exists(tree):
+            with open(tree) as f:
+                lines = [l.rstrip() for l in f if not l.startswith("#") and l.strip(" |\n")]
+            if lines:
+                w.append("<details><summary>Call tree of the same samples (callers first, branches of "
+                         "3 % or more; <code>perf report --children -g graph,3,caller</code>)</summary>\n")
+                w.append("```text")
+                w.extend(lines)
+                w.append("```\n</details>\n")
     else:
         w.append("No profile in this run (perf missing, or BENCH_PERF=0).\n")
 

@@ -170,6 +170,10 @@ print("%.6f,%.6f" % (a, b) if r["label"] == "profile" else "")')
             --percent-limit 0.3 > "$out/perf-self.txt" 2>"$out/perf-report.err"
         perf report -i "$out/perf.data" --time "$win" --children --stdio --sort sym -g none \
             --percent-limit 0.3 > "$out/perf-children.txt" 2>>"$out/perf-report.err"
+        perf report -i "$out/perf.data" --time "$win" --no-children --stdio -n --sort comm -g none \
+            > "$out/perf-comm.txt" 2>>"$out/perf-report.err"
+        perf report -i "$out/perf.data" --time "$win" --children --stdio --sort comm \
+            -g graph,3,caller,function,percent > "$out/perf-tree.txt" 2>>"$out/perf-report.err"
     fi
 fi
 
