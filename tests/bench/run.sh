@@ -153,7 +153,7 @@ fi
 # the monotonic clock so that only the bench's window is reported).
 if [ "${BENCH_PERF:-1}" = 1 ] && command -v perf >/dev/null; then
     echo "make bench: profile of imfused (one more send W=1000 run, under perf)"
-    perf record -q -k CLOCK_MONOTONIC -F 999 --call-graph dwarf,8192 -p "$BENV_IMFUSED_PID" \
+    perf record -q -k CLOCK_MONOTONIC -F 1999 --call-graph dwarf,8192 -p "$BENV_IMFUSED_PID" \
         -o "$out/perf.data" > "$out/perf-record.log" 2>&1 &
     perf_pid=$!
     sleep 1
