@@ -4,11 +4,13 @@
 #
 #   benv_start WORK USERS [bitlbee]   prosody (STARTTLS required; SCRAM and PLAIN
 #                                     allowed: imfuse logs in with SCRAM, BitlBee
-#                                     only has PLAIN), XMPP accounts imf<i>, bee<i>,
+#                                     only has PLAIN; XEP-0198 on; only warnings
+#                                     logged), XMPP accounts imf<i>, bee<i>,
 #                                     dir<i> (i = 1..USERS) and peer@a.test, each
 #                                     user with the peer in its roster; imfused
-#                                     (release build) with users imf<i>; and
-#                                     BitlBee 3.6 if asked.  Sets BENV_* below.
+#                                     ($BENV_BUILD, default the release build; the
+#                                     bench creates its users); and BitlBee 3.6 if
+#                                     asked.  Sets BENV_* below.
 #   benv_stop                         stop every process started, by PID
 #
 #   BENV_CA          PEM of the XMPP server's certificate (CN a.test, SAN
@@ -67,7 +69,7 @@ benv_start() {
         done
     done
     prosody_set_roster "$w/prosody" peer a.test "$roster" || return 1
-    prosody_start "$w/prosody" 5222 a.test || return 1
+    PROSODY_LOG_LEVEL=warn prosody_start "$w/prosody" 5222 a.test || return 1
     BENV_XMPP_PID=$(cat "$w/prosody/prosody.bgpid")
     BENV_CA=$w/prosody/certs/a.test.crt
     # prosodyctl takes ~0.4 s per call: four at a time.
