@@ -75,6 +75,8 @@ d_start(struct bench *b)
     }
     s->n = o->users;
     bench_set_relay_state(b, s);
+    for (uint32_t i = 0; i < s->n; i++)
+        s->u[i].gone = true;            /* until its session exists */
     for (uint32_t i = 0; i < s->n; i++) {
         struct direct_user *u = &s->u[i];
         u->b = b;
@@ -84,8 +86,8 @@ d_start(struct bench *b)
         };
         int err = 0;
         u->x = bench_xmpp_open(bench_worker(b), &cfg, &d_cb, u, &err);
+        u->gone = !u->x;
         if (!u->x) {
-            u->gone = true;
             bench_fail(b, "direct: cannot connect %s: %s", u->jid, im_strerror(err));
             return err;
         }
