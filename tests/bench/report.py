@@ -219,9 +219,16 @@ def main():
         machine.get("load_before", "?"), machine.get("load_after", "?")))
     w.append("| duration of `make bench` | {} s |".format(machine.get("seconds", "?")))
     w.append("")
+    try:
+        load1 = float(machine.get("load_before", "").split()[0])
+    except (ValueError, IndexError):
+        load1 = None
+    when = ("the run started when the load average was low ({:.2f}), but single runs still scatter "
+            "(see min and max)".format(load1) if load1 is not None and load1 < 2.5 else
+            "**this run started under a load average of {}: its figures are indicative only**".format(
+                fmt_or(load1, "{:.2f}", "?")))
     w.append("**This machine is shared and noisy.** Other engineers compile and run test suites on the "
-             "same 2 cores; the figures were taken when the load average was low, but single runs still "
-             "scatter (see min and max). Compare medians and ratios measured side by side in one run, "
+             "same 2 cores; " + when + ". Compare medians and ratios measured side by side in one run, "
              "never figures from different runs or machines. It is a VM: perf has only the `cpu-clock` "
              "software event, and kernel time spent with interrupts off is charged to "
              "`pvm_irq_enable`.\n")
