@@ -178,6 +178,19 @@ def med(runs, label, relay, getter):
     return statistics.median(v) if v else None
 
 
+def added_latency(runs, relay, q):
+    """relay - direct latency percentile q (ms) of neighbouring open-loop runs."""
+    d = [r for r in runs if r["label"] == "open loop" and r["relay"] == "direct"]
+    x = [r for r in runs if r["label"] == "open loop" and r["relay"] == relay]
+    return [(b["latency_us"][q] - a["latency_us"][q]) / 1000 for a, b in zip(d, x)]
+
+
+def added_text(v):
+    if not v:
+        return "–"
+    return "{:+.2f} ms ({:+.2f} to {:+.2f})".format(statistics.median(v), min(v), max(v))
+
+
 def fmt_or(v, fmt, dash="–"):
     return dash if v is None else fmt.format(v)
 
@@ -299,15 +312,12 @@ def main():
         row("no madvise in the hot path's profile", "madvise: {:.1f} % of samples".format(mad), mad < 0.1)
     else:
         row("no madvise in the hot path's profile", "no profile", None)
-    dp99 = med(runs, "open loop", "direct", p99)
-    ip99 = med(runs, "open loop", "imfuse", p99)
-    bp99 = med(runs, "open loop", "bitlbee", p99)
     rate = next((x["rate"] for x in runs if x["label"] == "open loop"), None)
-    if dp99 is not None:
+    added = {rel: added_latency(runs, rel, "p99") for rel in ("imfuse", "bitlbee")}
+    if added["imfuse"] or added["bitlbee"]:
         row("p99 added latency at half of imfuse's peak rate (relay p99 − direct p99, open loop)",
-            "{} msgs/s: imfuse {} ms, BitlBee {} ms (direct p99 {:.2f} ms)".format(
-                fmt_or(rate, "{:.0f}"), fmt_or(None if ip99 is None else ip99 - dp99, "{:+.2f}"),
-                fmt_or(None if bp99 is None else bp99 - dp99, "{:+.2f}"), dp99), None)
+            "{} msgs/s: imfuse {}, BitlBee {} (median of neighbouring runs' differences, min–max)".format(
+                fmt_or(rate, "{:.0f}"), added_text(added["imfuse"]), added_text(added["bitlbee"])), None)
     else:
         row("p99 added latency at half of imfuse's peak rate", "not measured", None)
     w.append("")
@@ -325,16 +335,14 @@ def main():
                  "latency minus the direct one. At a fixed rate below capacity, CPU per message also "
                  "carries the relay's idle work (timers, keepalives) over the window.\n")
         w.append(suite_table(runs, "open loop", ("direct", "imfuse", "bitlbee")))
-        w.append("Added latency, medians of each percentile (relay − direct):\n")
+        w.append("Added latency: for each percentile, relay − direct of neighbouring runs (direct, imfuse, "
+                 "BitlBee were run in turn), median and min–max over the runs. A negative figure means the "
+                 "relay's latency was below the direct client's in those runs: noise, or a relay writing "
+                 "several messages to prosody at once where the direct client writes one at a time.\n")
         w.append("| percentile | imfuse | BitlBee |\n|---|---|---|")
         for q, name in (("p50", "p50"), ("p90", "p90"), ("p99", "p99"), ("p999", "p99.9")):
-            g = lambda x, q=q: x["latency_us"][q] / 1000
-            d = med(runs, "open loop", "direct", g)
-            i = med(runs, "open loop", "imfuse", g)
-            b = med(runs, "open loop", "bitlbee", g)
-            w.append("| {} | {} ms | {} ms |".format(
-                name, fmt_or(None if d is None or i is None else i - d, "{:+.2f}"),
-                fmt_or(None if d is None or b is None else b - d, "{:+.2f}")))
+            w.append("| {} | {} | {} |".format(name, added_text(added_latency(runs, "imfuse", q)),
+                                                added_text(added_latency(runs, "bitlbee", q))))
         w.append("")
 
     w.append("## Where imfused's CPU goes (profile, send W = 1000)\n")
