@@ -502,6 +502,7 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
         cl_pack_kstr(&e, "user", u.name);
         cl_pack_kstr(&e, "network", a->network);
         cl_pack_kstr(&e, "login", a->login);
+        e.secret = true;
         cl_pack_kstrn(&e, "password", (const char *)pw, pwlen);
         cl_pack_kstr(&e, "server", a->server);
         cl_pack_kstr(&e, "tls", a->tls);
@@ -1187,5 +1188,7 @@ cp_client_request(struct cp_core *c, struct dp_msg *m)
         cp_client_error(c, r.conn, r.gen, r.id, CL_ERR_NOT_LOGGED_IN, "log in first");
     else
         cp_op_handlers[op->id](&r);
+    if (op->secret)
+        cl_msg_wipe(&r.msg);
     cl_msg_free(&r.msg);
 }

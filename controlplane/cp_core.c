@@ -6,6 +6,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/signalfd.h>
 
@@ -18,6 +19,10 @@
 #define CP_RETRY_MS     1000            /* a failed commit's messages are tried again after */
 #define CP_IDLE_MS      1000            /* longest poll while nothing happens */
 #define CP_LAZY_MS      10              /* sent messages' deletes wait this long for a commit */
+#define CP_MSG_BLOCK    4096            /* outbound ids reserved per write of meta "msg" */
+#define CP_BATCH_BUSY   8               /* a commit of this many messages means load: batch_wait() */
+#define CP_BATCH_QUIET_US 500           /* ... commit when nothing more came for this long */
+#define CP_BATCH_MAX_US 4000            /* ... or when the first has waited this long */
 
 void
 cp_oom(const char *where)
@@ -211,8 +216,8 @@ done_apply(struct cp_core *c, uint64_t now)
     for (size_t i = 0; i < c->n_done; i++)
         (void)cp_outbox_del(t, c->done[i]);     /* absent (unlinked): fine */
     c->n_done_applied = c->n_done;
-    if (c->next_msg != c->next_msg_saved)
-        (void)cp_meta_set(t, "msg", c->next_msg);
+    if (c->msg_limit != c->msg_limit_saved)
+        (void)cp_meta_set(t, "msg", c->msg_limit);
 }
 
 /* Commit the turn's transaction and release what waited for it. */
@@ -239,8 +244,10 @@ commit_turn(struct cp_core *c)
         if (ok) {
             c->n_done = 0;
             c->next_msg_saved = c->next_msg;
+            c->msg_limit_saved = c->msg_limit;
         } else {
             c->next_msg = c->next_msg_saved;    /* this turn's ids were never stored */
+            c->msg_limit = c->msg_limit_saved;
         }
         c->n_done_applied = 0;
     }
@@ -329,20 +336,23 @@ cp_state_del(struct cp_core *c, uint64_t account)
     }
 }
 
-static unsigned
+static uint32_t
 cid_hash(uint64_t uid, const char *cid, size_t len)
 {
     uint64_t h = 1469598103934665603ULL ^ uid;
     for (size_t i = 0; i < len; i++)
         h = (h ^ (uint8_t)cid[i]) * 1099511628211ULL;
-    return (unsigned)(h % CP_CID_BUCKETS);
+    return (uint32_t)(h ^ (h >> 32));
 }
 
 struct cp_cid *
 cp_cid_find(struct cp_core *c, uint64_t uid, const char *cid, size_t len)
 {
-    for (struct cp_cid *e = c->cids[cid_hash(uid, cid, len)]; e; e = e->hnext)
-        if (e->uid == uid && strlen(e->cid) == len && !memcmp(e->cid, cid, len))
+    uint32_t h = cid_hash(uid, cid, len);
+    if (!c->cids)
+        return NULL;
+    for (struct cp_cid *e = c->cids[h & (CP_CID_BUCKETS - 1)]; e; e = e->hnext)
+        if (e->hash == h && e->uid == uid && e->cid_len == len && !memcmp(e->cid, cid, len))
             return e;
     return NULL;
 }
@@ -350,7 +360,7 @@ cp_cid_find(struct cp_core *c, uint64_t uid, const char *cid, size_t len)
 static void
 cid_unlink(struct cp_core *c, struct cp_cid *e)
 {
-    struct cp_cid **pp = &c->cids[cid_hash(e->uid, e->cid, strlen(e->cid))];
+    struct cp_cid **pp = &c->cids[e->hash & (CP_CID_BUCKETS - 1)];
     while (*pp != e)
         pp = &(*pp)->hnext;
     *pp = e->hnext;
@@ -362,7 +372,6 @@ cid_unlink(struct cp_core *c, struct cp_cid *e)
         e->fnext->fprev = e->fprev;
     else
         c->cid_tail = e->fprev;
-    free(e->address);
     free(e);
     c->n_cids--;
 }
@@ -394,25 +403,29 @@ void
 cp_cid_add(struct cp_core *c, uint64_t uid, const char *cid, size_t len, uint64_t msg,
            uint64_t account, const char *network, const char *address)
 {
-    if (len > CL_CID_MAX || cp_cid_find(c, uid, cid, len))
+    if (len == 0 || len > CL_CID_MAX || cp_cid_find(c, uid, cid, len))
         return;
+    if (!c->cids && !(c->cids = calloc(CP_CID_BUCKETS, sizeof(*c->cids))))
+        cp_oom(__func__);
     if (c->n_cids >= CP_CID_MAX)
         cid_evict_oldest(c);
-    struct cp_cid *e = calloc(1, sizeof(*e));
+    size_t alen = strlen(address);
+    struct cp_cid *e = malloc(sizeof(*e) + alen + 1);
     if (!e)
         cp_oom(__func__);
     e->uid = uid;
     e->msg = msg;
     e->account = account;
+    e->hash = cid_hash(uid, cid, len);
+    e->cid_len = (uint8_t)len;
     im_strlcpy(e->network, network, sizeof(e->network));
-    e->address = strdup(address);
-    if (!e->address)
-        cp_oom(__func__);
     memcpy(e->cid, cid, len);
     e->cid[len] = '\0';
-    unsigned h = cid_hash(uid, cid, len);
-    e->hnext = c->cids[h];
-    c->cids[h] = e;
+    memcpy(e->address, address, alen + 1);
+    unsigned b = e->hash & (CP_CID_BUCKETS - 1);
+    e->hnext = c->cids[b];
+    c->cids[b] = e;
+    e->fnext = NULL;
     e->fprev = c->cid_tail;
     if (c->cid_tail)
         c->cid_tail->fnext = e;
@@ -559,7 +572,12 @@ handle_out_req(struct cp_core *c, struct dp_msg *m)
             cl_msg_free(&pm);
             return;
         }
-        msg = c->next_msg++;                /* kept in meta "msg" by the commit */
+        /* Ids are reserved in blocks: meta "msg" (the first id not reserved)
+         * is written once per CP_MSG_BLOCK ids, not in every commit; after
+         * a restart ids go on from there, so they never repeat. */
+        if (c->next_msg >= c->msg_limit)
+            c->msg_limit = c->next_msg + CP_MSG_BLOCK;
+        msg = c->next_msg++;
         struct cl_enc e;
         cl_enc_init(&e);
         msgpack_pack_map(&e.pk, has_cid ? 6 : 5);
@@ -788,6 +806,7 @@ cp_core_start(struct cp_core *c)
         return rc < 0 ? rc : -IM_ECORRUPT;
     }
     c->next_msg_saved = c->next_msg;
+    c->msg_limit = c->msg_limit_saved = c->next_msg;
     rc = cp_account_each(c->txn, 0, start_account, c);
     if (rc == 0)
         rc = cp_outbox_each(c->txn, start_outbox, c);
@@ -801,12 +820,42 @@ cp_core_start(struct cp_core *c)
 /* ------------------------------------------------------------------------ */
 /* the loop                                                                  */
 
+static uint64_t
+mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000u + (uint64_t)ts.tv_nsec / 1000u;
+}
+
+/*
+ * Group commit that grows with load.  A commit costs the same whatever it
+ * carries (two synchronous writes), so under load it should carry more: when
+ * the last commit carried at least CP_BATCH_BUSY messages, the turn's commit
+ * waits while messages keep arriving, until none came for CP_BATCH_QUIET_US
+ * or the first has waited CP_BATCH_MAX_US.  An idle appliance commits at
+ * once.  Returns how long to wait (µs) before looking again, 0 to commit now.
+ */
+static uint64_t
+batch_wait(struct cp_core *c, uint64_t now)
+{
+    unsigned writes = c->turn_msgs + c->turn_outbox;
+    if (!c->txn || !writes || c->stopping || c->last_batch < CP_BATCH_BUSY)
+        return 0;
+    uint64_t age = now - c->batch_first_us, quiet = now - c->batch_last_us;
+    if (age >= CP_BATCH_MAX_US || quiet >= CP_BATCH_QUIET_US)
+        return 0;
+    uint64_t left = CP_BATCH_MAX_US - age, q = CP_BATCH_QUIET_US - quiet;
+    return left < q ? left : q;
+}
+
 int
 cp_core_run(struct cp_core *c, int sigfd)
 {
     struct pollfd fds[256];
 
     bool more = false;
+    uint64_t wait_us = 0;               /* a commit waiting for more (batch_wait) */
 
     while (!c->stopping) {
         unsigned n = 0;
@@ -823,7 +872,20 @@ cp_core_run(struct cp_core *c, int sigfd)
             uint64_t since = im_mono_ms() - c->done_since;
             timeout = since >= CP_LAZY_MS ? 0 : (int)(CP_LAZY_MS - since);
         }
-        if (poll(fds, n, timeout) < 0 && errno != EINTR) {
+        int prc;
+        if (wait_us && !more) {
+            /* A commit gathers more: the dataplane need not wake us, we
+             * look at the ring when the wait is over. */
+            struct timespec ts = { (time_t)(wait_us / 1000000u), (long)(wait_us % 1000000u) * 1000 };
+            prc = ppoll(fds, n, &ts, NULL);
+        } else {
+            /* the dataplane wakes us through the eventfd only while we wait */
+            if (timeout != 0 && !dp_chan_cp_sleep(c->ch))
+                timeout = 0;
+            prc = poll(fds, n, timeout);
+            dp_chan_cp_awake(c->ch);
+        }
+        if (prc < 0 && errno != EINTR) {
             LOG(IM_LOG_ERROR, "poll: %s", strerror(errno));
             return -errno;
         }
@@ -848,7 +910,8 @@ cp_core_run(struct cp_core *c, int sigfd)
             }
             free(list);
         }
-        dp_chan_up_ack(c->ch);
+        if (fds[1].revents & POLLIN)
+            dp_chan_up_ack(c->ch);
         struct dp_msg m;
         unsigned got = 0;
         while (got < CP_UP_BATCH && dp_chan_recv_up(c->ch, &m) == 0) {
@@ -869,6 +932,21 @@ cp_core_run(struct cp_core *c, int sigfd)
         if (c->rpc)
             cp_rpc_handle(c->rpc, fds + rpc_first, n - rpc_first);
 
+        uint64_t now = mono_us();
+        unsigned writes = c->turn_msgs + c->turn_outbox;
+        if (writes > c->batch_seen) {
+            if (!c->batch_seen)
+                c->batch_first_us = now;
+            c->batch_last_us = now;
+            c->batch_seen = writes;
+        }
+        wait_us = batch_wait(c, now);
+        if (wait_us)
+            continue;
+        if (c->txn) {
+            c->last_batch = writes;
+            c->batch_seen = 0;
+        }
         commit_turn(c);
     }
     return 0;
@@ -901,6 +979,8 @@ cp_core_free(struct cp_core *c)
         }
     while (c->cid_head)
         cid_unlink(c, c->cid_head);
+    free(c->cids);
+    c->cids = NULL;
     free(c->turn_cids);
     c->turn_cids = NULL;
     free(c->done);

@@ -73,16 +73,19 @@ struct cp_acct_state {
     char detail[256];
 };
 
+/* A remembered cid: one allocation, the address follows the struct. */
 struct cp_cid {
     struct cp_cid *hnext, *fnext, *fprev;   /* hash chain, FIFO for eviction */
-    bool pending;                   /* added this turn: forgotten if the commit fails */
     uint64_t uid, msg, account;
+    uint32_t hash;                  /* of (uid, cid): compared before the bytes */
+    uint8_t cid_len;
+    bool pending;                   /* added this turn: forgotten if the commit fails */
     char network[16];
-    char *address;
     char cid[CL_CID_MAX + 1];
+    char address[];
 };
 
-#define CP_CID_BUCKETS 16384
+#define CP_CID_BUCKETS (1u << 18)   /* a power of two, above CP_CID_MAX */
 #define CP_CID_MAX     200000
 #define CP_STATE_BUCKETS 4096
 
@@ -107,18 +110,21 @@ struct cp_core {
 
     struct cp_session *sessions;
     struct cp_acct_state *states[CP_STATE_BUCKETS];
-    struct cp_cid *cids[CP_CID_BUCKETS];
+    struct cp_cid **cids;               /* CP_CID_BUCKETS chains, made at first use */
     struct cp_cid *cid_head, *cid_tail;
     unsigned n_cids;
 
     bool stopping;
-    uint64_t next_msg, next_msg_saved;  /* outbound message ids: next, and as stored in meta */
+    uint64_t next_msg, next_msg_saved;  /* the next outbound message id (and at the last commit) */
+    uint64_t msg_limit, msg_limit_saved;/* ids below it are reserved in meta "msg" (pending, stored) */
     uint64_t *done;                     /* sent messages whose outbox entries go with a commit */
     size_t n_done, cap_done, n_done_applied;
     uint64_t done_since;                /* mono ms of the oldest pending delete */
     uint64_t commits, commit_failures, msgs_committed, outbox_added, outbox_deleted;
     uint64_t plane_oversize;            /* plane messages sent smaller or refused: over the frame limit */
     uint32_t turn_msgs, turn_outbox;    /* counted into the two above if the turn commits */
+    uint32_t batch_seen, last_batch;    /* messages in this commit so far, and in the last */
+    uint64_t batch_first_us, batch_last_us; /* when this commit's first and last message came */
     struct cp_cid **turn_cids;          /* cids added this turn */
     unsigned n_turn_cids, cap_turn_cids;
 };

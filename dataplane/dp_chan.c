@@ -1,6 +1,8 @@
 /*
  * dp_chan.c - ring pair with overflow lists between the planes.
  */
+#include <stdatomic.h>
+#include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -26,6 +28,7 @@ struct dp_chan {
     struct dp_side down, up;
     struct dp_worker *w;
     int up_fd;
+    atomic_bool cp_sleeping;        /* the controlplane waits, or is about to, in poll */
 };
 
 struct dp_chan *
@@ -103,6 +106,12 @@ side_send(struct dp_side *s, struct dp_msg *m)
     }
 }
 
+static bool
+msg_secret(const void *elem)
+{
+    return dp_msg_secret(elem);
+}
+
 static void
 side_flush(struct dp_side *s)
 {
@@ -130,7 +139,11 @@ dp_chan_flush_up(struct dp_chan *ch)
     if (ch->up.sent) {
         uint64_t one = 1;
         ch->up.sent = 0;
-        if (write(ch->up_fd, &one, sizeof(one)) < 0) {
+        /* Only a controlplane that waits (or is about to) needs the
+         * eventfd: a busy one drains the ring before it waits again. */
+        atomic_thread_fence(memory_order_seq_cst);
+        if (atomic_load_explicit(&ch->cp_sleeping, memory_order_relaxed) &&
+            write(ch->up_fd, &one, sizeof(one)) < 0) {
             /* EAGAIN: the counter is saturated, the reader is awake anyway */
         }
     }
@@ -139,7 +152,7 @@ dp_chan_flush_up(struct dp_chan *ch)
 int
 dp_chan_recv_down(struct dp_chan *ch, struct dp_msg *m)
 {
-    return dp_ring_pop_wipe(ch->down.ring, m);
+    return dp_ring_pop_wipe(ch->down.ring, m, msg_secret);
 }
 
 void
@@ -155,14 +168,14 @@ dp_chan_flush_down(struct dp_chan *ch)
     if (ch->down.sent || ch->down.head) {
         ch->down.sent = 0;
         if (ch->w)
-            dp_worker_wake(ch->w);
+            dp_worker_wake_if_sleeping(ch->w);
     }
 }
 
 int
 dp_chan_recv_up(struct dp_chan *ch, struct dp_msg *m)
 {
-    return dp_ring_pop_wipe(ch->up.ring, m);
+    return dp_ring_pop_wipe(ch->up.ring, m, msg_secret);
 }
 
 int
@@ -178,4 +191,29 @@ dp_chan_up_ack(struct dp_chan *ch)
     if (read(ch->up_fd, &v, sizeof(v)) < 0) {
         /* EAGAIN: nothing pending */
     }
+}
+
+bool
+dp_chan_down_pending(void *ch)
+{
+    struct dp_chan *c = ch;
+    return c->down.ring && dp_ring_count(c->down.ring) > 0;
+}
+
+bool
+dp_chan_cp_sleep(struct dp_chan *ch)
+{
+    atomic_store_explicit(&ch->cp_sleeping, true, memory_order_seq_cst);
+    atomic_thread_fence(memory_order_seq_cst);
+    if (dp_ring_count(ch->up.ring) > 0) {
+        atomic_store_explicit(&ch->cp_sleeping, false, memory_order_relaxed);
+        return false;
+    }
+    return true;
+}
+
+void
+dp_chan_cp_awake(struct dp_chan *ch)
+{
+    atomic_store_explicit(&ch->cp_sleeping, false, memory_order_relaxed);
 }

@@ -11,6 +11,8 @@
 #ifndef DP_CHAN_H
 #define DP_CHAN_H
 
+#include <stdbool.h>
+
 #include "dp_msg.h"
 
 struct dp_chan;
@@ -39,5 +41,15 @@ int dp_chan_recv_up(struct dp_chan *ch, struct dp_msg *m);
 int dp_chan_up_fd(const struct dp_chan *ch);
 /* Reset that eventfd after waking (call before draining). */
 void dp_chan_up_ack(struct dp_chan *ch);
+/*
+ * The controlplane is about to wait in poll: true when it may (nothing is in
+ * the up ring), and the dataplane then wakes it through the eventfd; false
+ * when messages wait (do not sleep).  dp_chan_cp_awake() after the poll.
+ */
+bool dp_chan_cp_sleep(struct dp_chan *ch);
+void dp_chan_cp_awake(struct dp_chan *ch);
+
+/* For dp_worker_set_pending(): commands wait in the down ring (ch). */
+bool dp_chan_down_pending(void *ch);
 
 #endif

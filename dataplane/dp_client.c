@@ -479,6 +479,12 @@ client_process(struct dp_client *cl)
             return;
         }
         client_request(cl, &req, body, blen);
+        const struct cl_op *op = cl_op_find(req.op);
+        if (op && op->secret) {
+            /* a password: gone from the decoded copy and the receive buffer */
+            cl_msg_wipe(&req);
+            im_wipe((uint8_t *)body, blen);
+        }
         cl_msg_free(&req);
         off += (size_t)n;
     }

@@ -195,6 +195,9 @@ struct dp_worker {
     const struct dp_io_ops *ops;
     void *io;                       /* backend per-worker state */
     atomic_bool stop;
+    atomic_bool sleeping;           /* about to wait, or waiting, in ops->poll */
+    bool (*pending)(void *ud);      /* work waits outside the backend (the ring) */
+    void *pending_ud;
     const struct im_clock *clock;   /* the loop's time source */
     uint64_t now_ms, next_tick_ms;  /* monotonic */
     dp_poll_fn *poll_hook;

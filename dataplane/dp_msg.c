@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "client/cl_frame.h"
+#include "client/cl_ops.h"
 #include "dp_msg.h"
 
 void *
@@ -62,14 +63,28 @@ dp_msg_set_frame(struct dp_msg *m, struct cl_enc *e)
     return 0;
 }
 
+bool
+dp_msg_secret(const struct dp_msg *m)
+{
+    if (m->type == DPM_ACCOUNT_UP)
+        return true;                    /* the linked account's password */
+    if (m->type == CPM_CLIENT_REQ) {
+        const struct cl_op *op = cl_op_get(m->u.client_req.op);
+        return !op || op->secret;       /* login, register, link, update_account */
+    }
+    return false;
+}
+
 void
 dp_msg_release(struct dp_msg *m)
 {
+    bool secret = m->len && dp_msg_secret(m);
     if (m->data) {
-        im_wipe(m->data, m->len);
+        if (secret)
+            im_wipe(m->data, m->len);
         free(m->data);
         m->data = NULL;
-    } else if (m->len) {
+    } else if (secret) {
         im_wipe(m->inl, m->len < DP_MSG_INLINE ? m->len : DP_MSG_INLINE);
     }
     m->len = 0;
@@ -78,7 +93,7 @@ dp_msg_release(struct dp_msg *m)
 void
 dp_msg_forget(struct dp_msg *m)
 {
-    if (!m->data && m->len)
+    if (!m->data && m->len && dp_msg_secret(m))
         im_wipe(m->inl, m->len < DP_MSG_INLINE ? m->len : DP_MSG_INLINE);
     m->data = NULL;
     m->len = 0;

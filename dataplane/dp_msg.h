@@ -28,8 +28,9 @@
  * dp_msg_bytes(): one of up to DP_MSG_INLINE bytes travels inside the message
  * itself (the ring slot), so the hot path's messages allocate nothing and no
  * thread frees memory another thread allocated; a larger one is on the heap.
- * Released payloads are wiped (a login or a linked account carries a
- * password), and so are the ring slots they crossed (dp_chan.c).
+ * Payloads that may hold a password (dp_msg_secret(): a login, a link, an
+ * account's configuration) are wiped when released, and so are the ring
+ * slots they crossed (dp_chan.c).
  *
  * Client connections are named by (conn, gen): a slot index in the
  * dataplane's connection table and a generation that changes when the slot is
@@ -192,8 +193,12 @@ int dp_msg_copy(struct dp_msg *m, const void *p, size_t n);
 /* Finish e (a FRAME) and make it m's payload; e is released either way.
  * 0, or -IM_ETOOBIG when the frame is over the protocol's limit. */
 int dp_msg_set_frame(struct dp_msg *m, struct cl_enc *e);
-/* Free the payload (NULL is fine) and zero data and len. */
+/* Free the payload (NULL is fine) and zero data and len; a secret one is
+ * wiped first. */
 void dp_msg_release(struct dp_msg *m);
+/* Whether m's payload may hold a password (DPM_ACCOUNT_UP, the requests the
+ * op table marks secret). */
+bool dp_msg_secret(const struct dp_msg *m);
 
 /* Decode a FRAME payload.  0 (the caller then owns *out: cl_msg_free()),
  * -IM_EINVAL when there is none or it does not decode, -ENOMEM. */

@@ -339,6 +339,7 @@ dp_relay_new(struct dp_worker *w, struct dp_chan *ch)
     r->rng = im_now_ms() ^ 0x9e3779b97f4a7c15ULL;
     r->lim = (struct dp_client_limits)DP_CLIENT_LIMITS_DEFAULT;
     dp_worker_set_hooks(w, relay_poll, relay_tick, r);
+    dp_worker_set_pending(w, dp_chan_down_pending, ch);
     return r;
 }
 

@@ -124,14 +124,15 @@ int dp_ring_pop(struct dp_ring *r, void *elem)
     return 0;
 }
 
-int dp_ring_pop_wipe(struct dp_ring *r, void *elem)
+int dp_ring_pop_wipe(struct dp_ring *r, void *elem, bool (*wipe)(const void *elem))
 {
     size_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
     if (ring_avail(r, tail, 1) == 0)
         return -EAGAIN;
     unsigned char *slot = r->slots + (tail & r->mask) * r->elem_size;
     memcpy(elem, slot, r->elem_size);
-    im_wipe(slot, r->elem_size);        /* before the producer may reuse it */
+    if (wipe(elem))
+        im_wipe(slot, r->elem_size);    /* before the producer may reuse it */
     atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
     return 0;
 }

@@ -13,6 +13,7 @@
 #ifndef DP_RING_H
 #define DP_RING_H
 
+#include <stdbool.h>
 #include <stddef.h>
 
 struct dp_ring;
@@ -29,8 +30,9 @@ void dp_ring_free(struct dp_ring *r);
 int dp_ring_push(struct dp_ring *r, const void *elem);
 /* Copy one element out into elem: 0, or -EAGAIN when the ring is empty. */
 int dp_ring_pop(struct dp_ring *r, void *elem);
-/* The same, and wipe the slot it left (elements that may hold secrets). */
-int dp_ring_pop_wipe(struct dp_ring *r, void *elem);
+/* The same, and wipe the slot it left when wipe(elem) says it may hold a
+ * secret (before the producer can reuse it). */
+int dp_ring_pop_wipe(struct dp_ring *r, void *elem, bool (*wipe)(const void *elem));
 
 /* Push up to n consecutive elements from elems; returns how many were pushed (0..n). */
 size_t dp_ring_push_burst(struct dp_ring *r, const void *elems, size_t n);

@@ -108,6 +108,19 @@ void dp_worker_wake(struct dp_worker *w)
     w->ops->wake(w);
 }
 
+void dp_worker_wake_if_sleeping(struct dp_worker *w)
+{
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&w->sleeping, memory_order_relaxed))
+        w->ops->wake(w);
+}
+
+void dp_worker_set_pending(struct dp_worker *w, bool (*fn)(void *ud), void *ud)
+{
+    w->pending = fn;
+    w->pending_ud = ud;
+}
+
 int dp_worker_run_once(struct dp_worker *w, int max_wait_ms)
 {
     uint64_t now = w->clock->mono_ms(w->clock->ud);
@@ -121,7 +134,16 @@ int dp_worker_run_once(struct dp_worker *w, int max_wait_ms)
     }
     if (timeout < 0 || timeout > DP_TICK_MS)
         timeout = DP_TICK_MS;
+    if (timeout > 0) {
+        /* Say we sleep, then look once more: a producer that pushed before
+         * this store sees it and wakes us (dp_worker_wake_if_sleeping). */
+        atomic_store_explicit(&w->sleeping, true, memory_order_seq_cst);
+        atomic_thread_fence(memory_order_seq_cst);
+        if (w->pending && w->pending(w->pending_ud))
+            timeout = 0;
+    }
     w->ops->poll(w, timeout);
+    atomic_store_explicit(&w->sleeping, false, memory_order_relaxed);
     read_clock(w);
     dp_conn_run_pending(w);
     free_dead_listeners(w, false);

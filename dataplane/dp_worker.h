@@ -9,6 +9,7 @@
 #ifndef DP_WORKER_H
 #define DP_WORKER_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -42,6 +43,14 @@ void dp_worker_set_hooks(struct dp_worker *w, dp_poll_fn *poll, dp_tick_fn *tick
 
 /* Wake the loop from another thread (async-signal-safe). */
 void dp_worker_wake(struct dp_worker *w);
+/* Wake it only if it waits (or is about to) for I/O: a producer calls this
+ * after publishing work that pending() (below) reports; no system call while
+ * the loop is busy. */
+void dp_worker_wake_if_sleeping(struct dp_worker *w);
+/* fn(ud) tells the loop, before it waits, whether work waits outside the
+ * backend (a ring): then it does not wait.  Any thread may publish such work
+ * and then call dp_worker_wake_if_sleeping(). */
+void dp_worker_set_pending(struct dp_worker *w, bool (*fn)(void *ud), void *ud);
 
 /* Run the loop on the calling thread until dp_worker_stop().  Returns 0. */
 int dp_worker_run(struct dp_worker *w);

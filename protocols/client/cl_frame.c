@@ -340,8 +340,6 @@ fail:
 void
 cl_msg_free(struct cl_msg *m)
 {
-    if (m->raw)
-        im_wipe(m->raw, m->raw_len);    /* a request may have carried a password */
     zone_give(&m->zone);
     memset(m, 0, sizeof(*m));
 }
@@ -556,7 +554,7 @@ cl_enc_init(struct cl_enc *e)
         sp->buf = NULL;
         sp->have_buf = false;
     }
-    e->failed = e->too_big = false;
+    e->failed = e->too_big = e->secret = false;
     enc_write(e, zero, sizeof(zero));
     msgpack_packer_init(&e->pk, e, enc_write);
 }
@@ -614,8 +612,9 @@ void
 cl_enc_free(struct cl_enc *e)
 {
     struct cl_spares *sp;
+    if (e->secret && e->buf.data)
+        im_wipe(e->buf.data, e->buf.size);
     if (e->buf.data && e->buf.alloc <= CL_SPARE_BUF_MAX && (sp = spares()) && !sp->have_buf) {
-        im_wipe(e->buf.data, e->buf.size);      /* it may have held a password */
         sp->buf = e->buf.data;
         sp->buf_alloc = e->buf.alloc;
         sp->have_buf = true;

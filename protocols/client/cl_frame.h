@@ -55,10 +55,10 @@ struct cl_msg {
  * stay valid after the input buffer is reused.
  */
 int cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len);
-/* Free m; the decoded copy of the payload is wiped first (a request may carry
- * a password), since the zone's memory is reused. */
+/* Free m.  Its zone's memory is reused: a frame that carried a password is
+ * wiped first with cl_msg_wipe(). */
 void cl_msg_free(struct cl_msg *m);
-/* Wipe the decoded payload now (views are garbage afterwards). */
+/* Wipe the decoded payload (views are garbage afterwards). */
 void cl_msg_wipe(struct cl_msg *m);
 /*
  * Decode a complete frame held in [p, p+n): the 4-byte length must equal
@@ -92,6 +92,7 @@ struct cl_enc {
     msgpack_packer pk;          /* writes through e (not &e->buf) */
     bool failed;                /* out of memory or over CL_FRAME_MAX: finish fails */
     bool too_big;               /* ... and it was the frame limit */
+    bool secret;                /* holds a password: cl_enc_free() wipes it (set it) */
 };
 
 /* Start a frame.  Never fails by itself: running out of memory or past the

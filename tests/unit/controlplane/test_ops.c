@@ -77,11 +77,11 @@ frame_msg(struct dp_msg *m, size_t body)
 }
 
 /* Payloads are decoded in one place, which checks their layout; small ones
- * travel inline, larger ones on the heap, and both are wiped on release. */
+ * travel inline, larger ones on the heap, and secret ones are wiped. */
 T_TEST(msg_payloads)
 {
     for (int big = 0; big < 2; big++) {
-        struct dp_msg m = { .type = CPM_ACCOUNT_STATE };
+        struct dp_msg m = { .type = DPM_ACCOUNT_UP };       /* carries a password: wiped */
         struct cl_msg pm;
         frame_msg(&m, big ? 1000 : 10);
         T_ASSERT(big ? m.data != NULL : m.data == NULL);
@@ -138,6 +138,17 @@ T_TEST(msg_payloads)
     T_ASSERT(!dp_msg_alloc(&r, DP_MSG_MAX + 1));
     T_EQ_INT(dp_msg_copy(&r, req, DP_MSG_MAX + 1), -IM_ETOOBIG);
     T_EQ_UINT(sizeof(struct dp_msg), 256);
+
+    /* which messages are secret */
+    struct dp_msg k = { .type = CPM_CLIENT_REQ };
+    k.u.client_req.op = CL_OP_LOGIN;
+    T_ASSERT(dp_msg_secret(&k));
+    k.u.client_req.op = CL_OP_SET_UNIFIED;
+    T_ASSERT(!dp_msg_secret(&k));
+    k.type = DPM_ACCOUNT_UP;
+    T_ASSERT(dp_msg_secret(&k));
+    k.type = CPM_MSG_IN;
+    T_ASSERT(!dp_msg_secret(&k));
 }
 
 T_MAIN(T_RUN(op_table_matches_planes), T_RUN(op_rules), T_RUN(ctl_table), T_RUN(msg_payloads))
