@@ -100,9 +100,7 @@ im_ct_memcmp(const void *a, const void *b, size_t n)
 void
 im_wipe(void *p, size_t n)
 {
-    volatile uint8_t *v = p;
-    while (n--)
-        *v++ = 0;
+    explicit_bzero(p, n);           /* a memset the compiler may not drop */
 }
 
 size_t
