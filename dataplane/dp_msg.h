@@ -86,6 +86,11 @@ enum dp_msg_type {
     /* uid, account; u.resolve.  FRAME {addrs:[ip...]} or {error}: the
      * answer to a CPM_RESOLVE with the same seq. */
     DPM_RESOLVED,
+    /* u.tls_reload (seq).  FRAME {ca?: bin, cert?: bin, key?: bin}: new TLS
+     * material, the files' bytes (PEM with a NUL after it, or DER): ca for
+     * outbound connections, cert and key (together) for the TLS listener.
+     * The worker swaps its configurations and answers CPM_TLS_RELOADED. */
+    DPM_TLS_RELOAD,
 
     /* ---- dataplane -> controlplane ------------------------------------- */
     /* conn,gen, uid (0 before login); u.client_req.  REQ. */
@@ -107,6 +112,9 @@ enum dp_msg_type {
     /* uid, account; u.resolve.  FRAME {host}: resolve the account's server
      * name (the dataplane connects to IP literals only). */
     CPM_RESOLVE,
+    /* u.tls_reload (seq of the DPM_TLS_RELOAD, status 0 or -errno).  FRAME
+     * {detail}: what is loaded now, or why nothing changed. */
+    CPM_TLS_RELOADED,
 };
 
 struct dp_msg {
@@ -144,6 +152,10 @@ struct dp_msg {
         struct {
             uint64_t seq;       /* the account's request number: a stale answer is dropped */
         } resolve;
+        struct {
+            uint64_t seq;       /* the controlplane's reload number */
+            int32_t status;     /* CPM_TLS_RELOADED: 0 or -errno */
+        } tls_reload;
     } u;
     void *data;                 /* a heap payload, or NULL (inline or none) */
     uint8_t inl[DP_MSG_INLINE]; /* an inline payload of len bytes when data is NULL */
