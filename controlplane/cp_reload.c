@@ -42,6 +42,7 @@ struct rl_pending {
     bool ca, srv;
     uint8_t ca_hash[32], cert_hash[32], key_hash[32];
     struct cp_config *n;            /* the config read again: its TLS keys are taken then */
+    int log_level;                  /* >= 0: set once the outcome is logged */
 };
 
 struct cp_reload {
@@ -245,6 +246,8 @@ finish(struct cp_core *c, struct rl_pending *p)
         LOG(IM_LOG_ERROR, "reload: %s", p->failed[i]);
     if (!p->n_changed && !p->n_restart && !p->n_failed)
         LOG(IM_LOG_INFO, "reload: nothing changed");
+    if (p->log_level >= 0)          /* after its own lines, which the old level shows */
+        atomic_store_explicit(&im_log_level, p->log_level, memory_order_relaxed);
     if (p->has_who && c->rpc && p->n_failed) {
         /* an error, naming what failed and what did change */
         char msg[2048];
@@ -354,6 +357,7 @@ cp_reload(struct cp_core *c, const struct cp_rpc_who *who)
     struct rl_pending *p = calloc(1, sizeof(*p));
     if (!p || !r || !(p->n = calloc(1, sizeof(*p->n))))
         cp_oom(__func__);
+    p->log_level = -1;
     if (who) {
         p->has_who = true;
         p->who = *who;
@@ -387,7 +391,7 @@ cp_reload(struct cp_core *c, const struct cp_rpc_who *who)
         if (!strcmp(k, "ca-file") || !strcmp(k, "tls-cert") || !strcmp(k, "tls-key"))
             continue;                   /* taken with the TLS swap */
         if (!strcmp(k, "log-level"))
-            atomic_store_explicit(&im_log_level, im_log_parse_level(now->val[i]), memory_order_relaxed);
+            p->log_level = im_log_parse_level(now->val[i]);
         cp_config_take(c->cfg, n, k);   /* the config's value and origin */
         add_line(p->changed, &p->n_changed, "%s: %s -> %s", k, old->val[i], now->val[i]);
     }

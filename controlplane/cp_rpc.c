@@ -164,7 +164,9 @@ arg_user(struct rpc_req *q, struct cp_txn *t, struct cp_user *u)
         return -1;
     snprintf(buf, sizeof(buf), "%.*s", (int)name.len, name.p);
     if (!t || cp_user_get(t, buf, u) < 0) {
-        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_NOT_FOUND, "no such user");
+        char msg[160];
+        snprintf(msg, sizeof(msg), "no user %s (imfusectl user list shows them)", buf);
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_NOT_FOUND, msg);
         return -1;
     }
     return 0;

@@ -459,18 +459,35 @@ on_wake(int fd, void *arg)
 
 /* ---- the thread ------------------------------------------------------------------- */
 
-/* net-snmp's log lines, into ours (they end with a newline). */
+/*
+ * net-snmp's log lines, into ours (they end with a newline).  While the
+ * master is away the library says the same every ping interval: a line
+ * equal to the last one goes to debug.  "attempted to be re-opened" is the
+ * library's second reconnect timer finding the session open (it keeps one
+ * from the ping and one from the disconnect): debug too.
+ */
 static int
 log_cb(int major, int minor, void *server_arg, void *client_arg)
 {
+    static char last[256];      /* the subagent thread's alone */
     const struct snmp_log_message *m = server_arg;
     int lvl = m->priority <= LOG_ERR ? IM_LOG_ERROR : m->priority == LOG_WARNING ? IM_LOG_WARN :
               m->priority <= LOG_INFO ? IM_LOG_INFO : IM_LOG_DEBUG;
     size_t n = strlen(m->msg);
-    while (n && (m->msg[n - 1] == '\n' || m->msg[n - 1] == '\r'))
+    while (n && (m->msg[n - 1] == '\n' || m->msg[n - 1] == '\r' || m->msg[n - 1] == ' '))
         n--;
-    if (n)
-        SLOG(lvl, "net-snmp: %.*s", (int)n, m->msg);
+    if (!n)
+        return 0;
+    /* The library also tries to make SNMPv1 copies of every notification
+     * (for v1 trap sinks, of which a subagent has none) and says that
+     * Counter64 values cannot go into one: noise as well. */
+    if (strstr(m->msg, "attempted to be re-opened") || strstr(m->msg, "v1 traps can't carry Counter64") ||
+        strstr(m->msg, "failed to convert v2->v1") ||
+        (n < sizeof(last) && !strncmp(last, m->msg, n) && !last[n]))
+        lvl = IM_LOG_DEBUG;
+    else if (n < sizeof(last))
+        snprintf(last, sizeof(last), "%.*s", (int)n, m->msg);
+    SLOG(lvl, "net-snmp: %.*s", (int)n, m->msg);
     return 0;
 }
 
@@ -489,6 +506,10 @@ agent_thread(void *arg)
     netsnmp_ds_set_boolean(NETSNMP_DS_LIBRARY_ID, NETSNMP_DS_LIB_DONT_PERSIST_STATE, 1);
     netsnmp_ds_set_boolean(NETSNMP_DS_LIBRARY_ID, NETSNMP_DS_LIB_DISABLE_PERSISTENT_LOAD, 1);
     netsnmp_ds_set_boolean(NETSNMP_DS_LIBRARY_ID, NETSNMP_DS_LIB_DISABLE_PERSISTENT_SAVE, 1);
+    /* A subagent needs no MIB modules: load none (else net-snmp reads
+     * every file of its MIB path and logs each import it cannot find). */
+    char mibs_none[] = "mibs :";
+    netsnmp_config_remember(mibs_none);
     netsnmp_ds_set_boolean(NETSNMP_DS_APPLICATION_ID, NETSNMP_DS_AGENT_ROLE, 1);
     netsnmp_ds_set_string(NETSNMP_DS_APPLICATION_ID, NETSNMP_DS_AGENT_X_SOCKET, s->socket);
     init_agent("imfused");

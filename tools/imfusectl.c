@@ -601,11 +601,11 @@ top_print_text(const struct top_sample *a, const struct top_sample *b, double in
             printf("  %s %.1f", top_rows[i].label, top_rate(a, b, top_rows[i].key));
         else
             printf("  %s %llu", top_rows[i].label, (unsigned long long)v);
+        uint64_t psz = 0, map = 0;
+        if (!strcmp(top_rows[i].key, "store_pages_used") && top_get(b, "store_page_size", &psz, NULL) &&
+            top_get(b, "store_map_size", &map, NULL) && map)
+            printf(" (%.1f %% of the map)", 100.0 * (double)v * (double)psz / (double)map);
     }
-    uint64_t pages = 0, psz = 0, map = 0;
-    if (top_get(b, "store_pages_used", &pages, NULL) && top_get(b, "store_page_size", &psz, NULL) &&
-        top_get(b, "store_map_size", &map, NULL) && map)
-        printf("  (%.1f %% of the map)", 100.0 * (double)pages * (double)psz / (double)map);
     printf("\n");
     (void)interval;
     fflush(stdout);
