@@ -326,13 +326,16 @@ tls_part(struct cp_core *c, struct rl_pending *p, struct cl_enc *e)
     bool send = p->ca || p->srv;
     if (send) {
         cl_enc_init(e);
-        msgpack_pack_map(&e->pk, (uint32_t)p->ca + 2 * (uint32_t)p->srv);
+        msgpack_pack_map(&e->pk, 2 * (uint32_t)p->ca + 4 * (uint32_t)p->srv);
         if (p->ca) {
             cl_pack_key(e, "ca");
             msgpack_pack_bin(&e->pk, ca_len);
             msgpack_pack_bin_body(&e->pk, ca, ca_len);
+            cl_pack_kstr(e, "ca_file", ca_path);
         }
         if (p->srv) {
+            cl_pack_kstr(e, "cert_file", n->tls_cert);
+            cl_pack_kstr(e, "key_file", n->tls_key);
             cl_pack_key(e, "cert");
             msgpack_pack_bin(&e->pk, cert_len);
             msgpack_pack_bin_body(&e->pk, cert, cert_len);

@@ -86,10 +86,12 @@ enum dp_msg_type {
     /* uid, account; u.resolve.  FRAME {addrs:[ip...]} or {error}: the
      * answer to a CPM_RESOLVE with the same seq. */
     DPM_RESOLVED,
-    /* u.tls_reload (seq).  FRAME {ca?: bin, cert?: bin, key?: bin}: new TLS
-     * material, the files' bytes (PEM with a NUL after it, or DER): ca for
-     * outbound connections, cert and key (together) for the TLS listener.
-     * The worker swaps its configurations and answers CPM_TLS_RELOADED. */
+    /* u.tls_reload (seq).  FRAME {ca?: bin, cert?: bin, key?: bin,
+     * ca_file?, cert_file?, key_file?}: new TLS material, the files' bytes
+     * (PEM with a NUL after it, or DER): ca for outbound connections, cert
+     * and key (together) for the TLS listener; the *_file strs name the
+     * files in messages.  The worker swaps its configurations and answers
+     * CPM_TLS_RELOADED. */
     DPM_TLS_RELOAD,
 
     /* ---- dataplane -> controlplane ------------------------------------- */

@@ -249,6 +249,18 @@ map_bin(const msgpack_object *map, const char *key)
     return NULL;
 }
 
+/* A str value of a decoded map as a C string in buf, or NULL. */
+static const char *
+map_str(const msgpack_object *map, const char *key, char *buf, size_t sz)
+{
+    struct im_str v;
+    const char *why;
+    if (cl_get_str(map, key, 1, 4096, &v, &why) < 0)
+        return NULL;
+    snprintf(buf, sz, "%.*s", (int)v.len, v.p);
+    return buf;
+}
+
 /* DPM_TLS_RELOAD: swap the worker's TLS configurations, answer how it went. */
 static void
 tls_reload(struct dp_relay *r, const struct dp_msg *m)
@@ -257,7 +269,11 @@ tls_reload(struct dp_relay *r, const struct dp_msg *m)
     struct cl_msg pm;
     char info[512] = "", why[512] = "";
     int rc = -IM_EINVAL;
+    char ca_name[256], cert_name[256], key_name[256];
     if (dp_msg_decode(m, &pm) == 0) {
+        mat.ca_name = map_str(&pm.root, "ca_file", ca_name, sizeof(ca_name));
+        mat.cert_name = map_str(&pm.root, "cert_file", cert_name, sizeof(cert_name));
+        mat.key_name = map_str(&pm.root, "key_file", key_name, sizeof(key_name));
         const msgpack_object *ca = map_bin(&pm.root, "ca"), *cert = map_bin(&pm.root, "cert");
         const msgpack_object *key = map_bin(&pm.root, "key");
         if (ca) {

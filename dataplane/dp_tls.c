@@ -118,10 +118,10 @@ static int crt_parse(mbedtls_x509_crt *crt, const char *path, const uint8_t *p, 
  * to IM servers then fails with k->ca_why.
  */
 static int conf_client(struct dp_tls_ctx *t, const char *path, bool path_is_default, const uint8_t *p,
-                       size_t n, struct dp_tls_conf **out, char *why, size_t whysz)
+                       size_t n, const char *shown, struct dp_tls_conf **out, char *why, size_t whysz)
 {
     struct dp_tls_conf *k = conf_alloc();
-    const char *name = path ? path : "(reloaded CA file)";
+    const char *name = path ? path : shown ? shown : "(reloaded CA file)";
     if (!k) {
         snprintf(why, whysz, "out of memory");
         return -ENOMEM;
@@ -167,10 +167,11 @@ static void crt_info(const mbedtls_x509_crt *crt, char *buf, size_t sz)
  */
 static int conf_server(struct dp_tls_ctx *t, const char *cert_path, const char *key_path,
                        const uint8_t *cert, size_t cert_len, const uint8_t *key, size_t key_len,
+                       const char *cert_shown, const char *key_shown,
                        bool strict, struct dp_tls_conf **out, char *why, size_t whysz)
 {
-    const char *cname = cert_path ? cert_path : "(new tls-cert)";
-    const char *kname = key_path ? key_path : "(new tls-key)";
+    const char *cname = cert_path ? cert_path : cert_shown ? cert_shown : "(new tls-cert)";
+    const char *kname = key_path ? key_path : key_shown ? key_shown : "(new tls-key)";
     struct dp_tls_conf *k = conf_alloc();
     int rc;
     if (!k) {
@@ -242,7 +243,7 @@ int dp_tls_ctx_new(struct dp_worker *w, const struct dp_worker_cfg *cfg, char *w
         snprintf(why, whysz, "cannot seed the TLS random generator: %s", e);
         return -EIO;
     }
-    rc = conf_client(t, cfg->ca_file ? cfg->ca_file : DP_SYSTEM_CA, !cfg->ca_file, NULL, 0, &t->cli,
+    rc = conf_client(t, cfg->ca_file ? cfg->ca_file : DP_SYSTEM_CA, !cfg->ca_file, NULL, 0, NULL, &t->cli,
                      why, whysz);
     if (rc)
         return rc;
@@ -251,7 +252,7 @@ int dp_tls_ctx_new(struct dp_worker *w, const struct dp_worker_cfg *cfg, char *w
             snprintf(why, whysz, "a TLS listener needs both a certificate and a key");
             return -EINVAL;
         }
-        rc = conf_server(t, cfg->tls_cert, cfg->tls_key, NULL, 0, NULL, 0, false, &t->srv, why, whysz);
+        rc = conf_server(t, cfg->tls_cert, cfg->tls_key, NULL, 0, NULL, 0, NULL, NULL, false, &t->srv, why, whysz);
         if (rc)
             return rc;
     }
@@ -285,10 +286,10 @@ int dp_worker_tls_reload(struct dp_worker *w, const struct dp_tls_material *m, c
     int rc;
 
     info[0] = '\0';
-    if (m->ca && (rc = conf_client(t, NULL, false, m->ca, m->ca_len, &cli, why, whysz)) < 0)
+    if (m->ca && (rc = conf_client(t, NULL, false, m->ca, m->ca_len, m->ca_name, &cli, why, whysz)) < 0)
         return rc;
-    if (m->cert && (rc = conf_server(t, NULL, NULL, m->cert, m->cert_len, m->key, m->key_len, true, &srv,
-                                     why, whysz)) < 0) {
+    if (m->cert && (rc = conf_server(t, NULL, NULL, m->cert, m->cert_len, m->key, m->key_len, m->cert_name,
+                                     m->key_name, true, &srv, why, whysz)) < 0) {
         conf_unref(cli);
         return rc;
     }

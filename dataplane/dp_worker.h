@@ -63,6 +63,7 @@ struct dp_tls_material {
     size_t ca_len;
     const uint8_t *cert, *key;  /* the TLS listener's chain and key (both or neither) */
     size_t cert_len, key_len;
+    const char *ca_name, *cert_name, *key_name;    /* the files' names, for messages (NULL: none) */
 };
 
 /*

@@ -18,7 +18,10 @@ flock 9
 if [ ! -s "$base" ]; then
     echo "images/base-cached.sh: building the base root $base (cold cache: minutes; log $cache/base.log)" >&2
     t0=$(date +%s)
-    if ! "$here/base.sh" "$base.new" >"$cache/base.log" 2>&1; then
+    # mmdebstrap mounts /proc, /sys and /dev in the root it builds: in a
+    # mount namespace of its own they reach no other tree (a bind mount of
+    # /dev/shm elsewhere made its clean-up fail here once).
+    if ! unshare -m --propagation private "$here/base.sh" "$base.new" >"$cache/base.log" 2>&1; then
         grep -v '^\./' "$cache/base.log" | tail -n 20 >&2
         rm -f "$base.new"
         exit 1

@@ -11,7 +11,7 @@ Every process started here is stopped by PID at the end, even on failure.
      value), log-level (at run time; config then says so), reload, top
      --once, top refreshing: each in text and with --json.
   3. backup FILE while bob (a real XMPP user) sends messages to alice and
-     alice's client sends to bob: the backup is a consistent copy (a prefix
+     alice's client sends to carol: the backup is a consistent copy (a prefix
      of the messages, in order), a second one after the burst holds all of
      them, both open (mdb_stat, and a second imfused on the copy and the
      key replays them to alice); FILE must not exist.
@@ -182,6 +182,11 @@ def main():
     bob = JsonPeer("bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "pw-bob", SERVER_ADDR,
                            str(XMPP_PORT), cafile])
     bob.expect(lambda e: e["ev"] == "online", "bob online")
+    # alice writes to carol's XMPP client (bob's is busy sending: a peer's
+    # send waits for its own "sent" and passes over what arrives meanwhile)
+    carol = JsonPeer("carol", [os.path.join(LIB, "xmpp_peer.py"), "carol@a.test", "pw-carol", SERVER_ADDR,
+                               str(XMPP_PORT), cafile])
+    carol.expect(lambda e: e["ev"] == "online", "carol online")
     b1, b2 = os.path.join(work, "backup1.mdb"), os.path.join(work, "backup2.mdb")
     backup = None
     sent_out = 0
@@ -191,7 +196,7 @@ def main():
             backup = subprocess.Popen([os.path.join(BUILD, "imfusectl"), "-s", d.ctl, "backup", b1],
                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         if i % 10 == 0:
-            a.call("send", to={"account": x1, "address": "bob@a.test"}, body="out %d" % i)
+            a.call("send", to={"account": x1, "address": "carol@a.test"}, body="out %d" % i)
             sent_out += 1
     out, err = backup.communicate(timeout=60)
     check(backup.returncode == 0 and out.startswith("backup written to %s:" % b1) and "appliance.key" in out,
@@ -205,8 +210,8 @@ def main():
         time.sleep(0.2)
     check(got == BURST, "all %d messages committed" % BURST)
     for i in range(sent_out):
-        bob.expect(lambda e: e["ev"] == "message", "alice's message %d" % i)
-    check(True, "bob got alice's %d messages sent meanwhile" % sent_out)
+        carol.expect(lambda e: e["ev"] == "message" and e["body"] == "out %d" % (10 * i), "alice's message %d" % i)
+    check(True, "carol got alice's %d messages sent meanwhile, in order" % sent_out)
     j = ctl_json(d, "backup", b2)
     check(j["bytes"] == os.path.getsize(b2) and j["bytes"] > 0, "--json backup after the burst: %r" % j)
     r = ctl(d, "backup", b2)
