@@ -26,8 +26,9 @@ if [ ! -s "$base" ]; then
         rm -f "$base.new"
         exit 1
     fi
-    rm -f "$cache"/base-*.tar
     mv "$base.new" "$base"
+    # keep the two newest (another checkout may be on other packages)
+    ls -t "$cache"/base-*.tar | tail -n +3 | xargs -r rm -f
     echo "images/base-cached.sh: base root built in $(( $(date +%s) - t0 )) s" >&2
 fi
 echo "$base"
