@@ -194,7 +194,7 @@ user_hash_done(void *ctx, struct cp_auth_job *j)
     bool passwd = hc->passwd;
     free(hc);
     if (j->result < 0 || !t) {
-        reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_INTERNAL, "cannot hash the password");
+        reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_INTERNAL, "cannot hash the password (out of memory?): try again");
         return;
     }
     if (passwd) {
@@ -210,7 +210,7 @@ user_hash_done(void *ctx, struct cp_auth_job *j)
         rc = cp_user_add(t, &u);
     }
     if (rc == -IM_EEXIST)
-        reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_EXISTS, "user exists");
+        reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_EXISTS, "user exists (imfusectl user passwd NAME sets a new password)");
     else if (rc == -IM_ENOTFOUND)
         reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_NOT_FOUND, "no such user");
     else if (rc < 0)
@@ -239,7 +239,7 @@ cmd_user_hash(struct rpc_req *q, bool passwd)
     struct cp_txn *t = cp_txn(q->r->c);
     bool exists = t && cp_user_get(t, buf, &u) == 0;
     if (!passwd && exists) {
-        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_EXISTS, "user exists");
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_EXISTS, "user exists (imfusectl user passwd NAME sets a new password)");
         return;
     }
     if (passwd && !exists) {
