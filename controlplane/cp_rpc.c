@@ -23,6 +23,7 @@
 #include "cp_stats.h"
 
 #define RPC_MAX_CONNS   64
+#define RPC_ACCEPT_PAUSE_MS 200     /* accept failed for want of files: listen again after */
 #define RPC_RX_MAX      (4 + 65536)
 
 struct rpc_conn {
@@ -49,6 +50,8 @@ struct rpc_pending {
 struct cp_rpc {
     struct cp_core *c;
     int lfd;
+    int spare_fd;                   /* /dev/null, given up so the operator gets in when files run out */
+    uint64_t paused_until;          /* mono ms: accept failed for want of files, not polled until */
     char path[108];
     struct rpc_conn conns[RPC_MAX_CONNS];
     uint32_t next_gen;
@@ -87,12 +90,20 @@ queue_frame(struct cp_rpc *r, unsigned slot, uint32_t gen, uint64_t id, uint8_t 
     r->pending_tail = p;
 }
 
+static void reply_error(struct cp_rpc *r, unsigned slot, uint32_t gen, bool has_id, uint64_t id,
+                        const char *code, const char *msg);
+
 static void
 reply_enc(struct rpc_req *q, struct cl_enc *e, bool durable)
 {
     size_t len;
     if (!cl_enc_finish(e, &len)) {
+        bool too_big = e->too_big;
         cl_enc_free(e);
+        if (!too_big)
+            cp_oom(__func__);
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_LIMIT,
+                    "the reply would pass the 1 MiB frame limit");
         return;
     }
     uint8_t *f = cl_enc_release(e, &len);
@@ -722,6 +733,7 @@ cp_rpc_open(struct cp_core *c, const char *path, char *why, size_t whysz)
     im_strlcpy(r->path, path, sizeof(r->path));
     for (unsigned i = 0; i < RPC_MAX_CONNS; i++)
         r->conns[i].fd = r->conns[i].rx_fd = -1;
+    r->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     r->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     mode_t old = umask(0177);    /* the socket is created 0600 */
     int rc = r->lfd < 0 ? -1 : bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa));
@@ -730,6 +742,8 @@ cp_rpc_open(struct cp_core *c, const char *path, char *why, size_t whysz)
         snprintf(why, whysz, "cannot open control socket %s: %s", path, strerror(errno));
         if (r->lfd >= 0)
             close(r->lfd);
+        if (r->spare_fd >= 0)
+            close(r->spare_fd);
         free(r);
         return NULL;
     }
@@ -764,6 +778,8 @@ cp_rpc_close(struct cp_rpc *r)
         free(p);
     }
     close(r->lfd);
+    if (r->spare_fd >= 0)
+        close(r->spare_fd);
     unlink(r->path);
     free(r);
 }
@@ -774,7 +790,9 @@ cp_rpc_pollfds(struct cp_rpc *r, struct pollfd *fds, unsigned max)
     unsigned n = 0;
     if (max == 0)
         return 0;
-    fds[n++] = (struct pollfd){ .fd = r->lfd, .events = POLLIN };
+    /* Out of files: level-triggered readiness would spin the loop; wait a little. */
+    bool paused = r->paused_until && im_mono_ms() < r->paused_until;
+    fds[n++] = (struct pollfd){ .fd = paused ? -1 : r->lfd, .events = POLLIN };
     for (unsigned i = 0; i < RPC_MAX_CONNS && n < max; i++) {
         struct rpc_conn *k = &r->conns[i];
         if (k->fd < 0)
@@ -916,11 +934,27 @@ cp_rpc_handle(struct cp_rpc *r, const struct pollfd *fds, unsigned n)
         if (r->conns[i].fd >= 0 && (fds[f].revents & POLLOUT))
             conn_flush(r, i);
     }
+    if (r->spare_fd < 0)
+        r->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (n && (fds[0].revents & POLLIN)) {
         for (;;) {
             int fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0)
+            if (fd < 0 && (errno == EMFILE || errno == ENFILE) && r->spare_fd >= 0) {
+                /* the reserve file makes room for the operator */
+                close(r->spare_fd);
+                r->spare_fd = -1;
+                fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            }
+            if (fd < 0) {
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    if (!r->paused_until)   /* once per episode */
+                        LOG(IM_LOG_WARN, "control socket: accept: %s: retrying every %u ms",
+                            strerror(errno), RPC_ACCEPT_PAUSE_MS);
+                    r->paused_until = im_mono_ms() + RPC_ACCEPT_PAUSE_MS;
+                }
                 break;
+            }
+            r->paused_until = 0;
             unsigned i;
             for (i = 0; i < RPC_MAX_CONNS && r->conns[i].fd >= 0; i++)
                 ;

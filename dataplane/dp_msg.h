@@ -68,8 +68,8 @@ enum dp_msg_type {
     DPM_ACCOUNT_UP,
     /* uid, account: unlink (log out politely, forget). */
     DPM_ACCOUNT_DOWN,
-    /* uid, account, conn,gen (0: every connection of the user, else replay
-     * to that one only); u.deliver.  FRAME (optional) = the stored message
+    /* uid, account, conn,gen (0: every connection of the user whose replay
+     * is done, else a replayed message for that one only); u.deliver.  FRAME (optional) = the stored message
      * {account, network, from, resource?, body, ts}: it is durable now. */
     DPM_DELIVER,
     /* uid.  FRAME {unified:[...]}: the user's new unified list. */
@@ -93,6 +93,13 @@ enum dp_msg_type {
      * files in messages.  The worker swaps its configurations and answers
      * CPM_TLS_RELOADED. */
     DPM_TLS_RELOAD,
+    /* conn,gen, uid; u.replay_end.  No payload.  Ends one batch of the
+     * paced replay of the user's queue to one connection (the DPM_DELIVERs
+     * addressed to it just before).  more = 1: ask for the next batch
+     * (CPM_REPLAY_NEXT after last) once the connection drained; more = 0:
+     * every message committed before this one was replayed, and live
+     * deliveries (with higher seqs) follow in the ring. */
+    DPM_REPLAY_END,
 
     /* ---- dataplane -> controlplane ------------------------------------- */
     /* conn,gen, uid (0 before login); u.client_req.  REQ. */
@@ -117,6 +124,10 @@ enum dp_msg_type {
     /* u.tls_reload (seq of the DPM_TLS_RELOAD, status 0 or -errno).  FRAME
      * {detail}: what is loaded now, or why nothing changed. */
     CPM_TLS_RELOADED,
+    /* conn,gen, uid; u.replay_next.  No payload.  The next batch of the
+     * user's queue for this connection: the messages with seq > after, as
+     * DPM_DELIVERs addressed to it, then DPM_REPLAY_END. */
+    CPM_REPLAY_NEXT,
 };
 
 struct dp_msg {
@@ -158,6 +169,13 @@ struct dp_msg {
             uint64_t seq;       /* the controlplane's reload number */
             int32_t status;     /* CPM_TLS_RELOADED: 0 or -errno */
         } tls_reload;
+        struct {
+            uint64_t last;      /* the highest seq replayed so far (this batch's last) */
+            uint32_t more;      /* 1: more is queued, ask again; 0: caught up */
+        } replay_end;
+        struct {
+            uint64_t after;     /* the highest seq the connection got */
+        } replay_next;
     } u;
     void *data;                 /* a heap payload, or NULL (inline or none) */
     uint8_t inl[DP_MSG_INLINE]; /* an inline payload of len bytes when data is NULL */

@@ -72,6 +72,21 @@ static int set_why(char *why, size_t whysz, const char *what, const char *path, 
     return -EINVAL;
 }
 
+/*
+ * What the TLS listener offers: forward secrecy (ECDHE) with an AEAD cipher
+ * only, strongest first; no static-RSA key exchange, no CBC, no SHA-1 MAC.
+ * The client side keeps mbedTLS's defaults (what IM servers speak).
+ */
+static const int dp_tls_server_suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    0
+};
+
 /* Settings both configs share. */
 static int conf_common(struct dp_tls_ctx *t, mbedtls_ssl_config *conf, int endpoint)
 {
@@ -209,8 +224,10 @@ static int conf_server(struct dp_tls_ctx *t, const char *cert_path, const char *
                mbedtls_x509_time_is_past(&k->crt.valid_to) ? "expired" : "not valid yet", info);
     }
     rc = conf_common(t, &k->conf, MBEDTLS_SSL_IS_SERVER);
-    if (!rc)
+    if (!rc) {
+        mbedtls_ssl_conf_ciphersuites(&k->conf, dp_tls_server_suites);
         rc = mbedtls_ssl_conf_own_cert(&k->conf, &k->crt, &k->key);
+    }
     if (rc) {
         rc = set_why(why, whysz, "certificate and key do not fit", kname, rc);
         goto fail;
