@@ -9,7 +9,7 @@
 
 #include "im_common.h"
 
-int im_log_level = IM_LOG_INFO;
+_Atomic int im_log_level = IM_LOG_INFO;
 
 const char *
 im_strerror(int rc)

@@ -14,6 +14,7 @@
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 
 /* Project error codes live above the errno range. */
@@ -64,6 +65,10 @@ int im_split_hostport(const char *s, char **host, unsigned *port);
 /* Copy at most dstsz-1 bytes and NUL-terminate; returns strlen(src). */
 size_t im_strlcpy(char *dst, const char *src, size_t dstsz);
 
+/* The appliance's version (imfused --version, IMFUSE-MIB imfuseVersion);
+ * debian/changelog carries the same. */
+#define IM_VERSION "0.1.0"
+
 /* ---- logging --------------------------------------------------------- */
 
 enum im_log_level {
@@ -73,7 +78,9 @@ enum im_log_level {
     IM_LOG_DEBUG,
 };
 
-extern int im_log_level;
+/* The level in force.  Any thread reads it, the controlplane changes it at
+ * run time (imfusectl log-level, reload): relaxed atomic loads and stores. */
+extern _Atomic int im_log_level;
 
 /* Parse "error|warn|info|debug"; -IM_EINVAL when unknown. */
 int im_log_parse_level(const char *s);
@@ -83,7 +90,8 @@ void im_log_write(int level, const char *layer, const char *fmt, ...)
 
 /* Arguments are not evaluated when the level is off (STYLE 12). */
 #define IM_LOG(level, layer, ...) \
-    do { if ((level) <= im_log_level) im_log_write((level), (layer), __VA_ARGS__); } while (0)
+    do { if ((level) <= atomic_load_explicit(&im_log_level, memory_order_relaxed)) \
+             im_log_write((level), (layer), __VA_ARGS__); } while (0)
 
 #define BUG_ON(cond) \
     do { if (__builtin_expect(!!(cond), 0)) im_bug(__FILE__, __LINE__, #cond); } while (0)

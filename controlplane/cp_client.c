@@ -325,6 +325,7 @@ login_done(void *ctx, struct cp_auth_job *j)
         cp_ratelim_fail(c->rl_user, ukey, now);
         cp_ratelim_fail(c->rl_addr, akey, now);
         LOG(IM_LOG_INFO, "login of %s from %s failed", j->user, j->peer);
+        c->logins_failed++;
         cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_AUTH_FAILED, "wrong user name or password");
         return;
     }
@@ -391,6 +392,7 @@ op_login(struct req *r)
     snprintf(ukey, sizeof(ukey), "u:%s", name);
     addr_key(akey, sizeof(akey), r->peer);
     if (cp_ratelim_locked(r->c->rl_user, ukey, now) || cp_ratelim_locked(r->c->rl_addr, akey, now)) {
+        r->c->logins_locked++;
         cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_LIMIT,
                         "too many failed logins: locked out for a while, try again later");
         return;
@@ -733,7 +735,7 @@ op_link(struct req *r)
     cl_pack_kuint(&e, "id", r->id);
     cl_pack_kuint(&e, "account", a.account);
     cp_client_reply_durable(c, r->conn, r->gen, r->id, &e);
-    (void)cp_state_add(c, a.uid, a.account);
+    (void)cp_state_add(c, a.uid, a.account, a.network);
     if (cp_account_up(c, t, &a, false) < 0)
         LOG(IM_LOG_ERROR, "account %llu: cannot start", (unsigned long long)a.account);
     LOG(IM_LOG_INFO, "account %llu linked: %s %s via %s", (unsigned long long)a.account,

@@ -61,7 +61,26 @@ static const struct opt_def opts[] = {
     { "dpdk-max-conns",    OPT_UINT, OFF(dpdk_max_conns), "N    io dpdk: TCP connections at most, 1-1000000 (default 10000)", 1, 1000000 },
     { "dpdk-local-ports",  OPT_STR,  OFF(dpdk_local_ports), "LO-HI io dpdk: local ports of outbound connections (default 32768-65535)", 0, 0 },
     { "dpdk-tap-kernel",   OPT_STR,  OFF(dpdk_tap_kernel), "A/N  io dpdk: address/prefix of a TAP port's kernel side (set with netlink)", 0, 0 },
+    /* operations: SNMP and alarms (cp_snmp.c, cp_ops.c) */
+    { "snmp-agentx",       OPT_STR,  OFF(snmp_agentx), "SOCKET the AgentX master's socket (snmpd's agentXSocket): serve IMFUSE-MIB (default off)", 0, 0 },
+    { "account-storm",     OPT_UINT, OFF(account_storm), "N    more than N accounts leaving online within a minute is a storm (warning, SNMP notification; default 50)", 1, 1000000 },
 };
+
+_Static_assert(IM_ARRAY_SIZE(opts) <= CP_CONFIG_KEYS, "raise CP_CONFIG_KEYS");
+
+/* Keys whose values are secrets: `imfusectl config` shows "(secret)" for
+ * them.  None of today's keys holds one (paths to secrets are no secrets);
+ * a key for a password or an SNMP community belongs here. */
+static const char *const secret_keys[] = { NULL };
+
+static bool
+is_secret(const char *key)
+{
+    for (size_t i = 0; secret_keys[i]; i++)
+        if (!strcmp(secret_keys[i], key))
+            return true;
+    return false;
+}
 
 static const struct opt_def *
 opt_find(const char *name)
@@ -186,6 +205,8 @@ read_file(struct cp_config *c, const char *path, const bool *given, char *why, s
             snprintf(why, whysz, "%s: line %u: %s", path, lineno, msg);
             break;
         }
+        c->origin[o - opts] = CP_CFG_FILE;
+        c->origin_line[o - opts] = lineno;
     }
     fclose(f);
     return rc;
@@ -270,6 +291,17 @@ check_dpdk(struct cp_config *c, char *why, size_t whysz)
     return 0;
 }
 
+/* "FILE: line N: " when key's value came from the config file, else "". */
+static const char *
+where(const struct cp_config *c, const char *key, char *buf, size_t sz)
+{
+    const struct opt_def *o = opt_find(key);
+    buf[0] = '\0';
+    if (o && c->origin[o - opts] == CP_CFG_FILE)
+        snprintf(buf, sz, "%s: line %u: ", c->config, c->origin_line[o - opts]);
+    return buf;
+}
+
 static void
 usage(FILE *out)
 {
@@ -299,6 +331,8 @@ parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
     int rc;
 
     memset(c, 0, sizeof(*c));
+    c->argc = argc;
+    c->argv = argv;
     set_defaults(c);
     for (size_t i = 0; i < IM_ARRAY_SIZE(opts); i++)
         lo[i] = (struct option){ opts[i].name, opts[i].kind == OPT_BOOL ? no_argument : required_argument,
@@ -318,7 +352,7 @@ parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
             return 1;
         }
         if (ch == 'V') {
-            printf("imfused 0.1.0\n");
+            printf("imfused %s\n", IM_VERSION);
             return 1;
         }
         if (ch == '?' || ch == ':') {
@@ -328,6 +362,7 @@ parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
         }
         const struct opt_def *o = &opts[ch - 256];
         given[ch - 256] = true;
+        c->origin[ch - 256] = CP_CFG_FLAG;
         if ((rc = opt_set(c, o, o->kind == OPT_BOOL ? "true" : optarg, why, whysz)) < 0)
             return rc;
     }
@@ -358,6 +393,8 @@ parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
         return -ENOMEM;
     if (!c->workers)
         c->workers = 1;
+    if (!c->account_storm)
+        c->account_storm = 50;
     if (!c->control) {
         size_t n = strlen(c->data) + sizeof("/imfused.sock");
         if (!(c->control = malloc(n)))
@@ -366,12 +403,14 @@ parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
     }
 
     /* checks */
+    char at[300];
     if (im_log_parse_level(c->log_level) < 0) {
-        snprintf(why, whysz, "log-level: expected error, warn, info or debug, got \"%s\"", c->log_level);
+        snprintf(why, whysz, "%slog-level: expected error, warn, info or debug, got \"%s\"",
+                 where(c, "log-level", at, sizeof(at)), c->log_level);
         return -IM_EINVAL;
     }
     if (strcmp(c->io, "kernel") && strcmp(c->io, "dpdk")) {
-        snprintf(why, whysz, "io: expected kernel or dpdk, got \"%s\"", c->io);
+        snprintf(why, whysz, "%sio: expected kernel or dpdk, got \"%s\"", where(c, "io", at, sizeof(at)), c->io);
         return -IM_EINVAL;
     }
     char *host;
@@ -419,4 +458,133 @@ cp_config_free(struct cp_config *c)
             free(*s);
             *s = NULL;
         }
+}
+
+int
+cp_config_reread(const struct cp_config *cur, struct cp_config *out, char *why, size_t whysz)
+{
+    return cp_config_parse(out, cur->argc, cur->argv, why, whysz);
+}
+
+/* A size as the config would spell it: the largest exact suffix. */
+static void
+size_text(uint64_t v, char *buf, size_t sz)
+{
+    static const char suf[] = "KMGT";
+    int k = -1;
+    while (k < 3 && v && !(v & 1023)) {
+        v >>= 10;
+        k++;
+    }
+    if (k < 0)
+        snprintf(buf, sz, "%llu", (unsigned long long)v);
+    else
+        snprintf(buf, sz, "%llu%c", (unsigned long long)v, suf[k]);
+}
+
+static void
+value_text(const struct cp_config *c, const struct opt_def *o, char *buf, size_t sz)
+{
+    const void *field = (const char *)c + o->off;
+    switch (o->kind) {
+    case OPT_STR: {
+        const char *v = *(char *const *)field;
+        snprintf(buf, sz, "%s", v ? v : "");
+        break;
+    }
+    case OPT_UINT:
+        snprintf(buf, sz, "%u", *(const unsigned *)field);
+        break;
+    case OPT_SIZE: {
+        uint64_t v = *(const uint64_t *)field;
+        if (!v && !strcmp(o->name, "store-map-size"))
+            v = (uint64_t)1 << 30;                          /* 0: the store's default, 1G */
+        size_text(v, buf, sz);
+        break;
+    }
+    case OPT_BOOL:
+        snprintf(buf, sz, "%s", *(const bool *)field ? "true" : "false");
+        break;
+    }
+    if (is_secret(o->name) && *buf)
+        snprintf(buf, sz, "(secret)");
+}
+
+void
+cp_config_each(const struct cp_config *c, cp_config_each_fn *fn, void *ud)
+{
+    char val[4200], origin[600];
+    for (size_t i = 0; i < IM_ARRAY_SIZE(opts); i++) {
+        if (!strcmp(opts[i].name, "config"))
+            snprintf(val, sizeof(val), "%s", c->config ? c->config : "");
+        else
+            value_text(c, &opts[i], val, sizeof(val));
+        switch (c->origin[i]) {
+        case CP_CFG_FLAG:
+            snprintf(origin, sizeof(origin), "command line");
+            break;
+        case CP_CFG_FILE:
+            snprintf(origin, sizeof(origin), "%s line %u", c->config, c->origin_line[i]);
+            break;
+        case CP_CFG_RUNTIME:
+            snprintf(origin, sizeof(origin), "set while running (imfusectl)");
+            break;
+        default:
+            snprintf(origin, sizeof(origin), "%s", *val ? "default" : "default: not set");
+            break;
+        }
+        fn(ud, opts[i].name, val, origin);
+    }
+}
+
+bool
+cp_config_value(const struct cp_config *c, const char *key, char *buf, size_t sz)
+{
+    const struct opt_def *o = opt_find(key);
+    if (!o)
+        return false;
+    value_text(c, o, buf, sz);
+    return true;
+}
+
+int
+cp_config_set(struct cp_config *c, const char *key, const char *value, char *why, size_t whysz)
+{
+    const struct opt_def *o = opt_find(key);
+    if (!o) {
+        snprintf(why, whysz, "unknown key \"%s\"", key);
+        return -IM_EINVAL;
+    }
+    int rc = opt_set(c, o, value, why, whysz);
+    if (rc == 0)
+        c->origin[o - opts] = CP_CFG_RUNTIME;
+    return rc;
+}
+
+void
+cp_config_take(struct cp_config *c, struct cp_config *src, const char *key)
+{
+    const struct opt_def *o = opt_find(key);
+    if (!o)
+        return;
+    void *dst = (char *)c + o->off, *from = (char *)src + o->off;
+    switch (o->kind) {
+    case OPT_STR: {
+        char *t = *(char **)dst;            /* swapped: src frees the old one */
+        *(char **)dst = *(char **)from;
+        *(char **)from = t;
+        break;
+    }
+    case OPT_UINT:
+        *(unsigned *)dst = *(unsigned *)from;
+        break;
+    case OPT_SIZE:
+        *(uint64_t *)dst = *(uint64_t *)from;
+        break;
+    case OPT_BOOL:
+        *(bool *)dst = *(bool *)from;
+        break;
+    }
+    c->origin[o - opts] = src->origin[o - opts];
+    c->origin_line[o - opts] = src->origin_line[o - opts];
 }

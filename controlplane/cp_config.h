@@ -10,6 +10,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#define CP_CONFIG_KEYS 96       /* keys at most (checked at build time) */
+
 struct cp_config {
     char *config;               /* --config FILE */
     char *data;                 /* --data DIR (default ./var) */
@@ -49,6 +51,24 @@ struct cp_config {
     uint8_t dpdk_prefix, dpdk_tap_prefix;
     bool dpdk_gw_auto, dpdk_spin;
     uint16_t dpdk_lport_lo, dpdk_lport_hi;
+
+    /* operations (SNMP, alarms; cp_snmp.c, cp_ops.c) */
+    char *snmp_agentx;          /* --snmp-agentx SOCKET: the AgentX master's socket; NULL: off */
+    unsigned account_storm;     /* --account-storm N: more than N accounts leaving online in a
+                                 * minute is a storm (default 50) */
+
+    /* where each key's value comes from (enum cp_config_origin), by key */
+    unsigned char origin[CP_CONFIG_KEYS];
+    unsigned origin_line[CP_CONFIG_KEYS];   /* CP_CFG_FILE: its line */
+    int argc;                   /* the command line, kept for cp_config_reread() */
+    char **argv;
+};
+
+enum cp_config_origin {
+    CP_CFG_DEFAULT = 0,
+    CP_CFG_FLAG,                /* the command line */
+    CP_CFG_FILE,                /* the config file */
+    CP_CFG_RUNTIME,             /* set while running (imfusectl log-level) */
 };
 
 /*
@@ -59,5 +79,31 @@ struct cp_config {
  */
 int cp_config_parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz);
 void cp_config_free(struct cp_config *c);
+
+/*
+ * Parse the command line cur was made from and the config file again into
+ * out (for a reload).  Returns 0, or negative with the reason in why;
+ * unless it returns 0, nothing is left in out to free.
+ */
+int cp_config_reread(const struct cp_config *cur, struct cp_config *out, char *why, size_t whysz);
+
+/*
+ * Call fn for every key in the order of --help: its effective value as the
+ * config file would spell it ("" when unset), and where it comes from
+ * ("default", "command line", "FILE line N").  Keys marked secret give
+ * "(secret)" instead of their value.
+ */
+typedef void cp_config_each_fn(void *ud, const char *key, const char *value, const char *origin);
+void cp_config_each(const struct cp_config *c, cp_config_each_fn *fn, void *ud);
+
+/* Set key to value while running (origin CP_CFG_RUNTIME).  0, or negative
+ * with the reason in why. */
+int cp_config_set(struct cp_config *c, const char *key, const char *value, char *why, size_t whysz);
+/* Take key's value and origin from src (a reread config) into c; src keeps
+ * a value it may free. */
+void cp_config_take(struct cp_config *c, struct cp_config *src, const char *key);
+
+/* The value of one key as cp_config_each() gives it; false for an unknown key. */
+bool cp_config_value(const struct cp_config *c, const char *key, char *buf, size_t sz);
 
 #endif

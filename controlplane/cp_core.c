@@ -3,6 +3,7 @@
  * dataplane, sessions, and start-up of the emulated logins.
  */
 #include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -291,7 +292,7 @@ cp_state_get(struct cp_core *c, uint64_t account)
 }
 
 struct cp_acct_state *
-cp_state_add(struct cp_core *c, uint64_t uid, uint64_t account)
+cp_state_add(struct cp_core *c, uint64_t uid, uint64_t account, const char *network)
 {
     struct cp_acct_state *s = cp_state_get(c, account);
     if (s)
@@ -303,6 +304,7 @@ cp_state_add(struct cp_core *c, uint64_t uid, uint64_t account)
     s->account = account;
     s->uid = uid;
     s->state = IM_ACC_CONNECTING;
+    im_strlcpy(s->network, network, sizeof(s->network));
     s->next = *pp;
     *pp = s;
     return s;
@@ -718,6 +720,8 @@ handle_up(struct cp_core *c, struct dp_msg *m)
             break;                      /* unlinked meanwhile */
         struct im_str d;
         const char *why;
+        if (s->state == IM_ACC_ONLINE && m->u.state.state != IM_ACC_ONLINE)
+            c->acct_left_online++;      /* the account storm alarm counts these (cp_ops.c) */
         s->state = (int)m->u.state.state;
         s->detail[0] = '\0';
         if (dp_msg_decode(m, &pm) == 0) {
@@ -731,6 +735,9 @@ handle_up(struct cp_core *c, struct dp_msg *m)
     }
     case CPM_RESOLVE:
         handle_resolve(c, m);
+        break;
+    case CPM_TLS_RELOADED:
+        cp_reload_tls_done(c, m);
         break;
     case CPM_REPLAY_NEXT:
         cp_client_replay_next(c, m);
@@ -751,7 +758,7 @@ static int
 start_account(void *ud, const struct cp_account *a)
 {
     struct cp_core *c = ud;
-    (void)cp_state_add(c, a->uid, a->account);
+    (void)cp_state_add(c, a->uid, a->account, a->network);
     if (cp_account_up(c, c->txn, a, true) < 0)
         LOG(IM_LOG_ERROR, "account %llu (%s %s): cannot start: credential does not unseal",
             (unsigned long long)a->account, a->network, a->login);
@@ -863,6 +870,8 @@ cp_core_run(struct cp_core *c, int sigfd)
         fds[n++] = (struct pollfd){ .fd = dp_chan_up_fd(c->ch), .events = POLLIN };
         fds[n++] = (struct pollfd){ .fd = cp_auth_fd(c->auth), .events = POLLIN };
         fds[n++] = (struct pollfd){ .fd = cp_resolver_fd(c->resolver), .events = POLLIN };
+        if (c->ops)
+            fds[n++] = (struct pollfd){ .fd = cp_ops_fd(c->ops), .events = POLLIN };
         unsigned rpc_first = n;
         if (c->rpc)
             n += cp_rpc_pollfds(c->rpc, fds + n, IM_ARRAY_SIZE(fds) - n);
@@ -892,7 +901,11 @@ cp_core_run(struct cp_core *c, int sigfd)
         cp_sd_watchdog();
         if (fds[0].revents & POLLIN) {
             struct signalfd_siginfo si;
-            if (read(sigfd, &si, sizeof(si)) == sizeof(si)) {
+            if (read(sigfd, &si, sizeof(si)) != sizeof(si)) {
+            } else if (si.ssi_signo == SIGHUP) {
+                LOG(IM_LOG_INFO, "SIGHUP: reloading the configuration");
+                cp_reload(c, NULL);
+            } else {
                 LOG(IM_LOG_INFO, "signal %u: shutting down", si.ssi_signo);
                 c->stopping = true;
             }
@@ -931,6 +944,8 @@ cp_core_run(struct cp_core *c, int sigfd)
             cp_resolver_dispatch(c->resolver);
         if (c->rpc)
             cp_rpc_handle(c->rpc, fds + rpc_first, n - rpc_first);
+        if (c->ops)
+            cp_ops_turn(c);     /* reads its eventfd itself (non-blocking) */
 
         uint64_t now = mono_us();
         unsigned writes = c->turn_msgs + c->turn_outbox;

@@ -24,6 +24,7 @@
 #include <poll.h>
 
 #include "im_common.h"
+#include "client/cl_ctl.h"
 #include "client/cl_frame.h"
 #include "client/cl_ops.h"
 #include "dp_msg.h"
@@ -38,6 +39,8 @@
 struct dp_chan;
 struct dp_relay;
 struct cp_rpc;
+struct cp_ops;
+struct cp_reload;
 
 struct cp_after {
     struct cp_after *next;
@@ -70,6 +73,7 @@ struct cp_acct_state {
     uint64_t account;
     uint64_t uid;
     int state;
+    char network[16];               /* "xmpp": accounts by network and state (stats, SNMP) */
     char detail[256];
 };
 
@@ -127,6 +131,14 @@ struct cp_core {
     uint64_t batch_first_us, batch_last_us; /* when this commit's first and last message came */
     struct cp_cid **turn_cids;          /* cids added this turn */
     unsigned n_turn_cids, cap_turn_cids;
+
+    /* operations (cp_ops.c, cp_reload.c, cp_snmp.c, cp_stats.c) */
+    struct cp_ops *ops;                 /* NULL: none (tests) */
+    struct cp_reload *reload;           /* what the last reload loaded (TLS files) */
+    uint64_t start_ms;                  /* mono ms at start-up (uptime) */
+    uint64_t logins_failed;             /* logins refused: wrong user name or password */
+    uint64_t logins_locked;             /* logins refused: the user or address was locked out */
+    uint64_t acct_left_online;          /* account states that changed from online to another */
 };
 
 /*
@@ -174,7 +186,7 @@ int cp_pack_unified(struct cp_core *c, struct cp_txn *t, uint64_t uid, struct cl
 
 /* The account cache: an entry per stored account (made at start-up and at
  * link), its owner and its last state for `imfusectl accounts`. */
-struct cp_acct_state *cp_state_add(struct cp_core *c, uint64_t uid, uint64_t account);
+struct cp_acct_state *cp_state_add(struct cp_core *c, uint64_t uid, uint64_t account, const char *network);
 struct cp_acct_state *cp_state_get(struct cp_core *c, uint64_t account);
 void cp_state_del(struct cp_core *c, uint64_t account);
 /* Forget every account of uid (user deleted). */
@@ -200,6 +212,53 @@ void cp_rpc_handle(struct cp_rpc *r, const struct pollfd *fds, unsigned n);
 /* The turn's commit is done: send the replies queued behind it (ok), or
  * answer them with an internal error (!ok). */
 void cp_rpc_commit_done(struct cp_rpc *r, bool ok);
+/* Whether the daemon has a handler for the command (LOCAL rows have none). */
+bool cp_rpc_serves(enum cl_ctl_id id);
+
+/* A control request answered later (reload waits for the dataplane, backup
+ * for its thread): who asked. */
+struct cp_rpc_who {
+    unsigned slot;
+    uint32_t gen;
+    uint64_t id;
+};
+/* Begin an ok reply's map with room for extra more keys. */
+void cp_rpc_ok_head(struct cl_enc *e, uint64_t id, uint32_t extra);
+/* Send a deferred reply (a map begun with cp_rpc_ok_head(), e is consumed), or
+ * an error; both leave after the current turn's commit.  A connection gone
+ * meanwhile gets nothing. */
+void cp_rpc_answer(struct cp_rpc *r, const struct cp_rpc_who *w, struct cl_enc *e);
+void cp_rpc_answer_error(struct cp_rpc *r, const struct cp_rpc_who *w, const char *code, const char *msg);
+
+/*
+ * Operations (cp_ops.c): work that outlives a request or a loop turn.  Its
+ * eventfd joins the loop's poll; cp_ops_turn() runs once per loop turn,
+ * before the commit: it finishes a backup, publishes the SNMP snapshot when
+ * due or asked for, and checks the alarms (store nearly full, account
+ * storm, port down) once a second.
+ */
+struct cp_ops *cp_ops_new(struct cp_core *c, char *why, size_t whysz);
+void cp_ops_free(struct cp_ops *o);
+int cp_ops_fd(const struct cp_ops *o);
+void cp_ops_turn(struct cp_core *c);
+/* backup: copy the store into fd (taken over) on a thread; answered when done. */
+void cp_ops_backup(struct cp_core *c, const struct cp_rpc_who *w, int fd, const char *name);
+
+/*
+ * Reload (cp_reload.c): read the config file again and apply what can change
+ * at run time: log level, open registration, account-storm, the TLS
+ * certificate and key and the CA file (read here, swapped on the worker by
+ * DPM_TLS_RELOAD).  who is NULL for SIGHUP (the outcome is logged only),
+ * else the reply says what changed once the dataplane has answered.
+ */
+void cp_reload(struct cp_core *c, const struct cp_rpc_who *who);
+/* CPM_TLS_RELOADED: the worker's answer. */
+void cp_reload_tls_done(struct cp_core *c, struct dp_msg *m);
+/* Remember the TLS files as loaded at start-up (what a reload compares with). */
+void cp_reload_init(struct cp_core *c);
+void cp_reload_free(struct cp_core *c);
+/* log-level LEVEL: 0, or -IM_EINVAL for an unknown level; *was gets the old one. */
+int cp_set_log_level(struct cp_core *c, const char *level, const char **was);
 
 /* Start the controlplane: load accounts and the outbox into the dataplane. */
 int cp_core_start(struct cp_core *c);

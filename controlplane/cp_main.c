@@ -22,6 +22,7 @@
 #include "cp_int.h"
 #include "cp_netlink.h"
 #include "cp_sd.h"
+#include "im_clock.h"
 
 static void *
 dp_thread(void *arg)
@@ -236,6 +237,7 @@ main(int argc, char **argv)
     int sigfd = -1;
 
     memset(&core, 0, sizeof(core));
+    core.start_ms = im_mono_ms();
     /* glibc gives freed memory back at every turn (trim, madvise: a TLB
      * shoot-down across cores each time).  The appliance's working set is
      * steady: keep it.  Large blocks still come from mmap and go back. */
@@ -329,6 +331,13 @@ main(int argc, char **argv)
     }
     dp_running = true;
 
+    /* operations: reload's view of the TLS files, the alarms, SNMP (its own thread) */
+    cp_reload_init(&core);
+    if (!(core.ops = cp_ops_new(&core, why, sizeof(why)))) {
+        IM_LOG(IM_LOG_ERROR, "imfused", "%s", why);
+        goto out;
+    }
+
     /* 6. the emulated logins */
     if ((rc = cp_core_start(&core)) < 0) {
         IM_LOG(IM_LOG_ERROR, "imfused", "cannot load accounts: %s", cp_store_strerror(rc));
@@ -354,6 +363,8 @@ out:
         /* commit whatever the dataplane handed up meanwhile */
         cp_core_drain(&core);
     }
+    cp_ops_free(core.ops);      /* the SNMP thread and a backup in progress end here */
+    cp_reload_free(&core);
     if (core.rpc)
         cp_rpc_close(core.rpc);
     cp_core_free(&core);

@@ -20,6 +20,7 @@
 #include "dp_stats.h"
 #include "client/cl_ctl.h"
 #include "cp_int.h"
+#include "cp_stats.h"
 
 #define RPC_MAX_CONNS   64
 #define RPC_ACCEPT_PAUSE_MS 200     /* accept failed for want of files: listen again after */
@@ -27,6 +28,7 @@
 
 struct rpc_conn {
     int fd;
+    int rx_fd;              /* a descriptor that came with the request being read (backup), or -1 */
     uint32_t gen;
     uint8_t *rx;
     size_t rx_len;
@@ -149,6 +151,20 @@ arg_str(struct rpc_req *q, const char *key, uint32_t min, uint32_t max, struct i
     return rc;
 }
 
+/* Whether the request has key (whatever its value). */
+static bool
+has_arg(const struct rpc_req *q, const char *key)
+{
+    size_t kl = strlen(key);
+    const msgpack_object *m = q->args;
+    for (uint32_t i = 0; m && m->type == MSGPACK_OBJECT_MAP && i < m->via.map.size; i++) {
+        const msgpack_object *k = &m->via.map.ptr[i].key;
+        if (k->type == MSGPACK_OBJECT_STR && k->via.str.size == kl && !memcmp(k->via.str.ptr, key, kl))
+            return true;
+    }
+    return false;
+}
+
 /* name argument that must be an existing user */
 static int
 arg_user(struct rpc_req *q, struct cp_txn *t, struct cp_user *u)
@@ -159,7 +175,9 @@ arg_user(struct rpc_req *q, struct cp_txn *t, struct cp_user *u)
         return -1;
     snprintf(buf, sizeof(buf), "%.*s", (int)name.len, name.p);
     if (!t || cp_user_get(t, buf, u) < 0) {
-        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_NOT_FOUND, "no such user");
+        char msg[160];
+        snprintf(msg, sizeof(msg), "no user %s (imfusectl user list shows them)", buf);
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_NOT_FOUND, msg);
         return -1;
     }
     return 0;
@@ -187,7 +205,7 @@ user_hash_done(void *ctx, struct cp_auth_job *j)
     bool passwd = hc->passwd;
     free(hc);
     if (j->result < 0 || !t) {
-        reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_INTERNAL, "cannot hash the password");
+        reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_INTERNAL, "cannot hash the password (out of memory?): try again");
         return;
     }
     if (passwd) {
@@ -203,7 +221,7 @@ user_hash_done(void *ctx, struct cp_auth_job *j)
         rc = cp_user_add(t, &u);
     }
     if (rc == -IM_EEXIST)
-        reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_EXISTS, "user exists");
+        reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_EXISTS, "user exists (imfusectl user passwd NAME sets a new password)");
     else if (rc == -IM_ENOTFOUND)
         reply_error(r, q.slot, q.gen, true, q.id, CL_ERR_NOT_FOUND, "no such user");
     else if (rc < 0)
@@ -232,7 +250,7 @@ cmd_user_hash(struct rpc_req *q, bool passwd)
     struct cp_txn *t = cp_txn(q->r->c);
     bool exists = t && cp_user_get(t, buf, &u) == 0;
     if (!passwd && exists) {
-        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_EXISTS, "user exists");
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_EXISTS, "user exists (imfusectl user passwd NAME sets a new password)");
         return;
     }
     if (passwd && !exists) {
@@ -296,6 +314,9 @@ struct list_ctx {
     msgpack_sbuffer sb;
     msgpack_packer pk;
     uint32_t n;
+    int state;                  /* accounts: only those in this state (-1: all) */
+    uint64_t uid;               /* accounts: the owner of the last row, and its name */
+    char user[CP_NAME_MAX + 1];
 };
 
 static void
@@ -350,6 +371,7 @@ list_init(struct list_ctx *l, struct cp_core *c, struct cp_txn *t)
     memset(l, 0, sizeof(*l));
     l->c = c;
     l->t = t;
+    l->state = -1;
     msgpack_sbuffer_init(&l->sb);
     msgpack_packer_init(&l->pk, &l->sb, msgpack_sbuffer_write);
 }
@@ -370,29 +392,65 @@ list_account(void *ud, const struct cp_account *a)
 {
     struct list_ctx *l = ud;
     struct cp_acct_state *s = cp_state_get(l->c, a->account);
-    msgpack_pack_map(&l->pk, 8);
+    int state = s ? s->state : IM_ACC_OFFLINE;
+    if (l->state >= 0 && state != l->state)
+        return 0;
+    if (a->uid != l->uid) {             /* accounts come in uid order */
+        struct cp_user u;
+        l->uid = a->uid;
+        l->user[0] = '\0';
+        if (cp_user_get_uid(l->t, a->uid, &u) == 0)
+            im_strlcpy(l->user, u.name, sizeof(l->user));
+        im_wipe(&u, sizeof(u));
+    }
+    msgpack_pack_map(&l->pk, 9);
+    pk_kstr(&l->pk, "user", l->user);
     pk_kuint(&l->pk, "account", a->account);
     pk_kstr(&l->pk, "network", a->network);
     pk_kstr(&l->pk, "login", a->login);
     pk_kstr(&l->pk, "server", a->server);
     pk_kstr(&l->pk, "tls", a->tls);
     pk_kstr(&l->pk, "name", a->name);
-    pk_kstr(&l->pk, "state", im_account_state_name(s ? (enum im_account_state)s->state : IM_ACC_OFFLINE));
+    pk_kstr(&l->pk, "state", im_account_state_name((enum im_account_state)state));
     pk_kstr(&l->pk, "detail", s ? s->detail : "");
     l->n++;
     return 0;
 }
 
+/* accounts {name?, state?}: one user's accounts, or every user's; only
+ * those in state when it is given. */
 static void
 cmd_accounts(struct rpc_req *q)
 {
     struct cp_txn *t = cp_txn(q->r->c);
-    struct cp_user u;
+    struct cp_user u = { .uid = 0 };
     struct list_ctx l;
-    if (arg_user(q, t, &u) < 0)
+    struct im_str st;
+    int state = -1;
+    if (has_arg(q, "name") && arg_user(q, t, &u) < 0)
         return;
+    if (has_arg(q, "state")) {
+        if (arg_str(q, "state", 1, 32, &st) < 0)
+            return;
+        for (int i = IM_ACC_CONNECTING; i <= IM_ACC_ERROR; i++) {
+            const char *n = im_account_state_name((enum im_account_state)i);
+            if (st.len == strlen(n) && !memcmp(st.p, n, st.len))
+                state = i;
+        }
+        if (state < 0) {
+            reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_BAD_REQUEST,
+                        "state: expected online, connecting, offline, auth_failed or error");
+            return;
+        }
+    }
+    if (!t) {
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_INTERNAL,
+                    "the store cannot be read now (see the daemon's log), try again");
+        return;
+    }
     list_init(&l, q->r->c, t);
-    (void)cp_account_each(t, u.uid, list_account, &l);
+    l.state = state;
+    (void)cp_account_each(t, u.uid, list_account, &l);     /* uid 0: every user's */
     finish_list(q, &l, "accounts");
 }
 
@@ -412,74 +470,27 @@ cmd_sessions(struct rpc_req *q)
     finish_list(q, &l, "sessions");
 }
 
+/* stats: every value of cp_stats_collect() (the SNMP subagent reads the same),
+ * and which of them are gauges (imfusectl top computes rates of the rest). */
 static void
 cmd_stats(struct rpc_req *q)
 {
-    struct cp_core *c = q->r->c;
-    struct dp_relay_stats st;
-    struct dp_stats ws;
-    struct cp_store_stats ss;
-    memset(&st, 0, sizeof(st));
-    memset(&ws, 0, sizeof(ws));
-    memset(&ss, 0, sizeof(ss));
-    if (c->relay) {
-        dp_relay_stats_read(c->relay, &st);
-        dp_worker_stats(dp_relay_worker(c->relay), &ws);    /* one worker (lcore) today: the sums */
-    }
-    (void)cp_store_stats(c->store, &ss);
-    struct cp_resolve_stats rs = { 0 };
-    if (c->resolver)
-        cp_resolver_stats(c->resolver, &rs);
-    unsigned n_sessions = 0;
-    for (struct cp_session *s = c->sessions; s; s = s->next)
-        n_sessions++;
-    const struct { const char *k; uint64_t v; } kv[] = {
-        { "clients_accepted", st.clients_accepted }, { "clients_open", st.clients_open },
-        { "clients_dropped", st.clients_dropped },
-        { "logins_ok", st.logins_ok }, { "sessions", n_sessions },
-        { "frames_in", st.frames_in }, { "frames_bad", st.frames_bad },
-        { "events_out", st.events_out }, { "msgs_in", st.msgs_in }, { "msgs_out", st.msgs_out },
-        { "msgs_delivered", st.msgs_delivered }, { "msgs_committed", c->msgs_committed },
-        { "outbox_added", c->outbox_added }, { "outbox_deleted", c->outbox_deleted },
-        { "outbox_pending_deletes", c->n_done }, { "send_queue_len", st.send_queue_len },
-        { "account_connects", st.acct_connects }, { "account_online", st.acct_online },
-        { "account_failures", st.acct_failures }, { "store_commits", c->commits },
-        { "store_commit_failures", c->commit_failures }, { "store_map_size", ss.map_size },
-        { "store_pages_used", ss.last_pgno + 1 }, { "store_page_size", ss.page_size },
-        { "store_pages_written", ss.pages_written },
-        { "store_users", ss.users }, { "store_accounts", ss.accounts }, { "store_queued", ss.queued },
-        { "auth_pending", cp_auth_pending(c->auth) },
-        { "dp_oom", st.oom }, { "dp_up_dropped", st.up_dropped },
-        /* client connections and their limits */
-        { "clients_prelogin", st.clients_prelogin }, { "prelogin_bytes", st.prelogin_bytes },
-        { "prelogin_timeouts", st.prelogin_timeouts }, { "prelogin_evicted", st.prelogin_evicted },
-        { "refused_max_conns", st.refused_max_conns }, { "refused_per_address", st.refused_per_address },
-        { "accept_paused", ws.accept_paused }, { "clients_read_paused", st.clients_read_paused },
-        { "clients_timed_out", st.clients_timed_out }, { "idle_timeouts", st.idle_timeouts },
-        { "replays_paced", st.replays_paced }, { "replies_limit", st.replies_limit },
-        { "events_too_big", st.events_too_big }, { "contacts_cut", st.contacts_cut },
-        { "plane_oversize", c->plane_oversize },
-        { "resolver_lookups", rs.lookups }, { "resolver_cache_hits", rs.cache_hits },
-        { "resolver_failures", rs.failures }, { "resolver_pending", rs.pending },
-        { "conn_opened", ws.conn_opened }, { "conn_closed", ws.conn_closed },
-        { "connect_failed", ws.connect_failed }, { "bytes_in", ws.bytes_in },
-        { "bytes_out", ws.bytes_out }, { "tls_ok", ws.tls_ok }, { "tls_failed", ws.tls_failed },
-        /* the dpdk backend's per-lcore counters (0 with io kernel) */
-        { "io_rx_packets", ws.io_pkts_in }, { "io_tx_packets", ws.io_pkts_out },
-        { "io_rx_bytes", ws.io_bytes_in }, { "io_tx_bytes", ws.io_bytes_out },
-        { "io_rx_drops", ws.io_drop_bad + ws.io_nic_missed + ws.io_nic_errors },
-        { "io_tx_drops", ws.io_drop_tx }, { "io_nombuf_drops", ws.io_drop_nombuf + ws.io_nic_nombuf },
-        { "io_busy_cycles", ws.io_busy_cycles }, { "io_busy_turns", ws.io_busy_turns },
-        { "io_sleeps", ws.io_sleeps },
-        { "tcp_open", ws.tcp_open }, { "tcp_retransmits", ws.tcp_retransmits },
-        { "tcp_refused", ws.tcp_refused }, { "tcp_drops", ws.tcp_drops },
-    };
+    static struct cp_stats st;      /* 30 KiB: the controlplane thread's alone */
+    cp_stats_collect(q->r->c, &st);
+    uint32_t gauges = 0;
+    for (unsigned i = 0; i < st.n; i++)
+        gauges += st.s[i].gauge;
     struct cl_enc e;
-    ok_head(&e, q->id, 1);
+    ok_head(&e, q->id, 2);
     cl_pack_key(&e, "stats");
-    msgpack_pack_map(&e.pk, (uint32_t)IM_ARRAY_SIZE(kv));
-    for (size_t i = 0; i < IM_ARRAY_SIZE(kv); i++)
-        cl_pack_kuint(&e, kv[i].k, kv[i].v);
+    msgpack_pack_map(&e.pk, st.n);
+    for (unsigned i = 0; i < st.n; i++)
+        cl_pack_kuint(&e, st.s[i].name, st.s[i].v);
+    cl_pack_key(&e, "gauges");
+    msgpack_pack_array(&e.pk, gauges);
+    for (unsigned i = 0; i < st.n; i++)
+        if (st.s[i].gauge)
+            cl_pack_str(&e, st.s[i].name);
     reply_enc(q, &e, false);
 }
 
@@ -514,6 +525,93 @@ cmd_drain(struct rpc_req *q)
     reply_ok(q, false);
 }
 
+/* config: the effective configuration (cp_config_each), secrets elided. */
+struct config_ctx {
+    struct cl_enc *e;
+    uint32_t n;
+};
+
+static void
+config_row(void *ud, const char *key, const char *value, const char *origin)
+{
+    struct config_ctx *x = ud;
+    msgpack_pack_map(&x->e->pk, 3);
+    cl_pack_kstr(x->e, "key", key);
+    cl_pack_kstr(x->e, "value", value);
+    cl_pack_kstr(x->e, "source", origin);
+    x->n++;
+}
+
+static void
+count_row(void *ud, const char *key, const char *value, const char *origin)
+{
+    ((struct config_ctx *)ud)->n++;
+}
+
+static void
+cmd_config(struct rpc_req *q)
+{
+    struct cl_enc e;
+    struct config_ctx x = { &e, 0 };
+    cp_config_each(q->r->c->cfg, count_row, &x);
+    ok_head(&e, q->id, 1);
+    cl_pack_key(&e, "config");
+    msgpack_pack_array(&e.pk, x.n);
+    x.n = 0;
+    cp_config_each(q->r->c->cfg, config_row, &x);
+    reply_enc(q, &e, false);
+}
+
+static void
+cmd_reload(struct rpc_req *q)
+{
+    struct cp_rpc_who w = { q->slot, q->gen, q->id };
+    cp_reload(q->r->c, &w);
+}
+
+static void
+cmd_log_level(struct rpc_req *q)
+{
+    struct im_str lv;
+    char level[16];
+    const char *was;
+    if (arg_str(q, "level", 1, 15, &lv) < 0)
+        return;
+    snprintf(level, sizeof(level), "%.*s", (int)lv.len, lv.p);
+    if (cp_set_log_level(q->r->c, level, &was) < 0) {
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_BAD_REQUEST,
+                    "level: expected error, warn, info or debug");
+        return;
+    }
+    struct cl_enc e;
+    ok_head(&e, q->id, 2);
+    cl_pack_kstr(&e, "level", level);
+    cl_pack_kstr(&e, "was", was);
+    reply_enc(q, &e, false);
+}
+
+/* backup {file}, with the file's descriptor (SCM_RIGHTS): imfusectl created
+ * it, so the copy goes where the operator may write, not where the daemon
+ * may (the unit's file system is read-only but for its own directories). */
+static void
+cmd_backup(struct rpc_req *q)
+{
+    struct rpc_conn *k = &q->r->conns[q->slot];
+    struct im_str file = { "", 0 };
+    char name[256];
+    if (has_arg(q, "file") && arg_str(q, "file", 1, 4096, &file) < 0)
+        return;
+    if (k->rx_fd < 0) {
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_BAD_REQUEST,
+                    "backup needs the file's descriptor with the request: use imfusectl backup FILE");
+        return;
+    }
+    snprintf(name, sizeof(name), "%.*s", (int)file.len, file.p);
+    struct cp_rpc_who w = { q->slot, q->gen, q->id };
+    cp_ops_backup(q->r->c, &w, k->rx_fd, name);
+    k->rx_fd = -1;
+}
+
 static void cmd_help(struct rpc_req *q);
 
 /* The handlers of the operator commands, by their row in
@@ -528,28 +626,72 @@ static cp_cmd_fn *const cmd_handlers[CL_CTL__COUNT] = {
     [CL_CTL_STATS] = cmd_stats,
     [CL_CTL_KICK] = cmd_kick,
     [CL_CTL_DRAIN] = cmd_drain,
+    [CL_CTL_CONFIG] = cmd_config,
+    [CL_CTL_RELOAD] = cmd_reload,
+    [CL_CTL_LOG_LEVEL] = cmd_log_level,
+    [CL_CTL_BACKUP] = cmd_backup,
     [CL_CTL_HELP] = cmd_help,
 };
 
+bool
+cp_rpc_serves(enum cl_ctl_id id)
+{
+    return id < CL_CTL__COUNT && cmd_handlers[id] != NULL;
+}
+
+/* help: each op the daemon serves with its keys ("accounts {name?, state?}: ..."). */
 static void
 cmd_help(struct rpc_req *q)
 {
     struct cl_enc e;
+    uint32_t n = 0;
+    for (unsigned i = 0; i < CL_CTL__COUNT; i++)
+        n += cl_ctl_cmds[i].op != NULL;
     ok_head(&e, q->id, 1);
     cl_pack_key(&e, "commands");
-    msgpack_pack_array(&e.pk, CL_CTL__COUNT);
+    msgpack_pack_array(&e.pk, n);
     for (unsigned i = 0; i < CL_CTL__COUNT; i++) {
         const struct cl_ctl_cmd *cmd = &cl_ctl_cmds[i];
-        char help[256];
-        snprintf(help, sizeof(help), "%s%s%s: %s", cmd->op,
-                 cmd->flags & CL_CTL_ARG_NAME ? " {name" : "",
-                 cmd->flags & CL_CTL_ARG_NAME ? (cmd->flags & CL_CTL_ARG_PASSWORD ? ", password}" : "}") : "",
-                 cmd->help);
+        char help[512];
+        size_t off;
+        if (!cmd->op)
+            continue;
+        off = (size_t)snprintf(help, sizeof(help), "%s", cmd->op);
+        const char *sep = " {";
+        for (unsigned k = 0; k < CL_CTL_ARGS_MAX && cmd->args[k].key && off < sizeof(help); k++, sep = ", ")
+            off += (size_t)snprintf(help + off, sizeof(help) - off, "%s%s%s", sep, cmd->args[k].key,
+                                    cmd->args[k].flags & CL_CTL_A_OPTIONAL ? "?" : "");
+        if ((cmd->flags & CL_CTL_PASSWORD) && off < sizeof(help))
+            off += (size_t)snprintf(help + off, sizeof(help) - off, "%spassword", *sep == ',' ? ", " : " {");
+        if (off < sizeof(help))
+            snprintf(help + off, sizeof(help) - off, "%s: %s",
+                     cmd->args[0].key || (cmd->flags & CL_CTL_PASSWORD) ? "}" : "", cmd->help);
         msgpack_pack_map(&e.pk, 2);
         cl_pack_kstr(&e, "name", cmd->op);
         cl_pack_kstr(&e, "help", help);
     }
     reply_enc(q, &e, false);
+}
+
+/* ---- deferred replies (cp_int.h) ---------------------------------------- */
+
+void
+cp_rpc_ok_head(struct cl_enc *e, uint64_t id, uint32_t extra)
+{
+    ok_head(e, id, extra);
+}
+
+void
+cp_rpc_answer(struct cp_rpc *r, const struct cp_rpc_who *w, struct cl_enc *e)
+{
+    struct rpc_req q = { .r = r, .slot = w->slot, .gen = w->gen, .id = w->id };
+    reply_enc(&q, e, false);
+}
+
+void
+cp_rpc_answer_error(struct cp_rpc *r, const struct cp_rpc_who *w, const char *code, const char *msg)
+{
+    reply_error(r, w->slot, w->gen, true, w->id, code, msg);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -590,7 +732,7 @@ cp_rpc_open(struct cp_core *c, const char *path, char *why, size_t whysz)
     r->c = c;
     im_strlcpy(r->path, path, sizeof(r->path));
     for (unsigned i = 0; i < RPC_MAX_CONNS; i++)
-        r->conns[i].fd = -1;
+        r->conns[i].fd = r->conns[i].rx_fd = -1;
     r->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     r->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     mode_t old = umask(0177);    /* the socket is created 0600 */
@@ -614,10 +756,12 @@ conn_close(struct cp_rpc *r, unsigned i)
     struct rpc_conn *k = &r->conns[i];
     if (k->fd >= 0)
         close(k->fd);
+    if (k->rx_fd >= 0)
+        close(k->rx_fd);
     free(k->rx);
     free(k->tx);
     memset(k, 0, sizeof(*k));
-    k->fd = -1;
+    k->fd = k->rx_fd = -1;
 }
 
 void
@@ -709,6 +853,10 @@ conn_request(struct cp_rpc *r, unsigned i, const uint8_t *body, uint32_t len)
         cmd_handlers[cmd->id](&q);
     else
         reply_error(r, i, k->gen, true, m.id, CL_ERR_UNSUPPORTED, "unknown command (try help)");
+    if (k->rx_fd >= 0) {            /* came with a request that takes none */
+        close(k->rx_fd);
+        k->rx_fd = -1;
+    }
     cl_msg_free(&m);
 }
 
@@ -718,7 +866,27 @@ conn_read(struct cp_rpc *r, unsigned i)
     struct rpc_conn *k = &r->conns[i];
     if (!k->rx && !(k->rx = malloc(RPC_RX_MAX)))
         cp_oom(__func__);
-    ssize_t n = recv(k->fd, k->rx + k->rx_len, RPC_RX_MAX - k->rx_len, 0);
+    /* A request may bring one descriptor (backup): kept until a request is handled. */
+    union {
+        struct cmsghdr h;
+        char buf[CMSG_SPACE(sizeof(int))];
+    } ctl;
+    struct iovec iov = { .iov_base = k->rx + k->rx_len, .iov_len = RPC_RX_MAX - k->rx_len };
+    struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                         .msg_controllen = sizeof(ctl.buf) };
+    ssize_t n = recvmsg(k->fd, &mh, MSG_CMSG_CLOEXEC);
+    for (struct cmsghdr *cm = n > 0 ? CMSG_FIRSTHDR(&mh) : NULL; cm; cm = CMSG_NXTHDR(&mh, cm)) {
+        if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+            continue;
+        size_t nfd = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+        for (size_t f = 0; f < nfd; f++) {
+            int fd;
+            memcpy(&fd, CMSG_DATA(cm) + f * sizeof(int), sizeof(int));
+            if (k->rx_fd >= 0)
+                close(k->rx_fd);
+            k->rx_fd = fd;
+        }
+    }
     if (n == 0 || (n < 0 && errno != EAGAIN && errno != EINTR)) {
         conn_close(r, i);
         return;

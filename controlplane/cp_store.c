@@ -407,6 +407,11 @@ int cp_store_stats(struct cp_store *s, struct cp_store_stats *st)
     return st_code(mrc);
 }
 
+int cp_store_copy_fd(struct cp_store *s, int fd)
+{
+    return st_code(mdb_env_copyfd2(s->env, fd, MDB_CP_COMPACT));
+}
+
 /* ---- transactions ----------------------------------------------------- */
 
 int cp_txn_begin(struct cp_store *s, bool write, struct cp_txn **out)

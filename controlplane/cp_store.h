@@ -160,4 +160,13 @@ struct cp_store_stats {
 };
 int cp_store_stats(struct cp_store *s, struct cp_store_stats *st);
 
+/*
+ * Write a compacted copy of the store's data file to fd (LMDB's
+ * mdb_env_copyfd2 with MDB_CP_COMPACT: free pages left out) from a read
+ * snapshot, while the store serves.  Any thread may call it (the
+ * environment has MDB_NOTLS); it takes as long as the copy.  fd stays the
+ * caller's.  0 or negative.
+ */
+int cp_store_copy_fd(struct cp_store *s, int fd);
+
 #endif

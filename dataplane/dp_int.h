@@ -178,7 +178,7 @@ struct dp_stats_live {
     /* the dpdk backend's (dp_stats.h) */
     _Atomic uint64_t io_pkts_in, io_pkts_out, io_bytes_in, io_bytes_out, io_drop_bad, io_drop_tx,
         io_drop_nombuf, io_nic_missed, io_nic_errors, io_nic_nombuf, io_sleeps, io_busy_cycles,
-        io_busy_turns, tcp_open, tcp_retransmits, tcp_refused, tcp_drops;
+        io_busy_turns, tcp_open, tcp_retransmits, tcp_refused, tcp_drops, io_port_down, io_port_downs;
 };
 
 /* Single writer: a relaxed load + store, no locked instruction (dp_stats.h). */

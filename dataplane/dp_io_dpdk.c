@@ -44,6 +44,7 @@
 #include "dp_dpdk.h"
 #include "dp_int.h"
 #include "dp_lwip.h"
+#include "im_common.h"
 
 #define DIO_BURST        32
 #define DIO_RX_DESC      1024
@@ -80,6 +81,7 @@ struct dio {
     bool turn_busy;
     uint64_t nic_stats_at;
     uint64_t nic_base_missed, nic_base_errors, nic_base_nombuf;
+    int link;                   /* the port's link as last seen: 1 up, 0 down, -1 not yet */
 };
 
 /* The worker the lwIP side's calls refer to (one lwIP instance per process). */
@@ -472,6 +474,18 @@ static void nic_stats(struct dio *d, uint64_t now_ms)
     DP_STAT_SET(d->w, io_nic_missed, st.imissed);
     DP_STAT_SET(d->w, io_nic_errors, st.ierrors + st.oerrors);
     DP_STAT_SET(d->w, io_nic_nombuf, st.rx_nombuf);
+
+    /* The link (net_tap: its kernel side's IFF_UP and IFF_RUNNING). */
+    struct rte_eth_link link;
+    if (rte_eth_link_get_nowait(G.port, &link) < 0)
+        return;
+    int up = link.link_status == RTE_ETH_LINK_UP;
+    DP_STAT_SET(d->w, io_port_down, !up);
+    if (d->link == 1 && !up)
+        DP_STAT_ADD(d->w, io_port_downs, 1);
+    if (d->link != up && d->link >= 0)
+        IM_LOG(up ? IM_LOG_INFO : IM_LOG_WARN, "dp", "dpdk port %s: link %s", G.cfg.port, up ? "up" : "down");
+    d->link = up;
 }
 
 static void lwip_counters(struct dio *d)
@@ -583,6 +597,7 @@ static int dio_init(struct dp_worker *w, char *why, size_t whysz)
         return -ENOMEM;
     }
     d->w = w;
+    d->link = -1;
     d->intr_fd = -1;
     d->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     d->ep_fd = epoll_create1(EPOLL_CLOEXEC);

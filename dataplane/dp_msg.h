@@ -87,6 +87,13 @@ enum dp_msg_type {
     /* uid, account; u.resolve.  FRAME {addrs:[ip...]} or {error}: the
      * answer to a CPM_RESOLVE with the same seq. */
     DPM_RESOLVED,
+    /* u.tls_reload (seq).  FRAME {ca?: bin, cert?: bin, key?: bin,
+     * ca_file?, cert_file?, key_file?}: new TLS material, the files' bytes
+     * (PEM with a NUL after it, or DER): ca for outbound connections, cert
+     * and key (together) for the TLS listener; the *_file strs name the
+     * files in messages.  The worker swaps its configurations and answers
+     * CPM_TLS_RELOADED. */
+    DPM_TLS_RELOAD,
     /* conn,gen, uid; u.replay_end.  No payload.  Ends one batch of the
      * paced replay of the user's queue to one connection (the DPM_DELIVERs
      * addressed to it just before).  more = 1: ask for the next batch
@@ -115,6 +122,9 @@ enum dp_msg_type {
     /* uid, account; u.resolve.  FRAME {host}: resolve the account's server
      * name (the dataplane connects to IP literals only). */
     CPM_RESOLVE,
+    /* u.tls_reload (seq of the DPM_TLS_RELOAD, status 0 or -errno).  FRAME
+     * {detail}: what is loaded now, or why nothing changed. */
+    CPM_TLS_RELOADED,
     /* conn,gen, uid; u.replay_next.  No payload.  The next batch of the
      * user's queue for this connection: the messages with seq > after, as
      * DPM_DELIVERs addressed to it, then DPM_REPLAY_END. */
@@ -156,6 +166,10 @@ struct dp_msg {
         struct {
             uint64_t seq;       /* the account's request number: a stale answer is dropped */
         } resolve;
+        struct {
+            uint64_t seq;       /* the controlplane's reload number */
+            int32_t status;     /* CPM_TLS_RELOADED: 0 or -errno */
+        } tls_reload;
         struct {
             uint64_t last;      /* the highest seq replayed so far (this batch's last) */
             uint32_t more;      /* 1: more is queued, ask again; 0: caught up */

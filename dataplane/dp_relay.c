@@ -235,6 +235,73 @@ shutdown_all(struct dp_relay *r)
             dp_client_close(r->slots[i]);
 }
 
+/* A bin value of a decoded map, or NULL. */
+static const msgpack_object *
+map_bin(const msgpack_object *map, const char *key)
+{
+    size_t kl = strlen(key);
+    for (uint32_t i = 0; map->type == MSGPACK_OBJECT_MAP && i < map->via.map.size; i++) {
+        const msgpack_object_kv *kv = &map->via.map.ptr[i];
+        if (kv->key.type == MSGPACK_OBJECT_STR && kv->key.via.str.size == kl &&
+            !memcmp(kv->key.via.str.ptr, key, kl))
+            return kv->val.type == MSGPACK_OBJECT_BIN ? &kv->val : NULL;
+    }
+    return NULL;
+}
+
+/* A str value of a decoded map as a C string in buf, or NULL. */
+static const char *
+map_str(const msgpack_object *map, const char *key, char *buf, size_t sz)
+{
+    struct im_str v;
+    const char *why;
+    if (cl_get_str(map, key, 1, 4096, &v, &why) < 0)
+        return NULL;
+    snprintf(buf, sz, "%.*s", (int)v.len, v.p);
+    return buf;
+}
+
+/* DPM_TLS_RELOAD: swap the worker's TLS configurations, answer how it went. */
+static void
+tls_reload(struct dp_relay *r, const struct dp_msg *m)
+{
+    struct dp_tls_material mat = { 0 };
+    struct cl_msg pm;
+    char info[512] = "", why[512] = "";
+    int rc = -IM_EINVAL;
+    char ca_name[256], cert_name[256], key_name[256];
+    if (dp_msg_decode(m, &pm) == 0) {
+        mat.ca_name = map_str(&pm.root, "ca_file", ca_name, sizeof(ca_name));
+        mat.cert_name = map_str(&pm.root, "cert_file", cert_name, sizeof(cert_name));
+        mat.key_name = map_str(&pm.root, "key_file", key_name, sizeof(key_name));
+        const msgpack_object *ca = map_bin(&pm.root, "ca"), *cert = map_bin(&pm.root, "cert");
+        const msgpack_object *key = map_bin(&pm.root, "key");
+        if (ca) {
+            mat.ca = (const uint8_t *)ca->via.bin.ptr;
+            mat.ca_len = ca->via.bin.size;
+        }
+        if (cert && key) {
+            mat.cert = (const uint8_t *)cert->via.bin.ptr;
+            mat.cert_len = cert->via.bin.size;
+            mat.key = (const uint8_t *)key->via.bin.ptr;
+            mat.key_len = key->via.bin.size;
+        }
+        rc = dp_worker_tls_reload(r->w, &mat, info, sizeof(info), why, sizeof(why));
+        cl_msg_free(&pm);
+    } else {
+        snprintf(why, sizeof(why), "malformed TLS reload from the controlplane");
+    }
+    struct dp_msg up = { .type = CPM_TLS_RELOADED };
+    up.u.tls_reload.seq = m->u.tls_reload.seq;
+    up.u.tls_reload.status = rc;
+    struct cl_enc e;
+    cl_enc_init(&e);
+    msgpack_pack_map(&e.pk, 1);
+    cl_pack_kstr(&e, "detail", rc ? why : info);
+    (void)dp_up(r, &up, &e);
+    DP_LOG(rc ? IM_LOG_WARN : IM_LOG_INFO, "TLS reload: %s", rc ? why : info);
+}
+
 static void
 handle_down(struct dp_relay *r, struct dp_msg *m)
 {
@@ -286,6 +353,9 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
         break;
     case DPM_DRAIN:
         dp_relay_stop_listening(r);
+        break;
+    case DPM_TLS_RELOAD:
+        tls_reload(r, m);
         break;
     case DPM_SHUTDOWN:
         shutdown_all(r);

@@ -50,6 +50,8 @@ struct dp_stats {
     uint64_t tcp_retransmits;   /* TCP segments retransmitted */
     uint64_t tcp_refused;       /* connections refused at accept (dpdk-max-conns, memory) */
     uint64_t tcp_drops;         /* segments lwIP dropped (checksum, malformed, no connection) */
+    uint64_t io_port_down;      /* 1 while the port's link is down (gauge; 0 with io kernel) */
+    uint64_t io_port_downs;     /* times the link went down */
 };
 
 /* Copy the worker's counters into out (any thread). */

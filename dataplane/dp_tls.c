@@ -1,10 +1,11 @@
 /*
  * dp_tls.c - the TLS layer of a connection (mbedTLS 2.28).
  *
- * Per worker: one entropy source and one CTR-DRBG seeded once, the CA chain
- * (cfg->ca_file or the system bundle), one client config (certificate
+ * Per worker: one entropy source and one CTR-DRBG seeded once, one client
+ * config (the CA chain of cfg->ca_file or the system bundle, certificate
  * verification required, TLS 1.2 minimum) and, when a certificate is
- * configured, one server config.  Per connection: an mbedtls_ssl_context
+ * configured, one server config; a reload replaces either while connections
+ * set up before keep theirs (struct dp_tls_conf).  Per connection: an mbedtls_ssl_context
  * whose BIO callbacks work on in-memory queues only: received ciphertext is
  * queued by dp_tls_input() and pulled by mbedTLS; what mbedTLS sends is
  * appended to the connection's raw output chain, which dp_conn.c flushes.
@@ -29,21 +30,31 @@
 
 #define DP_SYSTEM_CA "/etc/ssl/certs/ca-certificates.crt"
 
+/*
+ * One mbedTLS configuration and what it points to.  Connections keep a
+ * reference to the one they were set up with: a reload (dp_worker_tls_reload)
+ * installs new ones for new connections while established ones finish on
+ * the old, freed with their last connection.
+ */
+struct dp_tls_conf {
+    unsigned refs;                  /* the worker's (while current) + one per connection */
+    mbedtls_ssl_config conf;
+    mbedtls_x509_crt crt;           /* client: the CA chain; server: the own chain */
+    mbedtls_pk_context key;         /* server only */
+    bool have_ca;                   /* client: crt holds trusted CAs */
+    char ca_why[256];               /* client: why none is loaded (system bundle missing) */
+};
+
 struct dp_tls_ctx {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
-    mbedtls_x509_crt ca;
-    bool have_ca;
-    char ca_why[256];               /* why no CA is loaded (system bundle missing) */
-    mbedtls_ssl_config cli;
-    bool have_srv;
-    mbedtls_x509_crt srv_crt;
-    mbedtls_pk_context srv_key;
-    mbedtls_ssl_config srv;
+    struct dp_tls_conf *cli;        /* outbound connections (IM servers) */
+    struct dp_tls_conf *srv;        /* the TLS listener, or NULL */
 };
 
 struct dp_tls {
     mbedtls_ssl_context ssl;
+    struct dp_tls_conf *conf;       /* a reference (dp_tls_detach drops it) */
     struct dp_chain in;             /* ciphertext received, not yet taken by mbedTLS */
     char name[256];                 /* expected server name (client side) */
 };
@@ -88,6 +99,146 @@ static int conf_common(struct dp_tls_ctx *t, mbedtls_ssl_config *conf, int endpo
     return 0;
 }
 
+static struct dp_tls_conf *conf_alloc(void)
+{
+    struct dp_tls_conf *k = calloc(1, sizeof(*k));
+    if (!k)
+        return NULL;
+    k->refs = 1;
+    mbedtls_ssl_config_init(&k->conf);
+    mbedtls_x509_crt_init(&k->crt);
+    mbedtls_pk_init(&k->key);
+    return k;
+}
+
+static void conf_unref(struct dp_tls_conf *k)
+{
+    if (!k || --k->refs)
+        return;
+    mbedtls_ssl_config_free(&k->conf);
+    mbedtls_pk_free(&k->key);
+    mbedtls_x509_crt_free(&k->crt);
+    free(k);
+}
+
+/* Certificates from a file (path) or from memory (PEM with its NUL, or DER). */
+static int crt_parse(mbedtls_x509_crt *crt, const char *path, const uint8_t *p, size_t n)
+{
+    return path ? mbedtls_x509_crt_parse_file(crt, path) : mbedtls_x509_crt_parse(crt, p, n);
+}
+
+/*
+ * The client config: verification required against the CA chain of path or
+ * of (p, n); a missing system bundle (path_is_default) is not an error: TLS
+ * to IM servers then fails with k->ca_why.
+ */
+static int conf_client(struct dp_tls_ctx *t, const char *path, bool path_is_default, const uint8_t *p,
+                       size_t n, const char *shown, struct dp_tls_conf **out, char *why, size_t whysz)
+{
+    struct dp_tls_conf *k = conf_alloc();
+    const char *name = path ? path : shown ? shown : "(reloaded CA file)";
+    if (!k) {
+        snprintf(why, whysz, "out of memory");
+        return -ENOMEM;
+    }
+    int rc = crt_parse(&k->crt, path, p, n);
+    /* A positive count means some certificates of a bundle did not parse: the rest serve. */
+    if (rc < 0 || k->crt.version == 0) {
+        if (!path_is_default) {
+            conf_unref(k);
+            return set_why(why, whysz, "cannot load CA file", name, rc < 0 ? rc : -1);
+        }
+        char e[64];
+        mbed_err(rc < 0 ? rc : -1, e, sizeof(e));
+        snprintf(k->ca_why, sizeof(k->ca_why), "no trusted CA certificates (%s: %s)", name, e);
+    } else {
+        k->have_ca = true;
+    }
+    rc = conf_common(t, &k->conf, MBEDTLS_SSL_IS_CLIENT);
+    if (rc) {
+        conf_unref(k);
+        return set_why(why, whysz, "TLS client config", "", rc);
+    }
+    mbedtls_ssl_conf_authmode(&k->conf, MBEDTLS_SSL_VERIFY_REQUIRED);
+    mbedtls_ssl_conf_ca_chain(&k->conf, &k->crt, NULL);
+    *out = k;
+    return 0;
+}
+
+/* "CN=a.test, valid until 2027-12-05" of the first certificate of a chain. */
+static void crt_info(const mbedtls_x509_crt *crt, char *buf, size_t sz)
+{
+    char subject[200];
+    if (mbedtls_x509_dn_gets(subject, sizeof(subject), &crt->subject) < 0)
+        snprintf(subject, sizeof(subject), "?");
+    snprintf(buf, sz, "%s, valid until %04d-%02d-%02d", subject, crt->valid_to.year, crt->valid_to.mon,
+             crt->valid_to.day);
+}
+
+/*
+ * The server config from files (cert_path, key_path) or memory.  The key
+ * must fit the certificate.  strict (a reload): a certificate that is
+ * expired or not valid yet is refused too (at start-up it is only logged).
+ */
+static int conf_server(struct dp_tls_ctx *t, const char *cert_path, const char *key_path,
+                       const uint8_t *cert, size_t cert_len, const uint8_t *key, size_t key_len,
+                       const char *cert_shown, const char *key_shown,
+                       bool strict, struct dp_tls_conf **out, char *why, size_t whysz)
+{
+    const char *cname = cert_path ? cert_path : cert_shown ? cert_shown : "(new tls-cert)";
+    const char *kname = key_path ? key_path : key_shown ? key_shown : "(new tls-key)";
+    struct dp_tls_conf *k = conf_alloc();
+    int rc;
+    if (!k) {
+        snprintf(why, whysz, "out of memory");
+        return -ENOMEM;
+    }
+    rc = crt_parse(&k->crt, cert_path, cert, cert_len);
+    if (rc != 0) {
+        rc = set_why(why, whysz, "cannot load certificate", cname, rc < 0 ? rc : -1);
+        goto fail;
+    }
+    rc = key_path ? mbedtls_pk_parse_keyfile(&k->key, key_path, NULL) :
+                    mbedtls_pk_parse_key(&k->key, key, key_len, NULL, 0);
+    if (rc != 0) {
+        rc = set_why(why, whysz, "cannot load key", kname, rc);
+        goto fail;
+    }
+    if ((rc = mbedtls_pk_check_pair(&k->crt.pk, &k->key)) != 0) {
+        char e[128];
+        mbed_err(rc, e, sizeof(e));
+        snprintf(why, whysz, "the key %s does not belong to the certificate %s (%s)", kname, cname, e);
+        rc = -EINVAL;
+        goto fail;
+    }
+    if (mbedtls_x509_time_is_past(&k->crt.valid_to) || mbedtls_x509_time_is_future(&k->crt.valid_from)) {
+        char info[300];
+        crt_info(&k->crt, info, sizeof(info));
+        if (strict) {
+            snprintf(why, whysz, "the certificate %s is %s (%s)", cname,
+                     mbedtls_x509_time_is_past(&k->crt.valid_to) ? "expired" : "not valid yet", info);
+            rc = -EINVAL;
+            goto fail;
+        }
+        IM_LOG(IM_LOG_WARN, "dp", "TLS listener: the certificate %s is %s (%s)", cname,
+               mbedtls_x509_time_is_past(&k->crt.valid_to) ? "expired" : "not valid yet", info);
+    }
+    rc = conf_common(t, &k->conf, MBEDTLS_SSL_IS_SERVER);
+    if (!rc) {
+        mbedtls_ssl_conf_ciphersuites(&k->conf, dp_tls_server_suites);
+        rc = mbedtls_ssl_conf_own_cert(&k->conf, &k->crt, &k->key);
+    }
+    if (rc) {
+        rc = set_why(why, whysz, "certificate and key do not fit", kname, rc);
+        goto fail;
+    }
+    *out = k;
+    return 0;
+fail:
+    conf_unref(k);
+    return rc;
+}
+
 int dp_tls_ctx_new(struct dp_worker *w, const struct dp_worker_cfg *cfg, char *why, size_t whysz)
 {
     struct dp_tls_ctx *t = calloc(1, sizeof(*t));
@@ -98,11 +249,6 @@ int dp_tls_ctx_new(struct dp_worker *w, const struct dp_worker_cfg *cfg, char *w
     w->tls = t;
     mbedtls_entropy_init(&t->entropy);
     mbedtls_ctr_drbg_init(&t->drbg);
-    mbedtls_x509_crt_init(&t->ca);
-    mbedtls_ssl_config_init(&t->cli);
-    mbedtls_x509_crt_init(&t->srv_crt);
-    mbedtls_pk_init(&t->srv_key);
-    mbedtls_ssl_config_init(&t->srv);
 
     char pers[32];
     snprintf(pers, sizeof(pers), "imfuse-dp-%u-%ld", cfg->id, (long)getpid());
@@ -114,45 +260,18 @@ int dp_tls_ctx_new(struct dp_worker *w, const struct dp_worker_cfg *cfg, char *w
         snprintf(why, whysz, "cannot seed the TLS random generator: %s", e);
         return -EIO;
     }
-
-    const char *ca = cfg->ca_file ? cfg->ca_file : DP_SYSTEM_CA;
-    rc = mbedtls_x509_crt_parse_file(&t->ca, ca);
-    /* A positive count means some certificates of a bundle did not parse: the rest serve. */
-    if (rc < 0 || t->ca.version == 0) {
-        if (cfg->ca_file)
-            return set_why(why, whysz, "cannot load CA file", ca, rc < 0 ? rc : -1);
-        char e[64];
-        mbed_err(rc < 0 ? rc : -1, e, sizeof(e));
-        snprintf(t->ca_why, sizeof(t->ca_why), "no trusted CA certificates (%s: %s)", ca, e);
-    } else {
-        t->have_ca = true;
-    }
-
-    rc = conf_common(t, &t->cli, MBEDTLS_SSL_IS_CLIENT);
+    rc = conf_client(t, cfg->ca_file ? cfg->ca_file : DP_SYSTEM_CA, !cfg->ca_file, NULL, 0, NULL, &t->cli,
+                     why, whysz);
     if (rc)
-        return set_why(why, whysz, "TLS client config", "", rc);
-    mbedtls_ssl_conf_authmode(&t->cli, MBEDTLS_SSL_VERIFY_REQUIRED);
-    mbedtls_ssl_conf_ca_chain(&t->cli, &t->ca, NULL);
-
+        return rc;
     if (cfg->tls_cert || cfg->tls_key) {
         if (!cfg->tls_cert || !cfg->tls_key) {
             snprintf(why, whysz, "a TLS listener needs both a certificate and a key");
             return -EINVAL;
         }
-        rc = mbedtls_x509_crt_parse_file(&t->srv_crt, cfg->tls_cert);
-        if (rc != 0)
-            return set_why(why, whysz, "cannot load certificate", cfg->tls_cert, rc < 0 ? rc : -1);
-        rc = mbedtls_pk_parse_keyfile(&t->srv_key, cfg->tls_key, NULL);
-        if (rc != 0)
-            return set_why(why, whysz, "cannot load key", cfg->tls_key, rc);
-        rc = conf_common(t, &t->srv, MBEDTLS_SSL_IS_SERVER);
-        if (!rc) {
-            mbedtls_ssl_conf_ciphersuites(&t->srv, dp_tls_server_suites);
-            rc = mbedtls_ssl_conf_own_cert(&t->srv, &t->srv_crt, &t->srv_key);
-        }
+        rc = conf_server(t, cfg->tls_cert, cfg->tls_key, NULL, 0, NULL, 0, NULL, NULL, false, &t->srv, why, whysz);
         if (rc)
-            return set_why(why, whysz, "certificate and key do not fit", cfg->tls_key, rc);
-        t->have_srv = true;
+            return rc;
     }
     return 0;
 }
@@ -162,11 +281,8 @@ void dp_tls_ctx_free(struct dp_worker *w)
     struct dp_tls_ctx *t = w->tls;
     if (!t)
         return;
-    mbedtls_ssl_config_free(&t->srv);
-    mbedtls_pk_free(&t->srv_key);
-    mbedtls_x509_crt_free(&t->srv_crt);
-    mbedtls_ssl_config_free(&t->cli);
-    mbedtls_x509_crt_free(&t->ca);
+    conf_unref(t->srv);
+    conf_unref(t->cli);
     mbedtls_ctr_drbg_free(&t->drbg);
     mbedtls_entropy_free(&t->entropy);
     free(t);
@@ -175,7 +291,42 @@ void dp_tls_ctx_free(struct dp_worker *w)
 
 bool dp_tls_have_server(const struct dp_worker *w)
 {
-    return w->tls && w->tls->have_srv;
+    return w->tls && w->tls->srv;
+}
+
+int dp_worker_tls_reload(struct dp_worker *w, const struct dp_tls_material *m, char *info, size_t infosz,
+                         char *why, size_t whysz)
+{
+    struct dp_tls_ctx *t = w->tls;
+    struct dp_tls_conf *cli = NULL, *srv = NULL;
+    size_t off = 0;
+    int rc;
+
+    info[0] = '\0';
+    if (m->ca && (rc = conf_client(t, NULL, false, m->ca, m->ca_len, m->ca_name, &cli, why, whysz)) < 0)
+        return rc;
+    if (m->cert && (rc = conf_server(t, NULL, NULL, m->cert, m->cert_len, m->key, m->key_len, m->cert_name,
+                                     m->key_name, true, &srv, why, whysz)) < 0) {
+        conf_unref(cli);
+        return rc;
+    }
+    /* Both built: new connections take them, old ones keep theirs. */
+    if (cli) {
+        unsigned n = 0;
+        for (const mbedtls_x509_crt *c = &cli->crt; c && c->version; c = c->next)
+            n++;
+        off += (size_t)snprintf(info + off, infosz - off, "CA chain: %u certificates", n);
+        conf_unref(t->cli);
+        t->cli = cli;
+    }
+    if (srv && off < infosz) {
+        char ci[300];
+        crt_info(&srv->crt, ci, sizeof(ci));
+        snprintf(info + off, infosz - off, "%scertificate %s", off ? "; " : "", ci);
+        conf_unref(t->srv);
+        t->srv = srv;
+    }
+    return 0;
 }
 
 /* ---- BIO over the connection's queues ---------------------------------------- */
@@ -199,12 +350,13 @@ static int bio_recv(void *ctx, unsigned char *buf, size_t len)
 int dp_tls_attach(struct dp_conn *c, bool server, const char *name)
 {
     struct dp_tls_ctx *t = c->w->tls;
-    if (server && !t->have_srv) {
+    struct dp_tls_conf *k = server ? t->srv : t->cli;
+    if (server && !k) {
         snprintf(c->detail, sizeof(c->detail), "no server certificate configured");
         return -EINVAL;
     }
-    if (!server && !t->have_ca) {
-        snprintf(c->detail, sizeof(c->detail), "%s", t->ca_why);
+    if (!server && !k->have_ca) {
+        snprintf(c->detail, sizeof(c->detail), "%s", k->ca_why);
         return -IM_ETLS;
     }
     struct dp_tls *s = calloc(1, sizeof(*s));
@@ -213,7 +365,7 @@ int dp_tls_attach(struct dp_conn *c, bool server, const char *name)
         return -ENOMEM;
     }
     mbedtls_ssl_init(&s->ssl);
-    int rc = mbedtls_ssl_setup(&s->ssl, server ? &t->srv : &t->cli);
+    int rc = mbedtls_ssl_setup(&s->ssl, &k->conf);
     if (!rc && !server) {
         snprintf(s->name, sizeof(s->name), "%s", name);
         rc = mbedtls_ssl_set_hostname(&s->ssl, name);
@@ -227,6 +379,8 @@ int dp_tls_attach(struct dp_conn *c, bool server, const char *name)
         return -IM_ETLS;
     }
     mbedtls_ssl_set_bio(&s->ssl, c, bio_send, bio_recv, NULL);
+    s->conf = k;
+    k->refs++;
     c->tls = s;
     return 0;
 }
@@ -237,6 +391,7 @@ void dp_tls_detach(struct dp_conn *c)
     if (!s)
         return;
     mbedtls_ssl_free(&s->ssl);
+    conf_unref(s->conf);
     dp_chain_clear(c->w, &s->in);
     free(s);
     c->tls = NULL;

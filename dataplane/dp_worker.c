@@ -216,6 +216,8 @@ void dp_worker_stats(const struct dp_worker *w, struct dp_stats *out)
     DP_LOAD(tcp_retransmits);
     DP_LOAD(tcp_refused);
     DP_LOAD(tcp_drops);
+    DP_LOAD(io_port_down);
+    DP_LOAD(io_port_downs);
 #undef DP_LOAD
 }
 
@@ -246,6 +248,8 @@ void dp_stats_add(struct dp_stats *a, const struct dp_stats *b)
     a->tcp_retransmits += b->tcp_retransmits;
     a->tcp_refused += b->tcp_refused;
     a->tcp_drops += b->tcp_drops;
+    a->io_port_down += b->io_port_down;
+    a->io_port_downs += b->io_port_downs;
 }
 
 /* ---- listeners ------------------------------------------------------------ */

@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdbool.h>
 
 #include "im_clock.h"
 
@@ -63,5 +64,26 @@ uint64_t dp_worker_now(const struct dp_worker *w);
  * (input arrives in the middle of a loop turn, after its wait). */
 struct im_time dp_worker_time(const struct dp_worker *w);
 unsigned dp_worker_id(const struct dp_worker *w);
+
+/* New TLS material (file contents: PEM with a terminating NUL counted in
+ * the length, or DER); a NULL pointer keeps what is loaded. */
+struct dp_tls_material {
+    const uint8_t *ca;          /* the CA chain outbound connections verify against */
+    size_t ca_len;
+    const uint8_t *cert, *key;  /* the TLS listener's chain and key (both or neither) */
+    size_t cert_len, key_len;
+    const char *ca_name, *cert_name, *key_name;    /* the files' names, for messages (NULL: none) */
+};
+
+/*
+ * Swap the worker's TLS configurations (on the worker's thread only: the
+ * relay's DPM_TLS_RELOAD).  New connections use the new ones; established
+ * ones finish on theirs.  A certificate is refused when it does not parse,
+ * its key does not fit, or it is expired or not valid yet.  Returns 0 with
+ * what is loaded now in info ("certificate CN=a.test, valid until ..."), or
+ * negative with why, and then nothing changed.
+ */
+int dp_worker_tls_reload(struct dp_worker *w, const struct dp_tls_material *m, char *info, size_t infosz,
+                         char *why, size_t whysz);
 
 #endif

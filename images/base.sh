@@ -1,8 +1,15 @@
 #!/bin/sh
 # images/base.sh OUT.tar - build the appliance's base root: Debian 12 from
 # mmdebstrap with the packages of images/packages, as a tar (needs root).
-# images/build.sh caches the result keyed on this file, the package list and
-# the week (the mirror moves), so it runs only on a cold cache (~4-5 min).
+# images/base-cached.sh caches the result keyed on this file, the package
+# list and the week (the mirror moves), so it runs only on a cold cache.
+#
+# Where a cold build's time went (dpkg.log of one on this 2-core machine,
+# loaded by other builds): of 535 s of dpkg, 466 s made the initramfs twice
+# (the kernel's postinst, then initramfs-tools' trigger), each compressed
+# with gzip -9 (zstd is not in the root).  So update-initramfs is diverted
+# to a no-op while the packages install and runs once at the end, at level
+# 1: 41 MB instead of 37 MB, and the whole base in 378 s instead of 840 s.
 set -euf     # -f: the path patterns below are dpkg's, not the shell's
 [ $# -eq 1 ] || { echo "usage: images/base.sh OUT.tar" >&2; exit 64; }
 here=$(cd "$(dirname "$0")" && pwd)
@@ -38,7 +45,12 @@ fi
 # shellcheck disable=SC2086
 exec mmdebstrap --variant=apt --format=tar --include="$pkgs" \
     --hook-dir=/usr/share/mmdebstrap/hooks/eatmydata \
-    --setup-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" && echo FSTYPE=ext4 >"$1/etc/initramfs-tools/conf.d/imfuse-root"' \
+    --setup-hook='mkdir -p "$1/etc/initramfs-tools/conf.d" && printf "FSTYPE=ext4\nCOMPRESSLEVEL=1\n" >"$1/etc/initramfs-tools/conf.d/imfuse-root"' \
+    --essential-hook='chroot "$1" dpkg-divert --quiet --local --rename --add /usr/sbin/update-initramfs &&
+        printf "#!/bin/sh\nexit 0\n" >"$1/usr/sbin/update-initramfs" && chmod 0755 "$1/usr/sbin/update-initramfs"' \
+    --customize-hook='rm "$1/usr/sbin/update-initramfs" &&
+        chroot "$1" dpkg-divert --quiet --local --rename --remove /usr/sbin/update-initramfs &&
+        chroot "$1" update-initramfs -c -k all' \
     --dpkgopt='path-exclude=/usr/share/doc/*' --dpkgopt='path-include=/usr/share/doc/*/copyright' \
     --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/locale/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' $nomods \

@@ -2,8 +2,9 @@
 # images/build.sh - make image: the appliance's disk image in build/image/:
 #   root.img     ext4 root file system, label imfuse-root
 #   vmlinuz, initrd.img   its kernel and initramfs (also in its /boot)
-# Debian 12 from images/base.sh (cached in /var/tmp/imfuse-image, keyed on
-# the package list, base.sh and the week), the project's .deb (make deb)
+# Debian 12 from images/base.sh (images/base-cached.sh: cached in
+# /var/tmp/imfuse-image, keyed on the package list, base.sh and the week,
+# shared with the package test), the project's .deb (make deb)
 # installed with dpkg, the overlay of images/overlay/ (fstab, host name,
 # DHCP on Ethernet ports, the first-boot user step), serial console.
 # Rebuilt only when the base, the .deb or the recipe changed.  Needs root
@@ -23,24 +24,11 @@ mkdir -p "$TMPDIR"
 t0=$(date +%s)
 
 # On a cold cache the base root is built while the .deb is.
-key=$(cat images/packages images/base.sh | sha256sum | cut -c1-16)-$(date +%G-W%V)
-base=$cache/base-$key.tar
-base_pid=
-if [ ! -s "$base" ]; then
-    echo "make image: building the base root $base (a cold cache: a few minutes; log $cache/base.log)" >&2
-    images/base.sh "$base.new" >"$cache/base.log" 2>&1 &
-    base_pid=$!
-fi
+IMFUSE_IMAGE_CACHE=$cache images/base-cached.sh >"$out/base.path" &
+base_pid=$!
 deb=$(./tools/deb.sh | tail -n 1) || deb=
-if [ -n "$base_pid" ]; then
-    if ! wait "$base_pid"; then
-        grep -v '^\./' "$cache/base.log" | tail -n 20 >&2
-        rm -f "$base.new"
-        exit 1
-    fi
-    rm -f "$cache"/base-*.tar
-    mv "$base.new" "$base"
-fi
+wait "$base_pid" || { echo "make image: the base root failed" >&2; exit 1; }
+base=$(cat "$out/base.path")
 [ -f "$deb" ] || { echo "make image: make deb failed" >&2; exit 1; }
 
 stamp=$( (echo "$base"; sha256sum "$deb" images/build.sh; find images/overlay -type f -print0 |

@@ -263,6 +263,7 @@ cli_conn_init(struct cli_conn *c)
 {
     memset(c, 0, sizeof(*c));
     c->fd = -1;
+    c->pass_fd = -1;
     im_buf_init(&c->rx, CL_FRAME_MAX + 4);
 }
 
@@ -406,7 +407,28 @@ static int
 write_all(struct cli_conn *c, const uint8_t *p, size_t n, int64_t deadline)
 {
     while (n > 0) {
-        ssize_t w = send(c->fd, p, n, MSG_NOSIGNAL);
+        ssize_t w;
+        if (c->pass_fd >= 0) {
+            /* the descriptor rides on the frame's first bytes */
+            union {
+                struct cmsghdr h;
+                char buf[CMSG_SPACE(sizeof(int))];
+            } ctl;
+            struct iovec iov = { .iov_base = (void *)p, .iov_len = n };
+            struct msghdr mh = { .msg_iov = &iov, .msg_iovlen = 1, .msg_control = ctl.buf,
+                                 .msg_controllen = sizeof(ctl.buf) };
+            memset(ctl.buf, 0, sizeof(ctl.buf));
+            struct cmsghdr *cm = CMSG_FIRSTHDR(&mh);
+            cm->cmsg_level = SOL_SOCKET;
+            cm->cmsg_type = SCM_RIGHTS;
+            cm->cmsg_len = CMSG_LEN(sizeof(int));
+            memcpy(CMSG_DATA(cm), &c->pass_fd, sizeof(int));
+            w = sendmsg(c->fd, &mh, MSG_NOSIGNAL);
+            if (w > 0)
+                c->pass_fd = -1;        /* the caller still owns and closes it */
+        } else {
+            w = send(c->fd, p, n, MSG_NOSIGNAL);
+        }
         if (w > 0) {
             p += w;
             n -= (size_t)w;

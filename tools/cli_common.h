@@ -115,6 +115,7 @@ struct cli_conn {
     struct im_buf rx;           /* bytes read, at most one frame and its length */
     uint64_t last_id;
     struct cli_frame *ev_head, *ev_tail;
+    int pass_fd;                /* >= 0: sent (SCM_RIGHTS) with the next frame, then -1; not closed here */
 };
 
 void cli_conn_init(struct cli_conn *c);

@@ -13,7 +13,7 @@ version=$(dpkg-parsechangelog -S Version)
 arch=$(dpkg --print-architecture)
 deb=$out/imfuse_${version}_${arch}.deb
 
-# What the package is built from: the sources, the Makefile and its
+# What the package is built from: the sources (common/ and the layers), the Makefile and its
 # module.mk files, debian/, the unit, config and sysusers entry
 # (images/imfuse*), the man pages and the MIBs.  Tests, documents and the
 # image recipe stay out, so editing them does not rebuild the package.
@@ -22,7 +22,7 @@ files() {
         git ls-files -z --cached --others --exclude-standard
     else
         find . -path ./build -prune -o -path ./.git -prune -o -type f -printf '%P\0'
-    fi | grep -zE '^(Makefile|tests/module\.mk|images/imfuse|(controlplane|dataplane|protocols|tools|debian|docs/man|mibs)/)' |
+    fi | grep -zE '^(Makefile|tests/module\.mk|images/imfuse|(common|controlplane|dataplane|protocols|tools|debian|docs/man|mibs)/)' |
         xargs -0 -r sh -c 'for f; do [ -f "$f" ] && printf "%s\0" "$f"; done' sh
 }
 stamp=$(files | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum | cut -c1-32)

@@ -10,12 +10,14 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       dpkg-dev libdpdk-dev dpdk libnl-3-dev libnl-route-3-dev ethtool
       prosody ejabberd python3-msgpack python3-slixmpp
       ngircd inspircd atheme-services python3-irc kamailio kamailio-presence-modules jabberd2
-      libsystemd-dev bitlbee"
-# Packaging, man pages and the appliance image (make deb, make image,
-# images/smoke.sh), installed without their recommendations (qemu's would
-# bring a desktop's worth).
+      libsystemd-dev libsnmp-dev bitlbee"
+# Packaging, man pages, the appliance image (make deb, make image,
+# images/smoke.sh) and the SNMP tests (snmpd as the AgentX master, snmpwalk,
+# snmptrapd, smilint, and erlang-snmp for the IETF base MIB modules Debian
+# does not ship elsewhere), installed without their recommendations (qemu's
+# would bring a desktop's worth).
 OPS_PKGS="debhelper dpkg-dev fakeroot lintian mandoc man-db mmdebstrap eatmydata e2fsprogs systemd
-      qemu-system-x86"
+      qemu-system-x86 snmpd snmp snmptrapd smitools erlang-snmp"
 is_missing() {
     st=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)
     [ "$st" != installed ]

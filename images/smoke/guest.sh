@@ -4,7 +4,8 @@
 # up under systemd (Type=notify: active means READY=1 arrived), keeps the
 # watchdog fed, runs hardened as the imfuse user, answers imfusectl, that
 # the first-boot step created the seeded user, that this user can log in as
-# a client, and that imfused stops cleanly.  Every check is printed on the
+# a client, that systemctl reload applies a config change, and that imfused
+# stops cleanly.  Every check is printed on the
 # console, then the marker "IMFUSE-SMOKE: PASS" (or FAIL), then power off.
 set -u
 SEED_USER=smoke
@@ -65,6 +66,24 @@ check "the watchdog timestamp moved ($wd1 -> $(prop imfused WatchdogTimestampMon
     sh -c "[ \"\$(systemctl show -P WatchdogTimestampMonotonic imfused)\" -gt $wd1 ]"
 rm -f /run/systemd/system/imfused.service.d/smoke-watchdog.conf
 systemctl daemon-reload
+
+# systemctl reload (ExecReload: SIGHUP): open registration switched on in
+# the config file, applied without a restart, said in the journal
+pid=$(prop imfused MainPID)
+cp /etc/imfuse/imfused.conf /run/imfused.conf.orig
+echo 'open-registration = true' >>/etc/imfuse/imfused.conf
+systemctl reload imfused
+check "systemctl reload: the same process, still active ($pid)" \
+    is "$(prop imfused MainPID)/$(prop imfused ActiveState)" "$pid/active"
+sleep 1
+check "the journal says what the reload changed" \
+    sh -c 'journalctl -b -u imfused -o cat | grep -q "reload: open-registration: false -> true"'
+check "a client registers a user now (open registration on)" \
+    env IMFUSE_PASSWORD='reg pass' imfuse -u smoke2 register
+check "imfusectl config: open-registration = true, from the config file" \
+    sh -c 'imfusectl config | grep -q "^open-registration *= true *# /etc/imfuse/imfused.conf line"'
+cp /run/imfused.conf.orig /etc/imfuse/imfused.conf
+check "imfusectl reload: back off" sh -c 'imfusectl reload | grep -q "open-registration: true -> false"'
 
 # a clean stop
 systemctl stop imfused

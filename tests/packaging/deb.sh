@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The Debian package (make deb): lintian finds no error or warning, and in
-# a fresh Debian 12 root (mmdebstrap --variant=apt, nothing else) it
-# installs with "apt install ./imfuse_*.deb" (its dependencies come from
-# the archive), creates the imfuse user, enables the unit, runs - imfused
-# --version, and imfused as that user serving imfusectl on the packaged
-# config's control socket - and purges without a trace.
-# Needs root, mmdebstrap and the Debian archive; the fresh root is cached
-# for a week in /var/tmp/imfuse-fresh-root.  Bounded by timeouts.
+# a fresh Debian 12 root it installs with "apt install ./imfuse_*.deb"
+# (apt resolves its dependencies from the archive), creates the imfuse
+# user, enables the unit, runs - imfused --version, and imfused as that
+# user serving imfusectl on the packaged config's control socket - and
+# purges without a trace.  The fresh root is a copy of the appliance
+# image's base root (images/base-cached.sh: mmdebstrap --variant=apt of
+# bookworm with the kernel, systemd and the runtime libraries, no imfuse),
+# so a cold machine builds one root for this test and the image.
+# Needs root, mmdebstrap and the Debian archive.  Bounded by timeouts.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top" || exit 2
@@ -28,25 +30,10 @@ out=$(grep -v '^running with root privileges' "$top/build/deb/lintian.log")
     fail "lintian (rc $rc): $out"
 [ -n "$out" ] && echo "$out" | sed 's/^/    /'
 
-# The fresh root: what "a fresh machine" has.  Cached per week (the
-# archive moves) and per recipe (this line).
-recipe="mmdebstrap --variant=apt --format=tar bookworm"
-cache=/var/tmp/imfuse-fresh-root
-key=$(echo "$recipe" | sha256sum | cut -c1-12)-$(date +%G-W%V)
-tar=$cache/bookworm-$key.tar
-mkdir -p "$cache"
-if [ ! -s "$tar" ]; then
-    echo "building a fresh bookworm root (cached in $cache)"
-    src=()
-    [ -f /etc/apt/sources.list.d/debian.sources ] && src=(/etc/apt/sources.list.d/debian.sources)
-    if ! timeout 900 $recipe "$tar.new" "${src[@]}" </dev/null >"$cache/mmdebstrap.log" 2>&1; then
-        tail -20 "$cache/mmdebstrap.log"; rm -f "$tar.new"; exit 1
-    fi
-    rm -f "$cache"/bookworm-*.tar
-    mv "$tar.new" "$tar"
-fi
-
-root=$(mktemp -d /var/tmp/imfuse-fresh-root/root.XXXXXX)
+# The fresh root: a copy of the image's base root (built when the cache is cold).
+tar=$(timeout 1800 ./images/base-cached.sh) || { echo "FAIL - the base root (images/base-cached.sh)"; exit 1; }
+ok "a fresh Debian 12 root: $tar"
+root=$(mktemp -d /var/tmp/imfuse-deb-root.XXXXXX)
 cleanup() { rm -rf "$root"; }
 trap cleanup EXIT
 tar -C "$root" -xf "$tar"

@@ -23,7 +23,8 @@ usr/local/sbin/imfused
 usr/local/share/man/man1/imfuse.1
 usr/local/share/man/man5/imfused.conf.5
 usr/local/share/man/man8/imfusectl.8
-usr/local/share/man/man8/imfused.8"
+usr/local/share/man/man8/imfused.8
+usr/local/share/snmp/mibs/IMFUSE-MIB.txt"
 got=$(cd "$work/local" && find . -type f | sed 's|^\./||' | LC_ALL=C sort)
 [ "$got" = "$want" ] && ok "PREFIX=/usr/local (the default): the expected files" ||
     fail "PREFIX=/usr/local files: $(diff <(echo "$want") <(echo "$got") | grep '^[<>]' | tr '\n' ' ')"

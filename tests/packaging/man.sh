@@ -29,16 +29,17 @@ done
 # Every option a page's OPTIONS section lists is one the binary accepts:
 # "BINARY OPTION VALUE --help" prints the help (exit 0) only when OPTION is
 # known, else it exits 64.  A value always follows (word, number or size),
-# so that no option can swallow the --help and start the daemon; run in a
+# so that no option can swallow the --help and start the daemon (2000 fits
+# every ranged number: dpdk-mtu, dpdk-mbufs); run in a
 # scratch directory under a timeout all the same.
 scratch=$(mktemp -d /tmp/imfuse-man.XXXXXX)
 trap 'rm -rf "$scratch"' EXIT
 no_such_options() {  # BINARY PAGE
     local o v known
     for o in $(text "$2" | sed -n '/^OPTIONS/,/^[A-Z]/p' | grep -E '^ {7}-' |
-               grep -oE -- '--?[a-zA-Z][a-z-]*' | sort -u); do
+               grep -oE -- '(^|[ [])--?[a-zA-Z][a-z-]*' | sed 's/^[ []*//' | sort -u); do
         known=0
-        for v in x 1 1G; do
+        for v in x 1 1G 2000; do
             (cd "$scratch" && timeout 10 "$top/$bin/$1" "$o" "$v" --help) >/dev/null 2>&1 </dev/null &&
                 { known=1; break; }
         done
@@ -65,7 +66,7 @@ ok "imfused(8) and imfused.conf(5) match imfused --help ($(wc -w <<<"$opts") opt
 # imfusectl and imfuse: commands in --help <-> their pages
 check_cmds() {  # BINARY PAGE
     local prog=$1 pg=$2 cmds t c n=0
-    cmds=$("$bin/$prog" --help | sed -n '/^commands:/,/^[A-Z]/s/^  \([a-z][a-z-]*\( [a-z]*\)\?\).*/\1/p')
+    cmds=$("$bin/$prog" --help | sed -n '/^commands:/,/^[A-Z]/s/^  \([a-z][a-z-]*\( [a-z][a-z]*\)\?\).*/\1/p')
     t=$(text "$pg")
     while read -r c; do
         [ -z "$c" ] && continue

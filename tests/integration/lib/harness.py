@@ -164,14 +164,16 @@ class JsonPeer:
 class Daemon:
     """imfused on the appliance address (testenv.py) and port, started under
     APPLIANCE_WRAP, its data and control socket under work.
-    listen_tls=(port, certfile, keyfile) adds the TLS client listener."""
+    listen_tls=(port, certfile, keyfile) adds the TLS client listener;
+    extra: more flags (e.g. ["--snmp-agentx", SOCKET])."""
 
-    def __init__(self, work, port, cafile=None, listen_tls=None):
+    def __init__(self, work, port, cafile=None, listen_tls=None, extra=()):
         self.data = os.path.join(work, "var")
         self.ctl = os.path.join(self.data, "imfused.sock")
         self.port = port
         self.cafile = cafile
         self.listen_tls = listen_tls
+        self.extra = list(extra)
         self.logpath = os.path.join(work, "imfused.log")
         self.p = None
 
@@ -185,6 +187,7 @@ class Daemon:
         if self.listen_tls:
             port, cert, key = self.listen_tls
             argv += ["--listen-tls", hostport(APPLIANCE_ADDR, port), "--tls-cert", cert, "--tls-key", key]
+        argv += self.extra
         self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
         procs.append(self.p)

@@ -319,6 +319,88 @@ T_TEST(dpdk_bad_values)
     T_ASSERT(strstr(why, "dpdk-port"));
 }
 
+struct seen {
+    char val[3][128], origin[3][256];
+};
+
+static void
+seen_key(void *ud, const char *key, const char *value, const char *origin)
+{
+    struct seen *s = ud;
+    int i = !strcmp(key, "log-level") ? 0 : !strcmp(key, "listen") ? 1 : !strcmp(key, "store-map-size") ? 2 : -1;
+    if (i < 0)
+        return;
+    snprintf(s->val[i], sizeof(s->val[i]), "%s", value);
+    snprintf(s->origin[i], sizeof(s->origin[i]), "%s", origin);
+}
+
+/* imfusectl config: each key's value and where it comes from; a reload
+ * reads the same command line and the file as it is now; runtime changes
+ * say so; the operations keys. */
+T_TEST(origins_and_reread)
+{
+    struct cp_config c, n;
+    struct seen s;
+    char why[512], val[64];
+    char *path = write_conf("# x\nlog-level = warn\nstore-map-size = 2048M\n");
+    char *argv[] = { "imfused", "--config", path, "--listen", "127.0.0.1:9", NULL };
+    T_EQ_INT(parse(&c, why, 5, argv), 0);
+    memset(&s, 0, sizeof(s));
+    cp_config_each(&c, seen_key, &s);
+    T_EQ_STR(s.val[0], "warn");
+    T_ASSERT(strstr(s.origin[0], path) && strstr(s.origin[0], "line 2"));
+    T_EQ_STR(s.val[1], "127.0.0.1:9");
+    T_EQ_STR(s.origin[1], "command line");
+    T_EQ_STR(s.val[2], "2G");                  /* the largest exact suffix */
+    T_ASSERT(cp_config_value(&c, "account-storm", val, sizeof(val)));
+    T_EQ_STR(val, "50");                       /* the default */
+    T_ASSERT(!cp_config_value(&c, "nope", val, sizeof(val)));
+
+    /* the file changes; the flag still wins */
+    FILE *f = fopen(path, "w");
+    fputs("log-level = debug\nlisten = 0.0.0.0:1\naccount-storm = 7\n", f);
+    fclose(f);
+    T_EQ_INT(cp_config_reread(&c, &n, why, sizeof(why)), 0);
+    T_EQ_STR(n.log_level, "debug");
+    T_EQ_STR(n.listen, "127.0.0.1:9");
+    T_EQ_INT(n.account_storm, 7);
+    cp_config_take(&c, &n, "log-level");
+    cp_config_take(&c, &n, "account-storm");
+    T_EQ_STR(c.log_level, "debug");
+    T_EQ_INT(c.account_storm, 7);
+    T_EQ_STR(n.log_level, "warn");             /* swapped: n frees the old value */
+    cp_config_free(&n);
+    memset(&s, 0, sizeof(s));
+    cp_config_each(&c, seen_key, &s);
+    T_ASSERT(strstr(s.origin[0], "line 1"));
+
+    T_EQ_INT(cp_config_set(&c, "log-level", "error", why, sizeof(why)), 0);
+    cp_config_each(&c, seen_key, &s);
+    T_EQ_STR(s.val[0], "error");
+    T_ASSERT(strstr(s.origin[0], "while running"));
+    T_ASSERT(cp_config_set(&c, "account-storm", "0", why, sizeof(why)) < 0);
+    T_ASSERT(strstr(why, "account-storm"));
+    T_ASSERT(cp_config_set(&c, "bogus", "1", why, sizeof(why)) < 0);
+
+    /* a broken file: the reread says which line, and nothing is left to free */
+    f = fopen(path, "w");
+    fputs("log-level = loud\n", f);
+    fclose(f);
+    T_ASSERT(cp_config_reread(&c, &n, why, sizeof(why)) < 0);
+    T_ASSERT(strstr(why, "line 1") && strstr(why, "log-level"));
+    cp_config_free(&c);
+    unlink(path);
+
+    char *argv2[] = { "imfused", "--snmp-agentx", "/run/agentx/master", "--account-storm", "1000001", NULL };
+    T_ASSERT(parse(&c, why, 5, argv2) < 0);
+    T_ASSERT(strstr(why, "account-storm"));
+    argv2[4] = "3";
+    T_EQ_INT(parse(&c, why, 5, argv2), 0);
+    T_EQ_STR(c.snmp_agentx, "/run/agentx/master");
+    T_EQ_INT(c.account_storm, 3);
+    cp_config_free(&c);
+}
+
 /* The client connection limits: defaults, 0 where it means off, the file, bounds. */
 T_TEST(client_limits)
 {
@@ -370,4 +452,5 @@ T_TEST(client_limits)
 
 T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(file_long_line),
        T_RUN(shipped_config), T_RUN(store_map_size),
-       T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values), T_RUN(client_limits))
+       T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values), T_RUN(client_limits),
+       T_RUN(origins_and_reread))

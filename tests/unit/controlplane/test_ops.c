@@ -50,17 +50,60 @@ T_TEST(op_rules)
             T_EQ_INT(cl_ops[i].login, CL_LOGIN_REQUIRED);
 }
 
+/* Every row the daemon serves has a handler, a LOCAL row is no op; the
+ * argument lists are well formed (required positionals first, flags are
+ * options, choices only on values), and the synopsis spells them. */
 T_TEST(ctl_table)
 {
     for (unsigned i = 0; i < CL_CTL__COUNT; i++) {
         const struct cl_ctl_cmd *cmd = &cl_ctl_cmds[i];
         T_EQ_UINT(cmd->id, i);
-        T_ASSERT(cmd->op && cmd->words && cmd->help);
+        T_ASSERT(cmd->words && cmd->help);
+        if (cmd->flags & CL_CTL_LOCAL) {
+            T_ASSERT(!cmd->op);
+            T_ASSERT(!cp_rpc_serves(cmd->id));
+            continue;
+        }
+        T_ASSERT(cmd->op);
+        T_ASSERT(cp_rpc_serves(cmd->id));
         T_ASSERT(cl_ctl_find((struct im_str){ cmd->op, (uint32_t)strlen(cmd->op) }) == cmd);
-        if (cmd->flags & CL_CTL_ARG_PASSWORD)
-            T_ASSERT(cmd->flags & CL_CTL_ARG_NAME);
+        bool optional_seen = false;
+        for (unsigned k = 0; k < CL_CTL_ARGS_MAX && cmd->args[k].key; k++) {
+            const struct cl_ctl_arg *a = &cmd->args[k];
+            if (a->flags & CL_CTL_A_FLAG)
+                T_ASSERT((a->flags & CL_CTL_A_OPTION) && !a->choices && !a->meta);
+            else
+                T_ASSERT(a->meta && *a->meta);
+            if (!(a->flags & CL_CTL_A_OPTION)) {
+                /* a required positional never follows an optional one */
+                T_ASSERT(!optional_seen || (a->flags & CL_CTL_A_OPTIONAL));
+                optional_seen |= (a->flags & CL_CTL_A_OPTIONAL) != 0;
+            }
+        }
+        if (cmd->flags & CL_CTL_PASSWORD)
+            T_ASSERT(cmd->args[0].key && !strcmp(cmd->args[0].key, "name"));
     }
     T_ASSERT(!cl_ctl_find(IM_STR("user")));
+    T_ASSERT(!cl_ctl_find(IM_STR("top")));
+
+    char syn[128];
+    cl_ctl_synopsis(&cl_ctl_cmds[CL_CTL_ACCOUNTS], syn, sizeof(syn));
+    T_EQ_STR(syn, "accounts [NAME] [--state S]");
+    cl_ctl_synopsis(&cl_ctl_cmds[CL_CTL_TOP], syn, sizeof(syn));
+    T_EQ_STR(syn, "top [--once] [--interval SECONDS]");
+    cl_ctl_synopsis(&cl_ctl_cmds[CL_CTL_USER_ADD], syn, sizeof(syn));
+    T_EQ_STR(syn, "user add NAME");
+    T_ASSERT(cl_ctl_synopsis(&cl_ctl_cmds[CL_CTL_ACCOUNTS], syn, 10) > 10);   /* cut, NUL-terminated */
+    T_EQ_STR(syn, "accounts ");
+
+    const char *states = cl_ctl_cmds[CL_CTL_ACCOUNTS].args[1].choices;
+    T_ASSERT(cl_ctl_choice_ok(states, "auth_failed", 11));
+    T_ASSERT(cl_ctl_choice_ok(states, "online", 6));
+    T_ASSERT(cl_ctl_choice_ok(states, "error", 5));
+    T_ASSERT(!cl_ctl_choice_ok(states, "onlin", 5));
+    T_ASSERT(!cl_ctl_choice_ok(states, "auth", 4));
+    T_ASSERT(!cl_ctl_choice_ok(states, "", 0));
+    T_ASSERT(cl_ctl_choice_ok(NULL, "anything", 8));
 }
 
 static void
