@@ -242,7 +242,8 @@ cmd_user_hash(struct rpc_req *q, bool passwd)
     j->gen = q->gen;
     j->req_id = q->id;
     im_strlcpy(j->user, buf, sizeof(j->user));
-    cp_auth_submit(q->r->c->auth, j);
+    if (cp_auth_submit(q->r->c->auth, j, NULL) < 0)     /* source "": the operator, never refused */
+        cp_oom(__func__);
 }
 
 static void cmd_user_add(struct rpc_req *q) { cmd_user_hash(q, false); }
@@ -264,6 +265,7 @@ cmd_user_del(struct rpc_req *q)
     struct dp_msg m = { .type = DPM_USER_DEL, .uid = u.uid };
     cp_after_commit(c, &m, NULL);
     cp_state_del_user(c, u.uid);
+    cp_quota_user_del(c, u.uid);
     LOG(IM_LOG_INFO, "operator: user %s deleted", u.name);
     reply_ok(q, true);
 }
@@ -436,7 +438,7 @@ cmd_stats(struct rpc_req *q)
         { "store_commit_failures", c->commit_failures }, { "store_map_size", ss.map_size },
         { "store_pages_used", ss.last_pgno + 1 }, { "store_page_size", ss.page_size },
         { "store_users", ss.users }, { "store_accounts", ss.accounts }, { "store_queued", ss.queued },
-        { "auth_pending", cp_auth_pending(c->auth) },
+        { "auth_pending", cp_auth_pending(c->auth) }, { "auth_jobs", cp_auth_submitted(c->auth) },
         { "dp_oom", st.oom }, { "dp_up_dropped", st.up_dropped },
         { "resolver_lookups", rs.lookups }, { "resolver_cache_hits", rs.cache_hits },
         { "resolver_failures", rs.failures }, { "resolver_pending", rs.pending },
@@ -453,12 +455,36 @@ cmd_stats(struct rpc_req *q)
         { "tcp_open", ws.tcp_open }, { "tcp_retransmits", ws.tcp_retransmits },
         { "tcp_refused", ws.tcp_refused }, { "tcp_drops", ws.tcp_drops },
     };
+    /* The limits (docs/OPERATIONS.md "Limits"): each one's value and how
+     * often it refused something. */
+    const struct cp_config *g = c->cfg;
+    uint64_t queue_full_users = 0;
+    cp_quota_stats(c, &queue_full_users);
+    const struct { const char *k; uint64_t v; } kl[] = {
+        { "max_accounts_per_user", g->max_accounts_per_user }, { "limit_accounts", c->lim.accounts },
+        { "max_sessions", g->max_sessions }, { "limit_sessions", c->lim.sessions },
+        { "max_contacts_per_account", g->max_contacts_per_account }, { "limit_contacts", st.limit_contacts },
+        { "max_unified_members", g->max_unified_members }, { "limit_unified", c->lim.unified },
+        { "max_queued_per_user", g->max_queued_per_user },
+        { "max_queued_bytes_per_user", g->max_queued_bytes_per_user },
+        { "limit_queue_full", c->lim.queue_full }, { "queue_full_users", queue_full_users },
+        { "accounts_paused", st.accounts_paused },
+        { "login_failures_per_address", g->login_failures_per_address }, { "limit_lockout", c->lim.lockout },
+        { "auth_pending_per_address", g->auth_pending_per_address }, { "limit_auth_address", c->lim.auth_source },
+        { "auth_pending_max", g->auth_pending_max }, { "limit_auth_total", c->lim.auth_total },
+        { "register_per_address", g->register_per_address }, { "limit_register", c->lim.register_rate },
+        { "limit_auth_busy", st.limit_auth_busy },
+        { "ratelimit_entries", cp_ratelim_entries(c->rl_user) + cp_ratelim_entries(c->rl_user_src) +
+                               cp_ratelim_entries(c->rl_addr) + cp_ratelim_entries(c->rl_register) },
+    };
     struct cl_enc e;
     ok_head(&e, q->id, 1);
     cl_pack_key(&e, "stats");
-    msgpack_pack_map(&e.pk, (uint32_t)IM_ARRAY_SIZE(kv));
+    msgpack_pack_map(&e.pk, (uint32_t)(IM_ARRAY_SIZE(kv) + IM_ARRAY_SIZE(kl)));
     for (size_t i = 0; i < IM_ARRAY_SIZE(kv); i++)
         cl_pack_kuint(&e, kv[i].k, kv[i].v);
+    for (size_t i = 0; i < IM_ARRAY_SIZE(kl); i++)
+        cl_pack_kuint(&e, kl[i].k, kl[i].v);
     reply_enc(q, &e, false);
 }
 
@@ -590,6 +616,8 @@ conn_close(struct cp_rpc *r, unsigned i)
     struct rpc_conn *k = &r->conns[i];
     if (k->fd >= 0)
         close(k->fd);
+    if (k->rx)
+        im_wipe(k->rx, k->rx_len);
     free(k->rx);
     free(k->tx);
     memset(k, 0, sizeof(*k));
@@ -681,6 +709,7 @@ conn_request(struct cp_rpc *r, unsigned i, const uint8_t *body, uint32_t len)
         cmd_handlers[cmd->id](&q);
     else
         reply_error(r, i, k->gen, true, m.id, CL_ERR_UNSUPPORTED, "unknown command (try help)");
+    cl_msg_wipe(&m);                    /* user add / passwd carry a password */
     cl_msg_free(&m);
 }
 
@@ -720,6 +749,7 @@ conn_read(struct cp_rpc *r, unsigned i)
     }
     memmove(k->rx, k->rx + off, k->rx_len - off);
     k->rx_len -= off;
+    im_wipe(k->rx + k->rx_len, off);    /* what the move left behind (passwords) */
 }
 
 void

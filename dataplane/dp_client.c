@@ -242,10 +242,12 @@ forward(struct dp_client *cl, const struct cl_op *op, uint64_t id, const uint8_t
     memcpy(d, body, len);
     memcpy(d + len, peer, pl + 1);
     dp_chan_send_up(r->ch, &m);
+    if (op->one_at_a_time)
+        cl->auth_busy = true;           /* until its answer comes down */
 }
 
-/* One decoded frame from a client. */
-static void
+/* One decoded frame from a client; returns its op's row (NULL: unknown). */
+static const struct cl_op *
 client_request(struct dp_client *cl, const struct cl_msg *req, const uint8_t *body, uint32_t len)
 {
     const struct cl_op *op = cl_op_find(req->op);
@@ -255,20 +257,27 @@ client_request(struct dp_client *cl, const struct cl_msg *req, const uint8_t *bo
         snprintf(msg, sizeof(msg), "unknown op \"%.*s\"", (int)(req->op.len > 64 ? 64 : req->op.len),
                  req->op.p);
         dp_client_error(cl, true, req->id, CL_ERR_UNSUPPORTED, msg);
-        return;
+        return NULL;
     }
     if (op->login == CL_LOGIN_FORBIDDEN && cl->user) {
         dp_client_error(cl, true, req->id, CL_ERR_BAD_REQUEST, "already logged in");
-        return;
+        return op;
     }
     if (op->login == CL_LOGIN_REQUIRED && !cl->user) {
         dp_client_error(cl, true, req->id, CL_ERR_NOT_LOGGED_IN, "log in first");
-        return;
+        return op;
+    }
+    if (op->one_at_a_time && cl->auth_busy) {
+        STAT_ADD(cl->r, limit_auth_busy, 1);
+        dp_client_error(cl, true, req->id, CL_ERR_LIMIT,
+                        "a login or register is in progress on this connection: one at a time");
+        return op;
     }
     if (op->plane == CL_PLANE_DATA)
         dp_op_handlers[op->id](cl, req);
     else
         forward(cl, op, req->id, body, len);
+    return op;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -280,6 +289,7 @@ client_process(struct dp_client *cl)
 {
     struct dp_relay *r = cl->r;
     size_t off = 0;
+    bool secret = false;                /* a frame with a password was consumed */
 
     while (!cl->closing) {
         const uint8_t *body;
@@ -316,13 +326,19 @@ client_process(struct dp_client *cl)
             dp_client_close(cl);
             return;
         }
-        client_request(cl, &req, body, blen);
+        const struct cl_op *op = client_request(cl, &req, body, blen);
+        if (op && op->secret) {
+            cl_msg_wipe(&req);
+            secret = true;
+        }
         cl_msg_free(&req);
         off += (size_t)n;
     }
     if (off) {
         memmove(cl->rx, cl->rx + off, cl->rx_len - off);
         cl->rx_len -= off;
+        if (secret)
+            im_wipe(cl->rx + cl->rx_len, off);  /* what the move left behind */
     }
 }
 
@@ -344,12 +360,19 @@ cl_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
             dp_client_close(cl);
             return;
         }
-        uint8_t *nb = realloc(cl->rx, cap);
+        /* not realloc: the old buffer may hold part of a password */
+        uint8_t *nb = malloc(cap);
         if (!nb) {
             dp_relay_oom(cl->r, "client receive buffer");
             dp_client_error(cl, false, 0, CL_ERR_INTERNAL, "out of memory");
             dp_client_close(cl);
             return;
+        }
+        if (cl->rx_len)
+            memcpy(nb, cl->rx, cl->rx_len);
+        if (cl->rx) {
+            im_wipe(cl->rx, cl->rx_len);
+            free(cl->rx);
         }
         cl->rx = nb;
         cl->rx_cap = cap;
@@ -362,6 +385,8 @@ cl_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
 static void
 client_free(struct dp_client *cl)
 {
+    if (cl->rx)
+        im_wipe(cl->rx, cl->rx_len);    /* a frame cut short may hold a password */
     free(cl->rx);
     free(cl);
 }
@@ -469,6 +494,20 @@ dp_clients_free(struct dp_relay *r)
 /* commands from the controlplane                                            */
 
 void
+dp_client_frame_down(struct dp_relay *r, const struct dp_msg *m)
+{
+    struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
+    if (!cl)
+        return;
+    if (!cl->user)
+        cl->auth_busy = false;          /* before login, the answer to the login or register */
+    if (m->len)
+        dp_client_write(cl, dp_msg_bytes(m), m->len);
+    if (m->type == DPM_CONN_CLOSE)
+        dp_client_close(cl);
+}
+
+void
 dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m)
 {
     struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
@@ -477,10 +516,17 @@ dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m)
     const msgpack_object *unified = NULL;
     const char *why;
 
-    if (!cl || cl->user || dp_msg_decode(m, &pm) < 0)
+    if (cl)
+        cl->auth_busy = false;
+    if (!cl || cl->user)
         return;
+    if (dp_msg_decode(m, &pm) < 0) {
+        dp_client_error(cl, true, m->u.login_ok.req, CL_ERR_INTERNAL, "malformed login from the controlplane");
+        return;
+    }
     if (cl_get_str(&pm.root, "user", 1, 64, &user, &why)) {
         cl_msg_free(&pm);
+        dp_client_error(cl, true, m->u.login_ok.req, CL_ERR_INTERNAL, "malformed login from the controlplane");
         return;
     }
     char name[65];

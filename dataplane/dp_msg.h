@@ -53,7 +53,8 @@ struct cl_enc;
 
 enum dp_msg_type {
     /* ---- controlplane -> dataplane ------------------------------------- */
-    /* conn,gen.  WIRE: a complete client frame to write. */
+    /* conn,gen.  WIRE: a complete client frame to write.  Before login it
+     * is the answer to the connection's login or register in flight. */
     DPM_CONN_SEND = 1,
     /* conn,gen.  WIRE (optional): a last frame; then close the connection. */
     DPM_CONN_CLOSE,
@@ -86,6 +87,10 @@ enum dp_msg_type {
     /* uid, account; u.resolve.  FRAME {addrs:[ip...]} or {error}: the
      * answer to a CPM_RESOLVE with the same seq. */
     DPM_RESOLVED,
+    /* uid; u.queue.  FRAME {detail}: the user's queue of unacknowledged
+     * messages is full (stop reading the user's IM servers; detail says why
+     * in each account's detail) or has room again (full 0: read them). */
+    DPM_QUEUE_FULL,
 
     /* ---- dataplane -> controlplane ------------------------------------- */
     /* conn,gen, uid (0 before login); u.client_req.  REQ. */
@@ -144,6 +149,9 @@ struct dp_msg {
         struct {
             uint64_t seq;       /* the account's request number: a stale answer is dropped */
         } resolve;
+        struct {
+            uint32_t full;      /* 1: full, 0: room again */
+        } queue;
     } u;
     void *data;                 /* a heap payload, or NULL (inline or none) */
     uint8_t inl[DP_MSG_INLINE]; /* an inline payload of len bytes when data is NULL */

@@ -240,14 +240,9 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
 {
     switch ((enum dp_msg_type)m->type) {
     case DPM_CONN_SEND:
-    case DPM_CONN_CLOSE: {
-        struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
-        if (cl && m->len)
-            dp_client_write(cl, dp_msg_bytes(m), m->len);
-        if (cl && m->type == DPM_CONN_CLOSE)
-            dp_client_close(cl);
+    case DPM_CONN_CLOSE:
+        dp_client_frame_down(r, m);
         break;
-    }
     case DPM_LOGIN_OK:
         dp_client_login_ok(r, m);
         break;
@@ -277,6 +272,9 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
         break;
     case DPM_RESOLVED:
         dp_account_resolved(r, m);
+        break;
+    case DPM_QUEUE_FULL:
+        dp_account_queue_full(r, m);
         break;
     case DPM_USER_DEL:
         user_del(r, m->uid);
@@ -333,8 +331,15 @@ dp_relay_new(struct dp_worker *w, struct dp_chan *ch)
     r->w = w;
     r->ch = ch;
     r->rng = im_now_ms() ^ 0x9e3779b97f4a7c15ULL;
+    r->lim.max_contacts = 1000;
     dp_worker_set_hooks(w, relay_poll, relay_tick, r);
     return r;
+}
+
+void
+dp_relay_set_limits(struct dp_relay *r, const struct dp_relay_limits *l)
+{
+    r->lim = *l;
 }
 
 void

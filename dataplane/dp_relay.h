@@ -36,7 +36,10 @@ struct dp_chan;
     X(send_queue_len)       /* outbound messages queued now */ \
     X(clients_dropped)      /* clients closed for not reading their output */ \
     X(oom)                  /* allocations that failed on the fast path */ \
-    X(up_dropped)           /* plane messages not sent up (payload too large or no memory) */
+    X(up_dropped)           /* plane messages not sent up (payload too large or no memory) */ \
+    X(limit_auth_busy)      /* login/register refused: another one in flight on the connection */ \
+    X(limit_contacts)       /* contacts refused or lists cut at max-contacts-per-account */ \
+    X(accounts_paused)      /* accounts not read now: their user's queue is full (gauge) */
 
 /* Counters of one worker, written by it only, read by anyone (relaxed). */
 struct dp_relay_stats {
@@ -57,6 +60,12 @@ int dp_relay_listen(struct dp_relay *r, const char *host, uint16_t port, bool tl
 void dp_relay_stop_listening(struct dp_relay *r);
 /* The port of the n-th listener (0 when there is none): tests listen on port 0. */
 uint16_t dp_relay_listen_port(const struct dp_relay *r, unsigned n);
+
+/* Limits the relay enforces (from the config; set before the worker runs). */
+struct dp_relay_limits {
+    uint32_t max_contacts;              /* max-contacts-per-account, every network */
+};
+void dp_relay_set_limits(struct dp_relay *r, const struct dp_relay_limits *l);
 
 /* Snapshot of the counters (safe from any thread). */
 void dp_relay_stats_read(const struct dp_relay *r, struct dp_relay_stats *out);

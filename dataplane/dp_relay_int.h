@@ -42,6 +42,14 @@
 #define DP_ADDR_MAX         1024        /* bytes of an address the relay copies */
 #define DP_IPS_MAX          8           /* server addresses tried per resolution */
 #define DP_IP_LEN           46          /* an IPv6 literal and its NUL */
+/* What the relay keeps of a contact, so that a full list of
+ * max-contacts-per-account entries always fits one frame
+ * (controlplane/cp_config.h CP_MAX_CONTACTS_CAP): longer addresses are left
+ * out, names cut on a character boundary, groups past the budget dropped. */
+#define DP_CONTACT_ADDR_MAX     255
+#define DP_CONTACT_NAME_MAX     255
+#define DP_CONTACT_GROUPS_MAX   8
+#define DP_CONTACT_GROUP_BYTES  255         /* of all the contact's group names */
 
 struct dp_user;
 struct dp_account;
@@ -57,6 +65,7 @@ struct dp_client {
     size_t rx_len, rx_cap;
     bool closing;
     bool paused;                        /* stopped on a full send queue */
+    bool auth_busy;                     /* a login or register awaits its answer */
 };
 
 /* One entry of an account's contact list. */
@@ -101,6 +110,8 @@ struct dp_user {
     uint32_t n_unified;
     uint8_t *unified_raw;               /* the msgpack array as stored */
     size_t unified_raw_len;
+    bool queue_full;                    /* its queue is full: its IM servers are not read */
+    char queue_detail[256];             /* why, for the accounts' detail */
 };
 
 struct dp_account {
@@ -120,6 +131,7 @@ struct dp_account {
     char detail[256];
     struct dp_contact *contacts;
     uint32_t n_contacts;
+    uint32_t contacts_offered;          /* entries in the list last cut to the cap (0: not cut) */
     /* the server's addresses (IP literals from the controlplane's resolver) */
     char ips[DP_IPS_MAX][DP_IP_LEN];
     uint32_t n_ips, ip_i;               /* tried in order; ip_i == n_ips: resolve again */
@@ -133,6 +145,8 @@ struct dp_account {
     bool tls_pending;
     uint64_t next_try;                  /* mono ms; 0 = not scheduled */
     uint32_t backoff;
+    bool held;                          /* not connected while the user's queue is full */
+    bool read_paused;                   /* its connection is not read (the queue is full) */
     /* ordered send queue: [head, unsent) handed to the session, [unsent, ..) waiting */
     struct dp_out *q_head, *q_tail, *q_unsent;
     uint32_t q_len;
@@ -160,6 +174,7 @@ struct dp_relay {
     uint64_t rng;
     uint64_t *sent;                     /* ids that left this turn: one CPM_OUT_DONE */
     uint32_t n_sent, cap_sent;
+    struct dp_relay_limits lim;
     struct dp_relay_live st;
 };
 
@@ -219,6 +234,8 @@ void dp_client_pause(struct dp_client *cl, bool paused);
 void dp_user_broadcast(struct dp_relay *r, struct dp_user *u, struct cl_enc *e);
 /* DPM_LOGIN_OK, DPM_DELIVER. */
 void dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m);
+/* DPM_CONN_SEND / DPM_CONN_CLOSE: write the frame (and close). */
+void dp_client_frame_down(struct dp_relay *r, const struct dp_msg *m);
 void dp_client_deliver(struct dp_relay *r, const struct dp_msg *m);
 /* Whether the dataplane serves op (the table's DATA rows; for the checks). */
 bool dp_client_serves(enum cl_op_id op);
@@ -240,6 +257,8 @@ void dp_account_tick(struct dp_account *a, uint64_t now);
 void dp_account_detach(struct dp_account *a, bool polite);
 /* Pause cl until a's queue is below DP_QUEUE_RESUME. */
 void dp_account_pause_client(struct dp_account *a, struct dp_client *cl);
+/* DPM_QUEUE_FULL: stop or resume reading the user's IM servers. */
+void dp_account_queue_full(struct dp_relay *r, const struct dp_msg *m);
 /* add_contact / remove_contact. */
 void dp_op_contact(struct dp_client *cl, const struct cl_msg *req, bool add);
 struct dp_contact *dp_contact_find(struct dp_account *a, const char *address);

@@ -420,6 +420,18 @@ cl_get_str(const msgpack_object *map, const char *key, uint32_t minlen, uint32_t
 }
 
 int
+cl_get_text(const msgpack_object *map, const char *key, uint32_t minlen, uint32_t maxlen,
+            struct im_str *out, const char **why)
+{
+    int rc = cl_get_str(map, key, minlen, maxlen, out, why);
+    if (rc == 0 && out->len && memchr(out->p, '\0', out->len)) {
+        *why = "must not contain NUL";
+        return -IM_EINVAL;
+    }
+    return rc;
+}
+
+int
 cl_get_uint(const msgpack_object *map, const char *key, uint64_t *out, const char **why)
 {
     const msgpack_object *v;
@@ -530,10 +542,32 @@ enc_write(void *data, const char *buf, size_t len)
     struct cl_enc *e = data;
     if (e->failed)
         return -1;
-    if (e->buf.size + len > 4 + (size_t)CL_FRAME_MAX + 1 || msgpack_sbuffer_write(&e->buf, buf, len)) {
+    if (e->buf.size + len > 4 + (size_t)CL_FRAME_MAX + 1) {
         e->failed = true;
         return -1;
     }
+    if (e->buf.alloc - e->buf.size < len) {
+        /* Grow by hand, not realloc: the old buffer is wiped before it is
+         * freed (a frame may carry a password). */
+        size_t cap = e->buf.alloc ? e->buf.alloc * 2 : MSGPACK_SBUFFER_INIT_SIZE;
+        while (cap < e->buf.size + len)
+            cap *= 2;
+        char *nb = malloc(cap);
+        if (!nb) {
+            e->failed = true;
+            return -1;
+        }
+        if (e->buf.size)
+            memcpy(nb, e->buf.data, e->buf.size);
+        if (e->buf.data) {
+            im_wipe(e->buf.data, e->buf.size);
+            free(e->buf.data);
+        }
+        e->buf.data = nb;
+        e->buf.alloc = cap;
+    }
+    memcpy(e->buf.data + e->buf.size, buf, len);
+    e->buf.size += len;
     return 0;
 }
 
@@ -590,8 +624,9 @@ void
 cl_enc_free(struct cl_enc *e)
 {
     struct cl_spares *sp;
-    if (e->buf.data && e->buf.alloc <= CL_SPARE_BUF_MAX && (sp = spares()) && !sp->have_buf) {
+    if (e->buf.data)
         im_wipe(e->buf.data, e->buf.size);      /* it may have held a password */
+    if (e->buf.data && e->buf.alloc <= CL_SPARE_BUF_MAX && (sp = spares()) && !sp->have_buf) {
         sp->buf = e->buf.data;
         sp->buf_alloc = e->buf.alloc;
         sp->have_buf = true;

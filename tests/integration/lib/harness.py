@@ -170,15 +170,24 @@ class JsonPeer:
 
 class Daemon:
     """imfused on 127.0.0.1:port, its data and control socket under work.
-    listen_tls=(port, certfile, keyfile) adds the TLS client listener."""
+    listen_tls=(port, certfile, keyfile) adds the TLS client listener;
+    config {key: value} is written to work/imfused.conf and given with
+    --config; extra is more command-line arguments."""
 
-    def __init__(self, work, port, cafile=None, listen_tls=None):
+    def __init__(self, work, port, cafile=None, listen_tls=None, config=None, extra=()):
         self.data = os.path.join(work, "var")
         self.ctl = os.path.join(self.data, "imfused.sock")
         self.port = port
         self.cafile = cafile
         self.listen_tls = listen_tls
         self.logpath = os.path.join(work, "imfused.log")
+        self.conf = None
+        if config:
+            self.conf = os.path.join(work, "imfused.conf")
+            with open(self.conf, "w") as f:
+                for k, v in config.items():
+                    f.write("%s = %s\n" % (k, v))
+        self.extra = list(extra)
         self.p = None
 
     def start(self):
@@ -190,6 +199,9 @@ class Daemon:
         if self.listen_tls:
             port, cert, key = self.listen_tls
             argv += ["--listen-tls", "127.0.0.1:%d" % port, "--tls-cert", cert, "--tls-key", key]
+        if self.conf:
+            argv += ["--config", self.conf]
+        argv += self.extra
         self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
         procs.append(self.p)
@@ -206,3 +218,15 @@ class Daemon:
     def ctl_cmd(self, *args, stdin=None):
         return subprocess.run([os.path.join(BUILD, "imfusectl"), "-s", self.ctl] + list(args),
                               input=stdin, capture_output=True, text=True, timeout=30)
+
+    def stats(self):
+        """imfusectl --json stats, as a dict."""
+        p = self.ctl_cmd("--json", "stats")
+        if p.returncode != 0:
+            raise RuntimeError("imfusectl stats: " + p.stderr)
+        return json.loads(p.stdout)["stats"]
+
+    def add_user(self, name, password):
+        p = self.ctl_cmd("user", "add", name, stdin=password + "\n")
+        if p.returncode != 0:
+            raise RuntimeError("imfusectl user add %s: %s" % (name, p.stderr))

@@ -14,8 +14,9 @@ class ProtocolError(Exception):
 
 
 class Client:
-    def __init__(self, host="127.0.0.1", port=7700, timeout=15.0, tls_ctx=None, tls_name=None):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host="127.0.0.1", port=7700, timeout=15.0, tls_ctx=None, tls_name=None, src=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(src, 0) if src else None)
         if tls_ctx is not None:
             self.sock = tls_ctx.wrap_socket(self.sock, server_hostname=tls_name)
         self.sock.settimeout(timeout)
@@ -32,6 +33,12 @@ class Client:
 
     def send_raw(self, data):
         self.sock.sendall(data)
+
+    @staticmethod
+    def frame(obj):
+        """The bytes of one frame (for pipelining several in one write)."""
+        body = msgpack.packb(obj, use_bin_type=True)
+        return struct.pack(">I", len(body)) + body
 
     def recv_frame(self, timeout=None):
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
