@@ -1061,9 +1061,16 @@ dp_account_queue_full(struct dp_relay *r, const struct dp_msg *m)
     uint64_t now = dp_worker_now(r->w);
     for (struct dp_account *a = u->accounts; a; a = a->unext) {
         if (u->queue_full) {
-            if (a->conn) {
+            if (a->online) {
+                /* the session stays; its server is not read (back-pressure) */
                 account_read_paused(a, true);
                 account_state(a, a->state, u->queue_detail);
+            } else if (a->conn || a->resolving || a->next_try) {
+                /* not logged in yet (or waiting to retry): no session now */
+                dp_account_detach(a, false);
+                a->next_try = 0;
+                a->held = true;
+                account_state(a, IM_ACC_OFFLINE, u->queue_detail);
             }
             continue;
         }
