@@ -2,34 +2,57 @@
 #
 #   make            build/imfused, build/imfusectl, build/imfuse (release, -O2 -g)
 #   make run        deps + build, then the appliance in the foreground (kernel sockets, ./var)
-#   make test       deps + ASan/UBSan build + the whole suite (tests/run)
+#   make test       deps + ASan/UBSan, fuzz and TSan builds + the whole suite (tests/run)
+#   make unit       the unit test binaries and the integration tests' helper programs
 #   make asan       the ASan/UBSan variant in build/asan
+#   make tsan       the ThreadSanitizer variant in build/tsan
 #   make fuzz       libFuzzer targets in build/fuzz
 #   make demo       a local prosody with two demo users beside the appliance
 #   make deps       install the Debian packages the project needs (root; quiet when present)
+#
+# On a fresh machine pkg-config and the libraries exist only once `make deps`
+# has run, inside the same `make deps all` or `make run`.  So nothing here asks
+# pkg-config or the compiler while this file is parsed: those flags are read
+# when a recipe first uses them, and when deps is among the goals (deps, run,
+# test, demo) every build step waits for it, also under -j.
 
 BUILD    ?= build
-CC       ?= cc
 SAN      ?=
 OPT      ?= -O2
+DEPS_SCRIPT ?= ./tools/deps.sh
+RUN_DIR  ?= ./var
 
-PKGS     := lmdb msgpack expat libargon2
-PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
-PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+# System libraries.  mbedTLS 2.28 ships no pkg-config file.
+PKGS      := lmdb msgpack expat libargon2
+TOOL_PKGS := msgpack
+TLS_LIBS  := -lmbedtls -lmbedx509 -lmbedcrypto
+
+# $(call pkg-config,ARGS): what pkg-config prints; a failure stops make with a
+# clear error instead of leaving the flags empty.
+pkg-config = $(shell pkg-config $(1))$(if $(filter 0,$(.SHELLSTATUS)),,$(error \
+    pkg-config $(1) failed: `make deps` installs pkg-config and the libraries))
+
+# Computed at first use (in a recipe), then kept: VAR = $(eval VAR := ...)$(VAR).
+PKG_CFLAGS = $(eval PKG_CFLAGS := $(call pkg-config,--cflags $(PKGS)))$(PKG_CFLAGS)
 # Expat's reparse deferral (2.6.0; Debian backports it to 2.5.0 without
 # changing the version macros) is found by looking at the header itself.
-EXPAT_FEATURES := $(shell printf '\043include <expat.h>\n' | $(CC) $(PKG_CFLAGS) -E - 2>/dev/null | \
-                    grep -q XML_SetReparseDeferralEnabled && echo -DIM_HAVE_XML_REPARSE_DEFERRAL)
-# mbedTLS 2.28 ships no pkg-config file.
-TLS_LIBS := -lmbedtls -lmbedx509 -lmbedcrypto
+EXPAT_FEATURES = $(eval EXPAT_FEATURES := $(shell printf '\043include <expat.h>\n' | \
+    $(CC) $(PKG_CFLAGS) -E - 2>/dev/null | grep -q XML_SetReparseDeferralEnabled && \
+    echo -DIM_HAVE_XML_REPARSE_DEFERRAL))$(EXPAT_FEATURES)
+
+# What each kind of program links besides its own objects and archives
+# (dataplane/dpdk.mk adds DPDK and libnl to ALL_LDLIBS).
+BASE_LDLIBS = $(call pkg-config,--libs $(PKGS)) $(TLS_LIBS) -lpthread
+ALL_LDLIBS  = $(BASE_LDLIBS)
+TOOL_LDLIBS = $(call pkg-config,--libs $(TOOL_PKGS))
 
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wstrict-prototypes \
             -Wmissing-prototypes -Wformat=2 -Wvla
-CPPFLAGS += -D_GNU_SOURCE -Iprotocols -Idataplane -Icontrolplane $(EXPAT_FEATURES)
+CPPFLAGS += -D_GNU_SOURCE -Icommon -Iprotocols -Idataplane -Icontrolplane $(EXPAT_FEATURES)
 CFLAGS   += -std=c11 $(OPT) -g -fno-omit-frame-pointer $(WARN) $(PKG_CFLAGS) $(SAN) -MMD -MP
 LDFLAGS  += $(SAN)
-LDLIBS   += $(PKG_LIBS) $(TLS_LIBS) -lpthread
 
+COMMON_SRCS :=
 PROTO_SRCS :=
 DP_SRCS    :=
 CP_SRCS    :=
@@ -40,6 +63,7 @@ UNIT_TESTS :=
 UNIT_SUPPORT :=
 FUZZ_TARGETS :=
 
+include common/module.mk
 include protocols/module.mk
 include dataplane/module.mk
 include controlplane/module.mk
@@ -48,79 +72,98 @@ include tests/module.mk
 
 obj = $(patsubst %.c,$(BUILD)/obj/%.o,$(1))
 
+COMMON_LIB := $(BUILD)/libimcommon.a
 PROTO_LIB := $(BUILD)/libimproto.a
 DP_LIB    := $(BUILD)/libimdp.a
 CP_LIB    := $(BUILD)/libimcp.a
-LIBS      := $(CP_LIB) $(DP_LIB) $(PROTO_LIB)
+LIBS      := $(CP_LIB) $(DP_LIB) $(PROTO_LIB) $(COMMON_LIB)
+
+# Build steps wait for deps when it is among the goals (see the top).
+AFTER_DEPS := $(if $(filter deps run test demo demo-dpdk bench,$(MAKECMDGOALS)),deps)
+
 include dataplane/dpdk.mk
 
 BINS := $(BUILD)/imfused $(BUILD)/imfusectl $(BUILD)/imfuse
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_TESTS))
-
-.PHONY: all deps run test asan fuzz fuzz-run demo bench clean unit
-all: $(BINS)
-
-$(BUILD)/obj/%.o: %.c
-	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
-
-$(PROTO_LIB): $(call obj,$(PROTO_SRCS))
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-$(DP_LIB): $(call obj,$(DP_SRCS))
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-$(CP_LIB): $(call obj,$(CP_SRCS))
-	@mkdir -p $(dir $@)
-	rm -f $@ && ar rcs $@ $^
-
-$(BUILD)/imfused: $(call obj,$(IMFUSED_SRCS)) $(LIBS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/imfusectl: $(call obj,$(IMFUSECTL_SRCS)) $(LIBS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-$(BUILD)/imfuse: $(call obj,$(IMFUSE_SRCS)) $(LIBS)
-	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
-
-$(BUILD)/tests/%: tests/unit/%.c $(call obj,$(UNIT_SUPPORT)) $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) $(LDFLAGS) -o $@ $< $(call obj,$(UNIT_SUPPORT)) $(LIBS) $(LDLIBS)
-
 # Helper programs of the integration tests: tests/integration/<area>/<name>.c
 INTEG_PROGS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/*/*.c))
-$(BUILD)/tests/integration/%: tests/integration/%.c $(LIBS)
-	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS) -o $@ $< $(LIBS) $(LDLIBS)
 
+.PHONY: all deps run test asan tsan fuzz demo clean unit FORCE
+all: $(BINS)
 unit: $(UNIT_BINS) $(INTEG_PROGS)
+
+# $(BUILD)/flags records the compiler and flags the objects were built with;
+# it is rewritten only when they change, and a change rebuilds everything
+# (make CC=clang unit after make).
+$(BUILD)/flags: FORCE | $(AFTER_DEPS)
+	@mkdir -p $(dir $@)
+	@echo '$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS)' | cmp -s - $@ || \
+	    echo '$(CC) $(CPPFLAGS) $(CFLAGS) $(LDFLAGS)' >$@
+
+$(BUILD)/obj/%.o: %.c $(BUILD)/flags | $(AFTER_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+$(BUILD)/obj/tests/unit/%.o: tests/unit/%.c $(BUILD)/flags | $(AFTER_DEPS)
+	@mkdir -p $(dir $@)
+	$(CC) $(CPPFLAGS) -Itests/unit $(CFLAGS) -c -o $@ $<
+
+$(COMMON_LIB): $(call obj,$(COMMON_SRCS))
+	rm -f $@ && ar rcs $@ $^
+$(PROTO_LIB): $(call obj,$(PROTO_SRCS))
+	rm -f $@ && ar rcs $@ $^
+$(DP_LIB): $(call obj,$(DP_SRCS))
+	rm -f $@ && ar rcs $@ $^
+$(CP_LIB): $(call obj,$(CP_SRCS))
+	rm -f $@ && ar rcs $@ $^
+
+# Each program links what it uses: the daemon every layer, the CLI tools only
+# the protocol library (the client codec), the common kit and msgpack.
+$(BUILD)/imfused: $(call obj,$(IMFUSED_SRCS)) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LDLIBS) $(LDLIBS)
+$(BUILD)/imfusectl: $(call obj,$(IMFUSECTL_SRCS)) $(PROTO_LIB) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
+$(BUILD)/imfuse: $(call obj,$(IMFUSE_SRCS)) $(PROTO_LIB) $(COMMON_LIB)
+	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
+
+$(UNIT_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(call obj,$(UNIT_SUPPORT)) $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LDLIBS) $(LDLIBS)
+$(INTEG_PROGS): $(BUILD)/%: $(BUILD)/obj/%.o $(LIBS)
+	@mkdir -p $(dir $@)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LDLIBS) $(LDLIBS)
 
 # ---- variants -----------------------------------------------------------
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 ASAN_BUILD ?= build/asan
-asan:
+asan: | $(AFTER_DEPS)
 	$(MAKE) BUILD=$(ASAN_BUILD) SAN="$(ASAN_FLAGS)" OPT=-O1 all unit
 
-FUZZ_BINS := $(patsubst tests/fuzz/%.c,build/fuzz/%,$(FUZZ_TARGETS))
-fuzz:
+TSAN_FLAGS := -fsanitize=thread
+TSAN_BUILD ?= build/tsan
+tsan: | $(AFTER_DEPS)
+	$(MAKE) BUILD=$(TSAN_BUILD) SAN="$(TSAN_FLAGS)" OPT=-O1 all unit
+
+fuzz: | $(AFTER_DEPS)
 	$(MAKE) BUILD=build/fuzz CC=clang SAN="-fsanitize=fuzzer-no-link,address,undefined" OPT=-O1 \
-	    build/fuzz/libimproto.a
-	@mkdir -p build/fuzz
+	    build/fuzz/libimproto.a build/fuzz/libimcommon.a
 	@set -e; for t in $(FUZZ_TARGETS); do \
 	    out=build/fuzz/$$(basename $$t .c); \
 	    echo "clang $$t -> $$out"; \
 	    clang $(CPPFLAGS) -std=c11 -O1 -g $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
-	        -o $$out $$t build/fuzz/libimproto.a $(LDLIBS); \
+	        -o $$out $$t build/fuzz/libimproto.a build/fuzz/libimcommon.a $(BASE_LDLIBS); \
 	done
 
 # ---- the two commands ---------------------------------------------------
 deps:
-	@./tools/deps.sh
+	@$(DEPS_SCRIPT)
 
 run: deps all
-	exec $(BUILD)/imfused --data ./var --listen 127.0.0.1:7700 --control ./var/imfused.sock
+	exec $(BUILD)/imfused --data $(RUN_DIR) --listen 127.0.0.1:7700 --control $(RUN_DIR)/imfused.sock
 
 test: deps
 	$(MAKE) asan
 	$(MAKE) fuzz
+	$(MAKE) tsan
 	./tests/run
 
 demo: deps all

@@ -72,7 +72,13 @@ job_wipe(struct cp_auth_job *j)
 static void
 run_job(struct cp_auth_job *j)
 {
-    if (j->kind == CP_AUTH_HASH) {
+    if (j->kind == CP_AUTH_KDF) {
+        struct im_kdf_params p = { .hash = j->kdf.hash, .password = j->password, .password_len = j->pwlen,
+                                   .salt = j->kdf.salt, .salt_len = j->kdf.salt_len,
+                                   .iterations = j->kdf.iterations };
+        j->kdf.key_len = im_kdf_keylen(j->kdf.hash);
+        j->result = im_kdf_pbkdf2(&p, j->kdf.key, sizeof(j->kdf.key));
+    } else if (j->kind == CP_AUTH_HASH) {
         j->result = cp_password_hash(j->password, j->pwlen, j->newhash);
     } else if (!j->hash[0]) {
         pthread_once(&dummy_once, make_dummy);
@@ -175,6 +181,7 @@ free_jobs(struct cp_auth_job *j)
         struct cp_auth_job *n = j->next;
         job_wipe(j);
         im_wipe(j->newhash, sizeof(j->newhash));
+        im_wipe(j->kdf.key, sizeof(j->kdf.key));
         free(j);
         j = n;
     }
@@ -228,14 +235,13 @@ src_find(const struct cp_auth *a, const char *key)
 int
 cp_auth_submit(struct cp_auth *a, struct cp_auth_job *job, const char **which)
 {
-    bool operator = !job->source[0];
     struct auth_src *s = src_find(a, job->source);
-    if (!operator && a->caps.per_source && s && s->pending >= a->caps.per_source) {
+    if (!job->uncapped && a->caps.per_source && s && s->pending >= a->caps.per_source) {
         if (which)
             *which = "per_source";
         return -IM_ELIMIT;
     }
-    if (!operator && a->caps.total && a->pending >= a->caps.total) {
+    if (!job->uncapped && a->caps.total && a->pending >= a->caps.total) {
         if (which)
             *which = "total";
         return -IM_ELIMIT;
@@ -335,6 +341,7 @@ cp_auth_dispatch(struct cp_auth *a)
             j->done(j->ctx, j);
         job_wipe(j);
         im_wipe(j->newhash, sizeof(j->newhash));
+        im_wipe(j->kdf.key, sizeof(j->kdf.key));
         free(j);
         j = n;
     }

@@ -19,6 +19,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "im_kdf.h"
 #include "cp_store.h"
 
 #define CP_AUTH_SRC_MAX 48          /* a source key and its NUL */
@@ -26,6 +27,7 @@
 enum cp_auth_kind {
     CP_AUTH_VERIFY,         /* password against hash -> result 0 / -IM_EAUTH */
     CP_AUTH_HASH,           /* password -> newhash */
+    CP_AUTH_KDF,            /* PBKDF2 of password with kdf.* -> kdf.key (an IM server's SCRAM) */
 };
 
 struct cp_auth_job {
@@ -45,8 +47,20 @@ struct cp_auth_job {
     char user[CP_NAME_MAX + 1];
     char peer[64];
     char device[65];
-    char source[CP_AUTH_SRC_MAX];   /* the job's source (cp_auth_source()); "" = the operator */
-    bool name_taken;                /* register: the name existed at submission */
+    char source[CP_AUTH_SRC_MAX];   /* the job's source (cp_auth_source()) */
+    bool uncapped;                  /* never refused: the operator's, and key derivations
+                                     * (at most one per account, the dataplane sees to it) */
+    struct {                        /* CP_AUTH_KDF */
+        enum im_kdf_hash hash;
+        uint32_t iterations;
+        uint8_t salt[255];
+        size_t salt_len;
+        uint8_t key[IM_KDF_MAX_KEY];    /* the result: wiped with the job */
+        size_t key_len;
+        uint64_t account, req;          /* who asked: the account's session sess, its request */
+        uint32_t sess;
+        uint8_t id[32];                 /* the submitter's name for it (cp_kdf.c's cache) */
+    } kdf;
 };
 
 /* Caps of the pool: jobs waiting or running per source and in total. */
@@ -65,8 +79,7 @@ void cp_auth_free(struct cp_auth *a);
  * Queue a job of job->source.  0: the job belongs to the pool until
  * cp_auth_dispatch() hands it to done().  -IM_ELIMIT: the source's cap (*which
  * = "per_source") or the total cap (*which = "total") is reached; the job is
- * not taken (the caller frees it).  Jobs of source "" (the operator) are
- * never refused.
+ * not taken (the caller frees it).  Jobs marked uncapped are never refused.
  */
 int cp_auth_submit(struct cp_auth *a, struct cp_auth_job *job, const char **which);
 /* eventfd, readable while finished jobs wait. */

@@ -1294,7 +1294,5 @@ cp_client_request(struct cp_core *c, struct dp_msg *m)
         cp_client_error(c, r.conn, r.gen, r.id, CL_ERR_NOT_LOGGED_IN, "log in first");
     else
         cp_op_handlers[op->id](&r);
-    if (op->secret)
-        cl_msg_wipe(&r.msg);            /* the decoded copy of the password */
     cl_msg_free(&r.msg);
 }

@@ -9,6 +9,7 @@
 #include <unistd.h>
 #include <sys/signalfd.h>
 
+#include "im_clock.h"
 #include "dp_chan.h"
 #include "cp_int.h"
 
@@ -709,6 +710,9 @@ handle_up(struct cp_core *c, struct dp_msg *m)
     }
     case CPM_RESOLVE:
         handle_resolve(c, m);
+        break;
+    case CPM_KDF:
+        cp_kdf_request(c, m);
         break;
     case CPM_CONN_CLOSED:
     case CPM_CONN_LOGOUT:

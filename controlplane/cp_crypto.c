@@ -15,6 +15,7 @@
 #include <mbedtls/gcm.h>
 
 #include "im_common.h"
+#include "im_rng.h"
 #include "cp_crypto.h"
 
 #define CR_SALT_LEN     16

@@ -120,6 +120,7 @@ struct cp_core {
     struct cp_ratelim *rl_register;         /* registrations per source (a rate) */
     struct cp_limit_stats lim;              /* limits hit (imfusectl stats) */
     struct cp_quota *quota;                 /* per-user queue counts (cp_quota.c) */
+    struct cp_kdf *kdf;                     /* IM servers' key derivations and their cache (cp_kdf.c) */
 
     struct cp_txn *txn;              /* the write transaction of this loop turn */
     struct cp_after *after, *after_tail;
@@ -246,6 +247,17 @@ void cp_quota_account_up(struct cp_core *c, uint64_t uid);
 void cp_quota_stats(const struct cp_core *c, uint64_t *full_users);
 /* uid's committed counts; true when its queue is full. */
 bool cp_quota_get(const struct cp_core *c, uint64_t uid, uint64_t *count, uint64_t *bytes);
+
+/*
+ * IM servers' key derivations (cp_kdf.c): CPM_KDF is answered from a cache
+ * of derived keys or by the auth pool, always with one DPM_KDF_DONE.
+ */
+#define CP_KDF_CACHE_MAX    65536       /* derived keys kept; the least recently used goes */
+struct cp_kdf;
+struct cp_kdf *cp_kdf_new(void);
+void cp_kdf_free(struct cp_kdf *k);
+void cp_kdf_request(struct cp_core *c, const struct dp_msg *m);
+void cp_kdf_stats(const struct cp_core *c, uint64_t *hits, uint64_t *derived, uint64_t *entries);
 
 /* user name syntax: 1-64 bytes of [a-z0-9._-] */
 bool cp_user_name_ok(const char *s, size_t n);

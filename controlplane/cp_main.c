@@ -249,9 +249,10 @@ main(int argc, char **argv)
     core.rl_register = cp_ratelim_new_rate(cfg.register_per_address,
                                            3600 * 1000 / cfg.register_per_address, CP_RATELIM_ENTRIES);
     core.quota = cp_quota_new(&cfg);
+    core.kdf = cp_kdf_new();
     core.ch = dp_chan_new(16384);       /* 4 MiB of 256-byte slots each way; overflow beyond */
     if (!core.auth || !core.resolver || !core.rl_user || !core.rl_user_src || !core.rl_addr ||
-        !core.rl_register || !core.quota || !core.ch) {
+        !core.rl_register || !core.quota || !core.kdf || !core.ch) {
         IM_LOG(IM_LOG_ERROR, "imfused", "out of memory");
         goto out;
     }
@@ -321,6 +322,7 @@ out:
     cp_ratelim_free(core.rl_addr);
     cp_ratelim_free(core.rl_register);
     cp_quota_free(core.quota);
+    cp_kdf_free(core.kdf);
     dp_chan_free(core.ch);
     if (core.store)
         cp_store_close(core.store);

@@ -19,6 +19,7 @@
 #include <sys/eventfd.h>
 #include <sys/socket.h>
 
+#include "im_clock.h"
 #include "im_common.h"
 #include "cp_resolve.h"
 

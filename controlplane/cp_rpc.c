@@ -242,7 +242,8 @@ cmd_user_hash(struct rpc_req *q, bool passwd)
     j->gen = q->gen;
     j->req_id = q->id;
     im_strlcpy(j->user, buf, sizeof(j->user));
-    if (cp_auth_submit(q->r->c->auth, j, NULL) < 0)     /* source "": the operator, never refused */
+    j->uncapped = true;                 /* the operator's: never refused (source "") */
+    if (cp_auth_submit(q->r->c->auth, j, NULL) < 0)
         cp_oom(__func__);
 }
 
@@ -458,8 +459,9 @@ cmd_stats(struct rpc_req *q)
     /* The limits (docs/OPERATIONS.md "Limits"): each one's value and how
      * often it refused something. */
     const struct cp_config *g = c->cfg;
-    uint64_t queue_full_users = 0;
+    uint64_t queue_full_users = 0, kdf_hits, kdf_derived, kdf_entries;
     cp_quota_stats(c, &queue_full_users);
+    cp_kdf_stats(c, &kdf_hits, &kdf_derived, &kdf_entries);
     const struct { const char *k; uint64_t v; } kl[] = {
         { "max_accounts_per_user", g->max_accounts_per_user }, { "limit_accounts", c->lim.accounts },
         { "max_sessions", g->max_sessions }, { "limit_sessions", c->lim.sessions },
@@ -474,6 +476,8 @@ cmd_stats(struct rpc_req *q)
         { "auth_pending_max", g->auth_pending_max }, { "limit_auth_total", c->lim.auth_total },
         { "register_per_address", g->register_per_address }, { "limit_register", c->lim.register_rate },
         { "limit_auth_busy", st.limit_auth_busy },
+        { "kdf_requests", st.kdf_requests }, { "kdf_derived", kdf_derived },
+        { "kdf_cache_hits", kdf_hits }, { "kdf_cache_entries", kdf_entries },
         { "ratelimit_entries", cp_ratelim_entries(c->rl_user) + cp_ratelim_entries(c->rl_user_src) +
                                cp_ratelim_entries(c->rl_addr) + cp_ratelim_entries(c->rl_register) },
     };
@@ -709,7 +713,6 @@ conn_request(struct cp_rpc *r, unsigned i, const uint8_t *body, uint32_t len)
         cmd_handlers[cmd->id](&q);
     else
         reply_error(r, i, k->gen, true, m.id, CL_ERR_UNSUPPORTED, "unknown command (try help)");
-    cl_msg_wipe(&m);                    /* user add / passwd carry a password */
     cl_msg_free(&m);
 }
 

@@ -8,17 +8,20 @@
 #include <string.h>
 #include <arpa/inet.h>
 
+#include "dp_chan.h"
 #include "dp_worker.h"
 #include "dp_relay_int.h"
 
 static void account_connect(struct dp_account *a, uint64_t now);
+static void account_session_result(struct dp_account *a, int rc);
 static void account_flush_queue(struct dp_account *a);
 
-/* The time adapters are given (wall clock today). */
-static uint64_t
+/* The time as adapters are given it: the worker's clocks (monotonic for
+ * their timers, wall for message.ts). */
+static struct im_time
 acct_now(const struct dp_account *a)
 {
-    return im_now_ms();
+    return dp_worker_time(a->r->w);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -367,18 +370,68 @@ acct_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
     struct dp_account *a = dp_conn_ud(c);
     if (!a->sess)
         return;
-    int rc = a->ops->input(a->sess, p, n, acct_now(a));
-    if (rc < 0) {
-        if (a->state != IM_ACC_ERROR && a->state != IM_ACC_AUTH_FAILED) {
-            char d[128];
-            snprintf(d, sizeof(d), "protocol error: %s", im_strerror(rc));
-            account_state(a, IM_ACC_ERROR, d);
-        }
-        if (a->state == IM_ACC_AUTH_FAILED)
-            dp_conn_close(c);
-        else
-            account_drop_conn(a, rc);
+    account_session_result(a, a->ops->input(a->sess, p, n, acct_now(a)));
+}
+
+/* A session hook that takes input (input, kdf_done) returned rc: on an
+ * error the session ends (auth_failed: closed politely, not retried). */
+static void
+account_session_result(struct dp_account *a, int rc)
+{
+    if (rc >= 0 || !a->conn)
+        return;
+    if (a->state != IM_ACC_ERROR && a->state != IM_ACC_AUTH_FAILED) {
+        char d[128];
+        snprintf(d, sizeof(d), "protocol error: %s", im_strerror(rc));
+        account_state(a, IM_ACC_ERROR, d);
     }
+    if (a->state == IM_ACC_AUTH_FAILED)
+        dp_conn_close(a->conn);
+    else
+        account_drop_conn(a, rc);
+}
+
+/*
+ * io->kdf: SCRAM's PBKDF2 goes up to the controlplane's auth pool
+ * (CPM_KDF), never runs here; DPM_KDF_DONE brings the key back to the
+ * same session (dp_account_kdf_done).  One at a time per account: a new
+ * session's request while an old one's is out is refused (the login
+ * fails and is retried), so the pool never holds more than one per account.
+ */
+static int
+acct_io_kdf(void *ud, uint64_t req, const struct im_kdf_params *p)
+{
+    struct dp_account *a = ud;
+    if (a->kdf_busy)
+        return -EBUSY;
+    struct dp_msg m = { .type = CPM_KDF, .uid = a->user->uid, .account = a->id };
+    m.u.kdf.req = req;
+    m.u.kdf.sess = a->sess_gen;
+    int rc = dp_msg_set_kdf(&m, p);
+    if (rc < 0) {
+        if (rc == -ENOMEM)
+            dp_relay_oom(a->r, "key derivation request");
+        return rc;
+    }
+    dp_chan_send_up(a->r->ch, &m);
+    a->kdf_busy = true;
+    STAT_ADD(a->r, kdf_requests, 1);
+    return 0;
+}
+
+void
+dp_account_kdf_done(struct dp_relay *r, const struct dp_msg *m)
+{
+    struct dp_account *a = dp_account_find(r, m->account);
+    if (!a || a->user->uid != m->uid)
+        return;
+    a->kdf_busy = false;
+    if (!a->sess || a->sess_gen != m->u.kdf.sess)
+        return;                         /* the session that asked is gone */
+    const uint8_t *key = dp_msg_bytes(m);
+    int status = m->u.kdf.status < 0 ? m->u.kdf.status : key ? 0 : -IM_EINVAL;
+    account_session_result(a, a->ops->kdf_done(a->sess, m->u.kdf.req, status, status ? NULL : key,
+                                                status ? 0 : m->len, acct_now(a)));
 }
 
 static void
@@ -567,6 +620,7 @@ account_connect(struct dp_account *a, uint64_t now)
         ip = a->ips[a->ip_i];
     }
     a->opened = false;
+    a->sess_gen++;
     a->sess = a->ops->create(&a->cfg, &a->io);
     if (!a->sess) {
         account_schedule_retry(a, now, "out of memory");
@@ -755,7 +809,8 @@ static void
 view_copy(char *dst, size_t dsz, struct im_str v)
 {
     size_t n = v.len < dsz - 1 ? v.len : dsz - 1;
-    memcpy(dst, v.p, n);
+    if (n)
+        memcpy(dst, v.p, n);
     dst[im_utf8_trim(dst, n)] = '\0';
 }
 
@@ -957,14 +1012,12 @@ dp_account_up(struct dp_relay *r, const struct dp_msg *m)
         return;
     }
     const msgpack_object *o = &pm.root;
-    /* pm holds the account's password: every way out wipes it (cl_msg_wipe) */
     if (cl_get_str(o, "network", 1, 64, &s, &why) || cl_get_str(o, "login", 1, 1024, &s, &why) ||
         cl_get_str(o, "password", 0, 4096, &s, &why) || cl_get_str(o, "server", 1, 1024, &s, &why) ||
         cl_get_str(o, "tls", 1, 16, &s, &why) || cl_get_str(o, "tls_name", 0, 1024, &s, &why) ||
         cl_get_str(o, "user", 1, 64, &user, &why)) {
         DP_LOG(IM_LOG_ERROR, "account %llu: malformed configuration from the controlplane",
             (unsigned long long)m->account);
-        cl_msg_wipe(&pm);
         cl_msg_free(&pm);
         return;
     }
@@ -975,7 +1028,6 @@ dp_account_up(struct dp_relay *r, const struct dp_msg *m)
     snprintf(ubuf, sizeof(ubuf), "%.*s", (int)user.len, user.p);
     struct dp_user *u = dp_user_get(r, m->uid, ubuf);
     if (!u) {
-        cl_msg_wipe(&pm);
         cl_msg_free(&pm);
         return;
     }
@@ -988,7 +1040,6 @@ dp_account_up(struct dp_relay *r, const struct dp_msg *m)
         a = calloc(1, sizeof(*a));
         if (!a) {
             dp_relay_oom(r, "account");
-            cl_msg_wipe(&pm);
             cl_msg_free(&pm);
             dp_user_maybe_free(r, u);
             return;
@@ -1010,7 +1061,6 @@ dp_account_up(struct dp_relay *r, const struct dp_msg *m)
     bool cfg_ok = account_take_cfg(a, o);
     if (fresh && cfg_ok)
         contacts_load(a, contacts);
-    cl_msg_wipe(&pm);
     cl_msg_free(&pm);
 
     a->cfg = (struct im_account_cfg){
@@ -1018,7 +1068,7 @@ dp_account_up(struct dp_relay *r, const struct dp_msg *m)
         .tls_name = a->tls_name, .options = a->opts, .n_options = a->n_opts,
     };
     a->io = (struct im_io){ .out = acct_io_out, .event = acct_io_event, .local_addr = acct_io_local,
-                            .ud = a };
+                            .kdf = acct_io_kdf, .rng = NULL, .ud = a };
     a->backoff = 0;
     a->online = false;
     if (!cfg_ok) {

@@ -327,10 +327,8 @@ client_process(struct dp_client *cl)
             return;
         }
         const struct cl_op *op = client_request(cl, &req, body, blen);
-        if (op && op->secret) {
-            cl_msg_wipe(&req);
-            secret = true;
-        }
+        if (op && op->secret)
+            secret = true;              /* cl_msg_free() wipes the decoded copy */
         cl_msg_free(&req);
         off += (size_t)n;
     }

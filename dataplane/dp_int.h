@@ -190,7 +190,8 @@ struct dp_worker {
     const struct dp_io_ops *ops;
     void *io;                       /* backend per-worker state */
     atomic_bool stop;
-    uint64_t now_ms, next_tick_ms;
+    const struct im_clock *clock;   /* the loop's time source */
+    uint64_t now_ms, next_tick_ms;  /* monotonic */
     dp_poll_fn *poll_hook;
     dp_tick_fn *tick_hook;
     void *hook_ud;

@@ -276,6 +276,9 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
     case DPM_QUEUE_FULL:
         dp_account_queue_full(r, m);
         break;
+    case DPM_KDF_DONE:
+        dp_account_kdf_done(r, m);
+        break;
     case DPM_USER_DEL:
         user_del(r, m->uid);
         break;

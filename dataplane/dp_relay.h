@@ -39,7 +39,8 @@ struct dp_chan;
     X(up_dropped)           /* plane messages not sent up (payload too large or no memory) */ \
     X(limit_auth_busy)      /* login/register refused: another one in flight on the connection */ \
     X(limit_contacts)       /* contacts refused or lists cut at max-contacts-per-account */ \
-    X(accounts_paused)      /* accounts not read now: their user's queue is full (gauge) */
+    X(accounts_paused)      /* accounts not read now: their user's queue is full (gauge) */ \
+    X(kdf_requests)         /* key derivations (SCRAM) handed to the controlplane */
 
 /* Counters of one worker, written by it only, read by anyone (relaxed). */
 struct dp_relay_stats {

@@ -139,6 +139,8 @@ struct dp_account {
     bool resolving;
     /* the emulated session */
     struct im_sess *sess;
+    uint32_t sess_gen;                  /* names the session across the planes (CPM_KDF) */
+    bool kdf_busy;                      /* a CPM_KDF awaits its DPM_KDF_DONE (one at a time) */
     struct dp_conn *conn;
     bool opened;                        /* the connection came up */
     bool online;
@@ -257,6 +259,8 @@ void dp_account_tick(struct dp_account *a, uint64_t now);
 void dp_account_detach(struct dp_account *a, bool polite);
 /* Pause cl until a's queue is below DP_QUEUE_RESUME. */
 void dp_account_pause_client(struct dp_account *a, struct dp_client *cl);
+/* DPM_KDF_DONE: hand the derived key to the session that asked. */
+void dp_account_kdf_done(struct dp_relay *r, const struct dp_msg *m);
 /* DPM_QUEUE_FULL: stop or resume reading the user's IM servers. */
 void dp_account_queue_full(struct dp_relay *r, const struct dp_msg *m);
 /* add_contact / remove_contact. */

@@ -6,7 +6,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "dp_int.h"
 
@@ -16,11 +15,10 @@ static const struct dp_io_ops *const dp_backends[] = {
     &dp_io_dpdk_ops,
 };
 
-static uint64_t mono_ms(void)
+/* The loop's view of the monotonic time until the next turn. */
+static void read_clock(struct dp_worker *w)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+    w->now_ms = w->clock->mono_ms(w->clock->ud);
 }
 
 struct dp_worker *dp_worker_new(const struct dp_worker_cfg *cfg, char *why, size_t whysz)
@@ -47,7 +45,8 @@ struct dp_worker *dp_worker_new(const struct dp_worker_cfg *cfg, char *why, size
     w->id = cfg->id;
     w->ops = ops;
     atomic_init(&w->stop, false);
-    w->now_ms = mono_ms();
+    w->clock = cfg->clock ? cfg->clock : &im_clock_default;
+    read_clock(w);
     w->next_tick_ms = w->now_ms + DP_TICK_MS;
     w->rbuf = malloc(DP_RBUF_SIZE);
     w->tbuf = malloc(DP_TBUF_SIZE);
@@ -111,7 +110,7 @@ void dp_worker_wake(struct dp_worker *w)
 
 int dp_worker_run_once(struct dp_worker *w, int max_wait_ms)
 {
-    uint64_t now = mono_ms();
+    uint64_t now = w->clock->mono_ms(w->clock->ud);
     int timeout = max_wait_ms;
     if (w->pend_head)
         timeout = 0;
@@ -123,7 +122,7 @@ int dp_worker_run_once(struct dp_worker *w, int max_wait_ms)
     if (timeout < 0 || timeout > DP_TICK_MS)
         timeout = DP_TICK_MS;
     w->ops->poll(w, timeout);
-    w->now_ms = mono_ms();
+    read_clock(w);
     dp_conn_run_pending(w);
     free_dead_listeners(w, false);
     if (w->poll_hook)
@@ -153,6 +152,11 @@ void dp_worker_stop(struct dp_worker *w)
 uint64_t dp_worker_now(const struct dp_worker *w)
 {
     return w->now_ms;
+}
+
+struct im_time dp_worker_time(const struct dp_worker *w)
+{
+    return im_clock_read(w->clock);
 }
 
 unsigned dp_worker_id(const struct dp_worker *w)

@@ -12,6 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "im_clock.h"
+
 #define DP_TICK_MS 100
 
 struct dp_worker;
@@ -22,6 +24,7 @@ struct dp_worker_cfg {
     const char *ca_file;        /* NULL: the system CA bundle */
     const char *tls_cert;       /* server certificate chain (PEM), NULL: no TLS listener */
     const char *tls_key;
+    const struct im_clock *clock;   /* NULL: the system clocks; must outlive the worker */
 };
 
 typedef void dp_poll_fn(void *ud);
@@ -47,6 +50,9 @@ void dp_worker_stop(struct dp_worker *w);
 
 /* Monotonic milliseconds as seen at the top of the current loop turn. */
 uint64_t dp_worker_now(const struct dp_worker *w);
+/* Both clocks (cfg->clock) read now: what the relay hands the adapters
+ * (input arrives in the middle of a loop turn, after its wait). */
+struct im_time dp_worker_time(const struct dp_worker *w);
 unsigned dp_worker_id(const struct dp_worker *w);
 
 #endif

@@ -21,16 +21,18 @@ LWIP_OBJS := $(patsubst %.c,$(BUILD)/lwip/%.o,$(LWIP_CORE)) $(BUILD)/obj/datapla
 LWIP_LIB  := $(BUILD)/liblwip.a
 LWIP_CPPFLAGS := -Idataplane/lwip -isystem $(LWIP_DIR)/src/include
 
-# DPDK's and libnl's headers as system headers (their own warnings are not ours).
-DPDK_CFLAGS := $(patsubst -I%,-isystem %,$(shell pkg-config --cflags libdpdk 2>/dev/null))
-DPDK_LIBS   := $(shell pkg-config --libs libdpdk 2>/dev/null)
-NL_CFLAGS   := $(patsubst -I%,-isystem %,$(shell pkg-config --cflags libnl-3.0 libnl-route-3.0 2>/dev/null))
-NL_LIBS     := $(shell pkg-config --libs libnl-3.0 libnl-route-3.0 2>/dev/null)
+# DPDK's and libnl's headers as system headers (their own warnings are not
+# ours).  Read when a recipe first needs them, like the Makefile's own flags:
+# on a fresh machine they exist only once `make deps` has run.
+DPDK_CFLAGS = $(eval DPDK_CFLAGS := $(patsubst -I%,-isystem %,$(call pkg-config,--cflags libdpdk)))$(DPDK_CFLAGS)
+DPDK_LIBS   = $(eval DPDK_LIBS := $(call pkg-config,--libs libdpdk))$(DPDK_LIBS)
+NL_CFLAGS   = $(eval NL_CFLAGS := $(patsubst -I%,-isystem %,$(call pkg-config,--cflags libnl-3.0 libnl-route-3.0)))$(NL_CFLAGS)
+NL_LIBS     = $(eval NL_LIBS := $(call pkg-config,--libs libnl-3.0 libnl-route-3.0))$(NL_LIBS)
 
-LIBS   += $(LWIP_LIB)
-LDLIBS += $(DPDK_LIBS) $(NL_LIBS)
+LIBS       += $(LWIP_LIB)
+ALL_LDLIBS += $(DPDK_LIBS) $(NL_LIBS)
 
-$(LWIP_STAMP):
+$(LWIP_STAMP): | $(AFTER_DEPS)
 	./tools/lwip-src.sh $(LWIP_DIR)
 $(LWIP_DIR)/src/%.c: | $(LWIP_STAMP) ;
 
@@ -46,12 +48,12 @@ $(LWIP_LIB): $(LWIP_OBJS)
 
 # Our translation units on either side of the DPDK / lwIP header clash.
 LWIP_TUS := $(BUILD)/obj/dataplane/dp_lwip.o $(BUILD)/obj/dataplane/lwip/dp_lwip_port.o \
-            $(BUILD)/tests/dataplane/test_lwip
+            $(BUILD)/obj/tests/unit/dataplane/test_lwip.o
 $(LWIP_TUS): CPPFLAGS += $(LWIP_CPPFLAGS)
 $(LWIP_TUS): | $(LWIP_STAMP)
 $(BUILD)/obj/dataplane/dp_io_dpdk.o: CFLAGS += $(DPDK_CFLAGS)
 $(BUILD)/obj/controlplane/cp_netlink.o: CFLAGS += $(NL_CFLAGS)
-$(BUILD)/tests/dataplane/test_dpdk: CFLAGS += $(NL_CFLAGS)
+$(BUILD)/obj/tests/unit/dataplane/test_dpdk.o: CFLAGS += $(NL_CFLAGS)
 
 # The demo with the appliance on a DPDK port (net_tap), as root: tools/demo.sh --dpdk.
 .PHONY: demo-dpdk

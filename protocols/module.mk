@@ -1,4 +1,4 @@
-PROTO_SRCS += protocols/im_common.c protocols/im_registry.c
+PROTO_SRCS += protocols/im_proto.c protocols/im_registry.c
 include protocols/client/module.mk
 include protocols/xmpp/module.mk
 include protocols/irc/module.mk

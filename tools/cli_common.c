@@ -199,38 +199,6 @@ cli_parse_kv(const char *s, size_t *keylen, const char **val)
 }
 
 int
-cli_parse_hostport(const char *s, char *host, size_t hostsz, char *port, size_t portsz)
-{
-    const char *h, *colon;
-    size_t hl;
-
-    if (!s)
-        return -IM_EINVAL;
-    if (s[0] == '[') {
-        const char *close = strchr(s, ']');
-        if (!close || close[1] != ':')
-            return -IM_EINVAL;
-        h = s + 1;
-        hl = (size_t)(close - h);
-        colon = close + 1;
-    } else {
-        colon = strrchr(s, ':');
-        if (!colon || memchr(s, ':', (size_t)(colon - s)))
-            return -IM_EINVAL;      /* bare IPv6 needs brackets */
-        h = s;
-        hl = (size_t)(colon - s);
-    }
-    uint64_t p;
-    if (hl == 0 || hl >= hostsz || cli_parse_uint(colon + 1, &p) || p == 0 || p > 65535 ||
-        strlen(colon + 1) >= portsz)
-        return -IM_EINVAL;
-    memcpy(host, h, hl);
-    host[hl] = '\0';
-    strcpy(port, colon + 1);
-    return 0;
-}
-
-int
 cli_parse_target(const char *s, struct cli_target *t)
 {
     uint64_t v;
@@ -262,9 +230,7 @@ cli_parse_target(const char *s, struct cli_target *t)
 int64_t
 cli_mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)im_mono_ms();
 }
 
 /* Milliseconds left until deadline (< 0 deadline: -1 = forever). */
@@ -297,6 +263,7 @@ cli_conn_init(struct cli_conn *c)
 {
     memset(c, 0, sizeof(*c));
     c->fd = -1;
+    im_buf_init(&c->rx, CL_FRAME_MAX + 4);
 }
 
 static int
@@ -382,16 +349,18 @@ fail:
 int
 cli_connect_tcp(struct cli_conn *c, const char *hostport, int timeout_ms, char *why, size_t whysz)
 {
-    char host[256], port[8];
+    char host[IM_HOST_MAX + 1], port[8];
+    unsigned pn;
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM };
     struct addrinfo *res = NULL;
     int64_t deadline = deadline_of(timeout_ms);
     int rc;
 
-    if (cli_parse_hostport(hostport, host, sizeof(host), port, sizeof(port))) {
+    if (im_parse_hostport(hostport, host, sizeof(host), &pn)) {
         snprintf(why, whysz, "bad server address %s (want HOST:PORT)", hostport);
         return -IM_EINVAL;
     }
+    snprintf(port, sizeof(port), "%u", pn);
     rc = getaddrinfo(host, port, &hints, &res);
     if (rc) {
         snprintf(why, whysz, "%s: %s", host, gai_strerror(rc));
@@ -418,7 +387,7 @@ cli_conn_close(struct cli_conn *c)
 {
     if (c->fd >= 0)
         close(c->fd);
-    free(c->buf);
+    im_buf_free(&c->rx);
     while (c->ev_head) {
         struct cli_frame *f = c->ev_head;
         c->ev_head = f->next;
@@ -475,7 +444,7 @@ recv_frame(struct cli_conn *c, struct cli_frame **out, int64_t deadline)
     for (;;) {
         const uint8_t *body;
         uint32_t blen;
-        long n = cl_frame_split(c->buf, c->len, &body, &blen);
+        long n = cl_frame_split((const uint8_t *)im_buf_data(&c->rx), im_buf_len(&c->rx), &body, &blen);
         if (n > 0) {
             struct cli_frame *f = calloc(1, sizeof(*f));
             if (!f)
@@ -485,28 +454,25 @@ recv_frame(struct cli_conn *c, struct cli_frame **out, int64_t deadline)
                 free(f);
                 return rc;
             }
-            memmove(c->buf, c->buf + n, c->len - (size_t)n);
-            c->len -= (size_t)n;
+            im_buf_consume(&c->rx, (size_t)n);
             *out = f;
             return 0;
         }
         if (n != -EAGAIN)
             return (int)n;
-        if (c->len == c->cap) {
-            size_t cap = c->cap ? c->cap * 2 : 4096;
-            if (cap > CL_FRAME_MAX + 4)
-                cap = CL_FRAME_MAX + 4;
-            if (cap <= c->len)
-                return -IM_ETOOBIG;     /* cannot happen: split refuses first */
-            uint8_t *nb = realloc(c->buf, cap);
-            if (!nb)
-                return -ENOMEM;
-            c->buf = nb;
-            c->cap = cap;
+        size_t room;
+        char *at = im_buf_space(&c->rx, &room);
+        if (!room) {
+            /* Grow by what is read at once; never past a whole frame (split
+             * refuses a longer one before the buffer is full). */
+            int rc = im_buf_reserve(&c->rx, 4096);
+            if (rc)
+                return rc;
+            at = im_buf_space(&c->rx, &room);
         }
-        ssize_t r = read(c->fd, c->buf + c->len, c->cap - c->len);
+        ssize_t r = read(c->fd, at, room);
         if (r > 0) {
-            c->len += (size_t)r;
+            im_buf_added(&c->rx, (size_t)r);
             continue;
         }
         if (r == 0)

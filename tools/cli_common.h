@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <msgpack.h>
 
+#include "im_buf.h"
+#include "im_clock.h"
 #include "client/cl_frame.h"
 
 /* Exit codes shared by both tools (docs/OPERATIONS.md, "## Tools"). */
@@ -77,8 +79,6 @@ int cli_parse_seconds(const char *s, int *ms);
 int cli_parse_member(const char *s, uint64_t *account, const char **address);
 /* "KEY=VALUE" with a non-empty KEY; *val points into s, *keylen is KEY's length. */
 int cli_parse_kv(const char *s, size_t *keylen, const char **val);
-/* "host:port" or "[v6]:port" into host[] and port[] (both non-empty). */
-int cli_parse_hostport(const char *s, char *host, size_t hostsz, char *port, size_t portsz);
 
 /* What a `send` TARGET names. */
 enum cli_target_kind {
@@ -112,8 +112,7 @@ void cli_frame_free(struct cli_frame *f);
  * events that arrived while waiting for a reply. */
 struct cli_conn {
     int fd;
-    uint8_t *buf;
-    size_t len, cap;
+    struct im_buf rx;           /* bytes read, at most one frame and its length */
     uint64_t last_id;
     struct cli_frame *ev_head, *ev_tail;
 };

@@ -10,6 +10,7 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
+export IMFUSE_TEST_SERVER_ADDR=127.0.0.1     # the demo stays on loopback, whatever the tests use
 . tests/integration/lib/prosody.sh
 . tests/integration/dpdk/lib.sh
 dpdk=0

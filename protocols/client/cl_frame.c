@@ -17,7 +17,7 @@
 #include <pthread.h>
 #include <string.h>
 
-#include "../im_common.h"
+#include "im_common.h"
 #include "cl_frame.h"
 
 long
@@ -340,6 +340,8 @@ fail:
 void
 cl_msg_free(struct cl_msg *m)
 {
+    if (m->raw)
+        im_wipe(m->raw, m->raw_len);    /* a request may have carried a password */
     zone_give(&m->zone);
     memset(m, 0, sizeof(*m));
 }

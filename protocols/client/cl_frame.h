@@ -55,9 +55,10 @@ struct cl_msg {
  * stay valid after the input buffer is reused.
  */
 int cl_msg_decode(struct cl_msg *m, const uint8_t *body, uint32_t len);
+/* Free m; the decoded copy of the payload is wiped first (a request may carry
+ * a password), since the zone's memory is reused. */
 void cl_msg_free(struct cl_msg *m);
-/* Wipe the decoded payload (a request that carried a password): call before
- * cl_msg_free(); views are garbage afterwards. */
+/* Wipe the decoded payload now (views are garbage afterwards). */
 void cl_msg_wipe(struct cl_msg *m);
 /*
  * Decode a complete frame held in [p, p+n): the 4-byte length must equal

@@ -9,87 +9,57 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "../im_common.h"
+#include "im_common.h"
+#include "im_buf.h"
 #include "cl_json.h"
 
 #define WRITE_MAX_DEPTH 64
 
 /* ---- writer ------------------------------------------------------------- */
 
-struct jbuf {
-    char *p;
-    size_t len, cap;
-    int err;                    /* sticky -ENOMEM */
-};
-
-static void
-jb_put(struct jbuf *b, const void *s, size_t n)
-{
-    if (b->err)
-        return;
-    if (b->cap - b->len <= n) {         /* keep room for the final NUL */
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap - b->len <= n)
-            cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) {
-            b->err = -ENOMEM;
-            return;
-        }
-        b->p = p;
-        b->cap = cap;
-    }
-    if (n)
-        memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-static void
-jb_puts(struct jbuf *b, const char *s)
-{
-    jb_put(b, s, strlen(s));
-}
+/* The text is built in a struct im_buf: its errors are sticky, so the
+ * writers append freely and cl_json_write() checks once. */
 
 static int
-write_str(struct jbuf *b, const char *s, size_t n)
+write_str(struct im_buf *b, const char *s, size_t n)
 {
     static const char hex[] = "0123456789abcdef";
 
     if (n == 0) {                       /* msgpack-c: s may be NULL */
-        jb_put(b, "\"\"", 2);
+        im_buf_append(b, "\"\"", 2);
         return 0;
     }
     if (!im_utf8_valid(s, n))
         return -IM_EUTF8;
-    jb_put(b, "\"", 1);
+    im_buf_append(b, "\"", 1);
     size_t run = 0;                     /* start of the pending raw run */
     for (size_t i = 0; i < n; i++) {
         unsigned char c = (unsigned char)s[i];
         if (c >= 0x20 && c != '"' && c != '\\')
             continue;
-        jb_put(b, s + run, i - run);
+        im_buf_append(b, s + run, i - run);
         run = i + 1;
         if (c == '"') {
-            jb_put(b, "\\\"", 2);
+            im_buf_append(b, "\\\"", 2);
         } else if (c == '\\') {
-            jb_put(b, "\\\\", 2);
+            im_buf_append(b, "\\\\", 2);
         } else {
             char u[6] = { '\\', 'u', '0', '0', hex[c >> 4], hex[c & 15] };
-            jb_put(b, u, sizeof(u));
+            im_buf_append(b, u, sizeof(u));
         }
     }
-    jb_put(b, s + run, n - run);
-    jb_put(b, "\"", 1);
+    im_buf_append(b, s + run, n - run);
+    im_buf_append(b, "\"", 1);
     return 0;
 }
 
 static void
-write_base64(struct jbuf *b, const uint8_t *p, size_t n)
+write_base64(struct im_buf *b, const uint8_t *p, size_t n)
 {
     static const char tab[] =
         "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
-    jb_put(b, "\"", 1);
+    im_buf_append(b, "\"", 1);
     for (size_t i = 0; i < n; i += 3) {
         uint32_t v = (uint32_t)p[i] << 16;
         if (i + 1 < n)
@@ -99,14 +69,14 @@ write_base64(struct jbuf *b, const uint8_t *p, size_t n)
         char q[4] = { tab[v >> 18], tab[(v >> 12) & 63],
                       i + 1 < n ? tab[(v >> 6) & 63] : '=',
                       i + 2 < n ? tab[v & 63] : '=' };
-        jb_put(b, q, sizeof(q));
+        im_buf_append(b, q, sizeof(q));
     }
-    jb_put(b, "\"", 1);
+    im_buf_append(b, "\"", 1);
 }
 
 /* Shortest %g form that reads back as the same value (as float when f32). */
 static int
-write_float(struct jbuf *b, double d, bool f32)
+write_float(struct im_buf *b, double d, bool f32)
 {
     char s[40];
 
@@ -118,14 +88,14 @@ write_float(struct jbuf *b, double d, bool f32)
         if (f32 ? (float)r == (float)d : r == d)
             break;
     }
-    jb_puts(b, s);
+    im_buf_puts(b, s);
     if (!strpbrk(s, ".eE"))
-        jb_puts(b, ".0");               /* keep it a float when read back */
+        im_buf_puts(b, ".0");               /* keep it a float when read back */
     return 0;
 }
 
 static int
-write_obj(struct jbuf *b, const msgpack_object *o, int depth)
+write_obj(struct im_buf *b, const msgpack_object *o, int depth)
 {
     char num[24];
     int rc;
@@ -134,18 +104,18 @@ write_obj(struct jbuf *b, const msgpack_object *o, int depth)
         return -IM_EINVAL;
     switch (o->type) {
     case MSGPACK_OBJECT_NIL:
-        jb_puts(b, "null");
+        im_buf_puts(b, "null");
         return 0;
     case MSGPACK_OBJECT_BOOLEAN:
-        jb_puts(b, o->via.boolean ? "true" : "false");
+        im_buf_puts(b, o->via.boolean ? "true" : "false");
         return 0;
     case MSGPACK_OBJECT_POSITIVE_INTEGER:
         snprintf(num, sizeof(num), "%" PRIu64, o->via.u64);
-        jb_puts(b, num);
+        im_buf_puts(b, num);
         return 0;
     case MSGPACK_OBJECT_NEGATIVE_INTEGER:
         snprintf(num, sizeof(num), "%" PRId64, o->via.i64);
-        jb_puts(b, num);
+        im_buf_puts(b, num);
         return 0;
     case MSGPACK_OBJECT_FLOAT32:
     case MSGPACK_OBJECT_FLOAT64:
@@ -156,33 +126,33 @@ write_obj(struct jbuf *b, const msgpack_object *o, int depth)
         write_base64(b, (const uint8_t *)o->via.bin.ptr, o->via.bin.size);
         return 0;
     case MSGPACK_OBJECT_ARRAY:
-        jb_put(b, "[", 1);
+        im_buf_append(b, "[", 1);
         for (uint32_t i = 0; i < o->via.array.size; i++) {
             if (i)
-                jb_put(b, ",", 1);
+                im_buf_append(b, ",", 1);
             rc = write_obj(b, &o->via.array.ptr[i], depth + 1);
             if (rc)
                 return rc;
         }
-        jb_put(b, "]", 1);
+        im_buf_append(b, "]", 1);
         return 0;
     case MSGPACK_OBJECT_MAP:
-        jb_put(b, "{", 1);
+        im_buf_append(b, "{", 1);
         for (uint32_t i = 0; i < o->via.map.size; i++) {
             const msgpack_object_kv *kv = &o->via.map.ptr[i];
             if (kv->key.type != MSGPACK_OBJECT_STR)
                 return -IM_EINVAL;
             if (i)
-                jb_put(b, ",", 1);
+                im_buf_append(b, ",", 1);
             rc = write_str(b, kv->key.via.str.ptr, kv->key.via.str.size);
             if (rc)
                 return rc;
-            jb_put(b, ":", 1);
+            im_buf_append(b, ":", 1);
             rc = write_obj(b, &kv->val, depth + 1);
             if (rc)
                 return rc;
         }
-        jb_put(b, "}", 1);
+        im_buf_append(b, "}", 1);
         return 0;
     default:                            /* ext */
         return -IM_EINVAL;
@@ -192,24 +162,15 @@ write_obj(struct jbuf *b, const msgpack_object *o, int depth)
 int
 cl_json_write(const msgpack_object *o, char **out, size_t *len)
 {
-    struct jbuf b = { 0 };
+    struct im_buf b;
 
+    im_buf_init(&b, 0);
     *out = NULL;
     int rc = write_obj(&b, o, 0);
-    if (!rc)
+    if (!rc && !(*out = im_buf_steal(&b, len)))
         rc = b.err;
-    if (!rc) {
-        jb_put(&b, "", 0);              /* ensure a buffer for an empty result */
-        rc = b.err;
-    }
-    if (rc) {
-        free(b.p);
-        return rc;
-    }
-    b.p[b.len] = '\0';
-    *out = b.p;
-    *len = b.len;
-    return 0;
+    im_buf_free(&b);
+    return rc;
 }
 
 /* ---- parser ------------------------------------------------------------- */
@@ -222,8 +183,7 @@ struct key_span {
 struct jparse {
     const char *p, *end;
     struct cl_enc *e;
-    char *tmp;                  /* decoded string / number scratch */
-    size_t tmp_cap;
+    struct im_buf tmp;          /* decoded string / number scratch */
     struct key_span *keys;      /* names of the objects being parsed */
     size_t n_keys, keys_cap;
     int depth;
@@ -238,20 +198,12 @@ skip_ws(struct jparse *j)
         j->p++;
 }
 
-static int
-tmp_reserve(struct jparse *j, size_t n)
+/* n bytes of scratch (the previous contents are dropped), or NULL on OOM. */
+static char *
+tmp_room(struct jparse *j, size_t n)
 {
-    if (n <= j->tmp_cap)
-        return 0;
-    size_t cap = j->tmp_cap ? j->tmp_cap : 64;
-    while (cap < n)
-        cap *= 2;
-    char *p = realloc(j->tmp, cap);
-    if (!p)
-        return -ENOMEM;
-    j->tmp = p;
-    j->tmp_cap = cap;
-    return 0;
+    im_buf_reset(&j->tmp);
+    return im_buf_reserve(&j->tmp, n) ? NULL : im_buf_data(&j->tmp);
 }
 
 static void
@@ -322,7 +274,8 @@ parse_string(struct jparse *j)
     }
     if (q >= j->end)
         return -IM_EINVAL;
-    if (tmp_reserve(j, (size_t)(q - s) + 1))
+    char *t = tmp_room(j, (size_t)(q - s) + 1);
+    if (!t)
         return -ENOMEM;
 
     size_t n = 0;
@@ -332,21 +285,21 @@ parse_string(struct jparse *j)
         if (c < 0x20)
             return -IM_EINVAL;
         if (c != '\\') {
-            j->tmp[n++] = (char)c;
+            t[n++] = (char)c;
             p++;
             continue;
         }
         c = (unsigned char)p[1];
         p += 2;
         switch (c) {
-        case '"':  j->tmp[n++] = '"'; break;
-        case '\\': j->tmp[n++] = '\\'; break;
-        case '/':  j->tmp[n++] = '/'; break;
-        case 'b':  j->tmp[n++] = '\b'; break;
-        case 'f':  j->tmp[n++] = '\f'; break;
-        case 'n':  j->tmp[n++] = '\n'; break;
-        case 'r':  j->tmp[n++] = '\r'; break;
-        case 't':  j->tmp[n++] = '\t'; break;
+        case '"':  t[n++] = '"'; break;
+        case '\\': t[n++] = '\\'; break;
+        case '/':  t[n++] = '/'; break;
+        case 'b':  t[n++] = '\b'; break;
+        case 'f':  t[n++] = '\f'; break;
+        case 'n':  t[n++] = '\n'; break;
+        case 'r':  t[n++] = '\r'; break;
+        case 't':  t[n++] = '\t'; break;
         case 'u': {
             uint32_t cp, lo;
             if (q - p < 4 || hex4(p, &cp))
@@ -361,17 +314,17 @@ parse_string(struct jparse *j)
                 p += 6;
                 cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
             }
-            n += put_utf8(j->tmp + n, cp);
+            n += put_utf8(t + n, cp);
             break;
         }
         default:
             return -IM_EINVAL;
         }
     }
-    if (n && !im_utf8_valid(j->tmp, n))
+    if (n && !im_utf8_valid(t, n))
         return -IM_EUTF8;
     j->p = q + 1;
-    cl_pack_strn(j->e, j->tmp, n);
+    cl_pack_strn(j->e, t, n);
     return 0;
 }
 
@@ -432,11 +385,12 @@ parse_number(struct jparse *j)
         return 0;
     }
     size_t n = (size_t)(p - s);
-    if (tmp_reserve(j, n + 1))
+    char *t = tmp_room(j, n + 1);
+    if (!t)
         return -ENOMEM;
-    memcpy(j->tmp, s, n);
-    j->tmp[n] = '\0';
-    double d = strtod(j->tmp, NULL);
+    memcpy(t, s, n);
+    t[n] = '\0';
+    double d = strtod(t, NULL);
     if (!isfinite(d))
         return -IM_EINVAL;
     msgpack_pack_double(&j->e->pk, d);
@@ -628,7 +582,7 @@ cl_json_parse(const char *text, size_t len, struct cl_enc *e)
     }
     if (rc)
         e->buf.size = saved;
-    free(j.tmp);
+    im_buf_free(&j.tmp);
     free(j.keys);
     return rc;
 }

@@ -24,7 +24,8 @@
  * Returns 0 with a NUL-terminated malloc'd *out (the caller frees it) and its
  * length in *len, or -IM_EINVAL (a map key that is not a str, ext, a NaN or
  * infinite float, nesting deeper than 64), -IM_EUTF8 (a str that is not
- * UTF-8) or -ENOMEM; on failure *out is NULL.
+ * UTF-8), -IM_ETOOBIG (text over IM_BUF_MAX_DEFAULT, 64 MiB) or -ENOMEM; on
+ * failure *out is NULL.
  */
 int cl_json_write(const msgpack_object *o, char **out, size_t *len);
 

@@ -47,6 +47,9 @@
  *
  * Keepalive: PING after IRC_PING_IDLE_MS without input; ERROR "ping timeout"
  * IRC_PING_TIMEOUT_MS later.
+ *
+ * Time: timers, polls and the token bucket run on the monotonic clock; the
+ * wall clock only stamps incoming messages (message.ts).
  */
 #include <stdarg.h>
 #include <stdio.h>
@@ -55,21 +58,18 @@
 
 #include <mbedtls/base64.h>
 
+#include "im_buf.h"
 #include "im_common.h"
 #include "im_proto.h"
 #include "irc_int.h"
 
-#define DETAIL_MAX  240
+#define DETAIL_MAX  IM_DETAIL_MAX
 #define MAX_PARAMS  16
 
 /* ---- the send queues --------------------------------------------------- */
 
-/* A FIFO of lines: records {u64 msg, u16 len, u8 cost, bytes} in one buffer. */
-struct fifo {
-    uint8_t *buf;
-    size_t head, tail, cap;
-};
-
+/* A send queue is a FIFO of lines in one struct im_buf: records
+ * {u64 msg, u16 len, u8 cost, bytes}, consumed from the front. */
 #define REC_HDR (8 + 2 + 1)
 
 struct watch {
@@ -125,8 +125,9 @@ struct im_sess {
     bool line_cr;
     char *conv;                         /* Latin-1 conversion buffer */
 
-    /* time */
+    /* time: monotonic (timers, pacing), and wall for message.ts */
     uint64_t now;
+    uint64_t wall;
     uint64_t started;
     uint64_t online_at;
     uint64_t last_in;
@@ -135,8 +136,8 @@ struct im_sess {
     /* pacing */
     int64_t tokens;                     /* ms of credit; <= burst * interval */
     uint64_t tokens_at;
-    struct fifo ctl, msgs;
-    uint32_t ctcp_out;                  /* CTCP replies in ctl (0 again once it drained) */
+    struct im_buf ctl, msgs;            /* at most IRC_MAX_QUEUE bytes each */
+    uint32_t ctcp_out;                  /* CTCP answers in ctl (0 again once it drained) */
 
     /* watch list */
     struct watch *watch;
@@ -210,47 +211,16 @@ nick_eq(const char *a, size_t an, const char *b, size_t bn)
     return true;
 }
 
-/* Report a final state and stop.  Returns rc for convenient tail calls. */
-static int __attribute__((format(printf, 4, 5)))
-fail(struct im_sess *s, enum im_account_state st, int rc, const char *fmt, ...)
-{
-    char detail[DETAIL_MAX + 1];
-    va_list ap;
+/* Report a final state (once) and stop.  Returns the session's code, for
+ * tail calls: fail(s, state, code, fmt, ...). */
+#define fail(s_, st_, code_, ...) \
+    ((s_)->phase = P_DEAD, im_io_fail((s_)->io, &(s_)->rc, (st_), (code_), irc_strip_format, __VA_ARGS__))
 
-    if (s->phase == P_DEAD)
-        return s->rc;
-    va_start(ap, fmt);
-    vsnprintf(detail, sizeof(detail), fmt, ap);
-    va_end(ap);
-    size_t n = strlen(detail);
-    n = irc_strip_format(detail, n);
-    n = im_utf8_trim(detail, n);
-    if (!im_utf8_valid(detail, n))
-        n = 0;
-    detail[n] = 0;
-    s->phase = P_DEAD;
-    s->rc = rc;
-    struct im_event ev = { .type = IM_EV_STATE };
-    ev.u.state.state = st;
-    ev.u.state.detail = (struct im_str){ detail, (uint32_t)n };
-    emit(s, &ev);
-    return rc;
-}
-
+/* n bytes of text (no NUL among them) as a notice, formatting removed. */
 static void
 notice(struct im_sess *s, const char *text, size_t n)
 {
-    char buf[DETAIL_MAX + 1];
-    if (n > DETAIL_MAX)
-        n = DETAIL_MAX;
-    memcpy(buf, text, n);
-    n = irc_strip_format(buf, n);
-    n = im_utf8_trim(buf, n);
-    if (!n || !im_utf8_valid(buf, n))
-        return;
-    struct im_event ev = { .type = IM_EV_NOTICE };
-    ev.u.notice.text = (struct im_str){ buf, (uint32_t)n };
-    emit(s, &ev);
+    im_io_notice(s->io, irc_strip_format, "%.*s", (int)(n > DETAIL_MAX ? DETAIL_MAX : n), text);
 }
 
 size_t
@@ -372,48 +342,40 @@ irc_default_tls_name(const char *login, char *out, size_t outsz)
 
 /* ---- the send queues ---------------------------------------------------- */
 
+/* Queue one line (n <= IRC_LINE_MAX).  0, -ENOMEM or -IM_ETOOBIG (the queue is full). */
 static int
-fifo_push(struct fifo *f, const char *p, size_t n, uint64_t msg, uint8_t cost)
+fifo_push(struct im_buf *f, const char *p, size_t n, uint64_t msg, uint8_t cost)
 {
-    size_t need = REC_HDR + n;
-    if (f->head && f->tail + need > f->cap) {   /* compact */
-        memmove(f->buf, f->buf + f->head, f->tail - f->head);
-        f->tail -= f->head;
-        f->head = 0;
-    }
-    if (f->tail + need > f->cap) {
-        size_t cap = f->cap ? f->cap : 4096;
-        while (f->tail + need > cap)
-            cap *= 2;
-        uint8_t *nb = realloc(f->buf, cap);
-        if (!nb)
-            return -ENOMEM;
-        f->buf = nb;
-        f->cap = cap;
-    }
-    uint8_t *r = f->buf + f->tail;
-    memcpy(r, &msg, 8);
+    uint8_t hdr[REC_HDR];
     uint16_t len = (uint16_t)n;
-    memcpy(r + 8, &len, 2);
-    r[10] = cost;
-    memcpy(r + REC_HDR, p, n);
-    f->tail += need;
+    int rc = im_buf_reserve(f, REC_HDR + n);
+
+    if (rc) {
+        f->err = 0;                     /* the queue is intact; the caller ends the session */
+        return rc;
+    }
+    memcpy(hdr, &msg, 8);
+    memcpy(hdr + 8, &len, 2);
+    hdr[10] = cost;
+    im_buf_append(f, hdr, REC_HDR);
+    im_buf_append(f, p, n);
     return 0;
 }
 
 static bool
-fifo_empty(const struct fifo *f)
+fifo_empty(const struct im_buf *f)
 {
-    return f->head == f->tail;
+    return im_buf_len(f) == 0;
 }
 
 static size_t
-fifo_lines(const struct fifo *f)
+fifo_lines(const struct im_buf *f)
 {
+    const char *b = im_buf_data(f);
     size_t k = 0;
-    for (size_t at = f->head; at < f->tail; k++) {
+    for (size_t at = 0; at < im_buf_len(f); k++) {
         uint16_t len;
-        memcpy(&len, f->buf + at + 8, 2);
+        memcpy(&len, b + at + 8, 2);
         at += REC_HDR + len;
     }
     return k;
@@ -494,9 +456,7 @@ sendf_ctl(struct im_sess *s, unsigned cost, const char *fmt, ...)
     if (n < 0)
         return -IM_EINVAL;
     n = (int)line_end(buf, (size_t)n, sizeof(buf));
-    if (fifo_push(&s->ctl, buf, (size_t)n, 0, (uint8_t)cost))
-        return -ENOMEM;
-    return 0;
+    return fifo_push(&s->ctl, buf, (size_t)n, 0, (uint8_t)cost);
 }
 
 /* Send what the token bucket allows: control lines first, then messages. */
@@ -507,10 +467,10 @@ flush_queues(struct im_sess *s)
     for (;;) {
         if (fifo_empty(&s->ctl))
             s->ctcp_out = 0;
-        struct fifo *f = !fifo_empty(&s->ctl) ? &s->ctl : !fifo_empty(&s->msgs) ? &s->msgs : NULL;
+        struct im_buf *f = !fifo_empty(&s->ctl) ? &s->ctl : !fifo_empty(&s->msgs) ? &s->msgs : NULL;
         if (!f)
             return 0;
-        uint8_t *r = f->buf + f->head;
+        const uint8_t *r = (const uint8_t *)im_buf_data(f);
         uint64_t msg;
         uint16_t len;
         memcpy(&msg, r, 8);
@@ -521,16 +481,12 @@ flush_queues(struct im_sess *s)
         if (len && s->tokens < (int64_t)s->interval_ms)
             return 0;
         s->tokens -= (int64_t)cost * s->interval_ms;
-        f->head += REC_HDR + len;
         int rc = len ? s->io->out(s->io->ud, r + REC_HDR, len) : 0;
-        if (f->head == f->tail)
-            f->head = f->tail = 0;
+        im_buf_consume(f, REC_HDR + len);
         if (rc < 0)
             return rc;
         if (msg) {
-            struct im_event ev = { .type = IM_EV_SENT };
-            ev.u.sent.msg = msg;
-            emit(s, &ev);
+            im_io_sent(s->io, msg);
             if (s->phase == P_DEAD)
                 return s->rc;
         }
@@ -1103,7 +1059,7 @@ on_privmsg(struct im_sess *s, const struct irc_line *l, bool is_notice)
     struct im_event ev = { .type = IM_EV_MESSAGE };
     ev.u.message.from = (struct im_str){ from, (uint32_t)l->nick_len };
     ev.u.message.body = (struct im_str){ body, (uint32_t)bl };
-    ev.u.message.ts = s->now;
+    ev.u.message.ts = s->wall;
     emit(s, &ev);
     free(body);
     return 0;
@@ -1276,6 +1232,9 @@ irc_create(const struct im_account_cfg *cfg, const struct im_io *io)
     }
     s->cfg = cfg;
     s->io = io;
+    im_buf_init(&s->ctl, IRC_MAX_QUEUE);
+    s->ctl.secret = true;               /* NickServ IDENTIFY waits here */
+    im_buf_init(&s->msgs, IRC_MAX_QUEUE);
     s->server_password = opt(cfg, "server_password");
     s->nickserv_password = opt(cfg, "nickserv_password");
     const char *ns = opt(cfg, "nickserv");
@@ -1305,8 +1264,8 @@ irc_destroy(struct im_sess *s)
         return;
     free(s->line);
     free(s->conv);
-    free(s->ctl.buf);
-    free(s->msgs.buf);
+    im_buf_free(&s->ctl);
+    im_buf_free(&s->msgs);
     free(s->watch);
     free(s);
 }
@@ -1326,10 +1285,20 @@ ident_of(const char *in, char *out, size_t outsz)
     out[o] = 0;
 }
 
-static int
-irc_start(struct im_sess *s, uint64_t now_ms)
+/* Take the time a hook is given; the monotonic clock never goes back here. */
+static void
+set_time(struct im_sess *s, struct im_time now)
 {
-    s->now = s->started = s->last_in = s->tokens_at = now_ms;
+    if (now.mono_ms > s->now)
+        s->now = now.mono_ms;
+    s->wall = now.wall_ms;
+}
+
+static int
+irc_start(struct im_sess *s, struct im_time now)
+{
+    s->now = s->started = s->last_in = s->tokens_at = now.mono_ms;
+    s->wall = now.wall_ms;
     s->tokens = (int64_t)s->burst * s->interval_ms;
     if (s->cfg->tls == IM_TLS_STARTTLS)
         return fail(s, IM_ACC_ERROR, -IM_EINVAL,
@@ -1352,13 +1321,14 @@ irc_start(struct im_sess *s, uint64_t now_ms)
 }
 
 static int
-irc_input(struct im_sess *s, const uint8_t *p, size_t n, uint64_t now_ms)
+irc_input(struct im_sess *s, const uint8_t *p, size_t n, struct im_time now)
 {
     if (s->phase == P_DEAD)
         return s->rc;
-    s->now = now_ms;
+    s->now = now.mono_ms;
+    s->wall = now.wall_ms;
     if (n) {
-        s->last_in = now_ms;
+        s->last_in = now.mono_ms;
         s->ping_sent = 0;
     }
     for (size_t i = 0; i < n; i++) {
@@ -1394,20 +1364,19 @@ toolong:
 }
 
 static int
-irc_tls_ready(struct im_sess *s, int status, uint64_t now_ms)
+irc_tls_ready(struct im_sess *s, int status, struct im_time now)
 {
     (void)status;
-    (void)now_ms;
+    (void)now;
     return fail(s, IM_ACC_ERROR, -IM_EPROTO, "IRC has no STARTTLS");
 }
 
 static int
-irc_tick(struct im_sess *s, uint64_t now_ms)
+irc_tick(struct im_sess *s, struct im_time now)
 {
     if (s->phase == P_DEAD)
         return s->rc;
-    if (now_ms > s->now)
-        s->now = now_ms;
+    set_time(s, now);
     if (s->phase == P_REG && s->now - s->started >= IRC_REG_TIMEOUT_MS)
         return fail(s, IM_ACC_ERROR, -ETIMEDOUT, "the server did not complete the registration within %d s",
                     IRC_REG_TIMEOUT_MS / 1000);
@@ -1557,12 +1526,11 @@ irc_send_msg(struct im_sess *s, const struct im_msg *m)
 }
 
 static int
-irc_set_watch(struct im_sess *s, const struct im_str *addresses, uint32_t n, uint64_t now_ms)
+irc_set_watch(struct im_sess *s, const struct im_str *addresses, uint32_t n, struct im_time now)
 {
     if (s->phase == P_DEAD)
         return s->rc;
-    if (now_ms > s->now)
-        s->now = now_ms;
+    set_time(s, now);
     if (n > IRC_MAX_WATCH)
         n = IRC_MAX_WATCH;
     struct watch *nw = calloc(n + 1, sizeof(*nw));
@@ -1614,7 +1582,7 @@ irc_set_watch(struct im_sess *s, const struct im_str *addresses, uint32_t n, uin
             rc = monitor_sync(s, gone, n_gone);
         s->ison_now = true;                         /* poll new nicks soon */
         if (!rc)
-            rc = irc_tick(s, s->now);
+            rc = irc_tick(s, now);
     }
 out:
     free(nw);

@@ -26,6 +26,8 @@ extern const struct im_proto_ops irc_ops;
 #define IRC_FLOOD_BURST         5               /* lines sent back to back (option flood_burst) */
 #define IRC_FLOOD_INTERVAL_MS   1000            /* then one line per this (option flood_interval_ms) */
 #define IRC_MAX_ALT_NICKS       50              /* nick-in-use retries before giving up */
+#define IRC_MAX_QUEUE           (128u << 20)    /* bytes of one send queue: the relay's 1024
+                                                 * queued messages of 64 KiB, cut into lines */
 #define IRC_MAX_CTCP_QUEUED     4               /* CTCP answers waiting in the queue */
 
 /*

@@ -131,21 +131,14 @@ struct sip_unc {
     size_t len;
 };
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
 struct im_sess {
     const struct im_account_cfg *cfg;
     const struct im_io *io;
-    sip_rand_fn rnd;
-    void *rnd_ud;
 
     enum sip_phase phase;
     int rc;
-    uint64_t now;
+    uint64_t now;                   /* monotonic: every timer */
+    uint64_t wall;                  /* wall clock: message.ts only */
 
     char aor[SIP_ADDR_MAX + 1];     /* sip:user@host[:port] */
     char user[SIP_ADDR_MAX + 1];
@@ -207,17 +200,10 @@ struct im_sess {
     size_t n_tx, cap_tx;
     struct sip_unc *unc;
     size_t n_unc, cap_unc;
-    struct sbuf ob;                 /* scratch for building messages */
+    struct im_buf ob;               /* the message being built (at most SIP_MAX_OUT bytes) */
 };
 
 /* ---- helpers ------------------------------------------------------------ */
-
-static int
-default_rand(void *ud, uint8_t *buf, size_t n)
-{
-    (void)ud;
-    return im_random(buf, n);
-}
 
 /* 2n lower-case hex characters of randomness into out (2n+1 bytes). */
 static int
@@ -227,78 +213,15 @@ rand_hex(struct im_sess *s, char *out, size_t nbytes)
     static const char xd[] = "0123456789abcdef";
     if (nbytes > sizeof(b))
         nbytes = sizeof(b);
-    int rc = s->rnd(s->rnd_ud, b, nbytes);
+    int rc = im_rng_fill(s->io->rng, b, nbytes);
     if (rc)
-        return rc < 0 ? rc : -EIO;
+        return rc;
     for (size_t i = 0; i < nbytes; i++) {
         out[2 * i] = xd[b[i] >> 4];
         out[2 * i + 1] = xd[b[i] & 15];
     }
     out[2 * nbytes] = 0;
     return 0;
-}
-
-static void
-sb_reset(struct sbuf *b)
-{
-    b->len = 0;
-    b->oom = false;
-}
-
-static void
-sb_put(struct sbuf *b, const void *p, size_t n)
-{
-    if (b->oom)
-        return;
-    if (b->cap - b->len < n + 1) {
-        size_t cap = b->cap ? b->cap : 2048;
-        while (cap - b->len < n + 1)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void __attribute__((format(printf, 2, 3)))
-sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    char tmp[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-    va_end(ap);
-    if (n < 0) {
-        b->oom = true;
-        return;
-    }
-    if ((size_t)n < sizeof(tmp)) {
-        sb_put(b, tmp, (size_t)n);
-        return;
-    }
-    char *big = malloc((size_t)n + 1);
-    if (!big) {
-        b->oom = true;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(big, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    sb_put(b, big, (size_t)n);
-    free(big);
-}
-
-static void
-sb_str(struct sbuf *b, struct im_str v)
-{
-    sb_put(b, v.p, v.len);
 }
 
 static bool
@@ -329,52 +252,31 @@ clean_text(char *d, size_t n)
     return n;
 }
 
-static int __attribute__((format(printf, 4, 5)))
-fail(struct im_sess *s, enum im_account_state st, int rc, const char *fmt, ...)
-{
-    char d[300];
-    va_list ap;
-    if (s->phase == P_DEAD)
-        return s->rc;
-    va_start(ap, fmt);
-    int n = vsnprintf(d, sizeof(d), fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        n = 0;
-    if ((size_t)n >= sizeof(d))
-        n = sizeof(d) - 1;
-    s->phase = P_DEAD;
-    s->rc = rc;
-    struct im_event ev = { .type = IM_EV_STATE };
-    ev.u.state.state = st;
-    ev.u.state.detail = (struct im_str){ d, (uint32_t)clean_text(d, (size_t)n) };
-    s->io->event(s->io->ud, &ev);
-    return rc;
-}
+/* Report a final state (once) and stop.  Returns the session's code, for
+ * tail calls: fail(s, state, code, fmt, ...). */
+#define fail(s_, st_, code_, ...) \
+    ((s_)->phase = P_DEAD, im_io_fail((s_)->io, &(s_)->rc, (st_), (code_), clean_text, __VA_ARGS__))
 
 static void __attribute__((format(printf, 2, 3)))
 notice(struct im_sess *s, const char *fmt, ...)
 {
-    char d[300];
     va_list ap;
+
     va_start(ap, fmt);
-    int n = vsnprintf(d, sizeof(d), fmt, ap);
+    im_io_vnotice(s->io, clean_text, fmt, ap);
     va_end(ap);
-    if (n < 0)
-        return;
-    if ((size_t)n >= sizeof(d))
-        n = sizeof(d) - 1;
-    struct im_event ev = { .type = IM_EV_NOTICE };
-    ev.u.notice.text = (struct im_str){ d, (uint32_t)clean_text(d, (size_t)n) };
-    s->io->event(s->io->ud, &ev);
 }
 
-static void
-report_sent(struct im_sess *s, uint64_t msg)
+/* s->ob could not hold the message being built: the session ends. */
+static int
+ob_failed(struct im_sess *s)
 {
-    struct im_event ev = { .type = IM_EV_SENT };
-    ev.u.sent.msg = msg;
-    s->io->event(s->io->ud, &ev);
+    int rc = s->ob.err;
+
+    im_buf_reset(&s->ob);
+    if (rc == -IM_ETOOBIG)
+        return fail(s, IM_ACC_ERROR, rc, "outgoing SIP message over %u KiB", SIP_MAX_OUT / 1024);
+    return fail(s, IM_ACC_ERROR, rc, "out of memory");
 }
 
 /* A reason phrase fit for a detail: at most 80 bytes. */
@@ -608,14 +510,14 @@ put_auth(struct im_sess *s, struct sip_chal *c, const char *method, const char *
     if (sip_digest_response(c->alg, s->user, c->realm, s->cfg->password ? s->cfg->password : "",
                             c->nonce, cnonce, nc8, qop, method, ruri, body, blen, resp))
         return;
-    sb_printf(&s->ob, "%s: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", uri=\"%s\", "
+    im_buf_printf(&s->ob, "%s: Digest username=\"%s\", realm=\"%s\", nonce=\"%s\", uri=\"%s\", "
               "response=\"%s\", algorithm=%s", c->proxy ? "Proxy-Authorization" : "Authorization",
               s->user, c->realm, c->nonce, ruri, resp, sip_digest_alg_name(c->alg));
     if (c->opaque[0])
-        sb_printf(&s->ob, ", opaque=\"%s\"", c->opaque);
+        im_buf_printf(&s->ob, ", opaque=\"%s\"", c->opaque);
     if (qop)
-        sb_printf(&s->ob, ", qop=%s, nc=%s, cnonce=\"%s\"", qop, nc8, cnonce);
-    sb_put(&s->ob, "\r\n", 2);
+        im_buf_printf(&s->ob, ", qop=%s, nc=%s, cnonce=\"%s\"", qop, nc8, cnonce);
+    im_buf_append(&s->ob, "\r\n", 2);
 }
 
 /*
@@ -632,8 +534,8 @@ send_request(struct im_sess *s, const char *method, const char *ruri, const char
     int rc = rand_hex(s, branch, 12);
     if (rc)
         return fail(s, IM_ACC_ERROR, rc, "no randomness for the SIP branch");
-    sb_reset(&s->ob);
-    sb_printf(&s->ob, "%s %s SIP/2.0\r\n"
+    im_buf_reset(&s->ob);
+    im_buf_printf(&s->ob, "%s %s SIP/2.0\r\n"
               "Via: SIP/2.0/%s %s;branch=z9hG4bK%s;rport\r\n"
               "Max-Forwards: 70\r\n"
               "From: <%s>;tag=%s\r\n"
@@ -646,15 +548,15 @@ send_request(struct im_sess *s, const char *method, const char *ruri, const char
         put_auth(s, &s->www, method, ruri, body, blen);
     if (s->proxy.valid)
         put_auth(s, &s->proxy, method, ruri, body, blen);
-    sb_printf(&s->ob, "User-Agent: imfuse\r\n");
+    im_buf_printf(&s->ob, "User-Agent: imfuse\r\n");
     if (ctype)
-        sb_printf(&s->ob, "Content-Type: %s\r\n", ctype);
-    sb_printf(&s->ob, "Content-Length: %zu\r\n\r\n", blen);
+        im_buf_printf(&s->ob, "Content-Type: %s\r\n", ctype);
+    im_buf_printf(&s->ob, "Content-Length: %zu\r\n\r\n", blen);
     if (blen)
-        sb_put(&s->ob, body, blen);
-    if (s->ob.oom)
-        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
-    rc = s->io->out(s->io->ud, s->ob.p, s->ob.len);
+        im_buf_append(&s->ob, body, blen);
+    if (s->ob.err)
+        return ob_failed(s);
+    rc = s->io->out(s->io->ud, im_buf_data(&s->ob), im_buf_len(&s->ob));
     if (rc < 0) {
         s->phase = P_DEAD;
         s->rc = rc;
@@ -713,42 +615,42 @@ has_tag(struct im_str to)
 static void
 build_answer(struct im_sess *s, const struct sip_msg *m, int code, const char *reason, const char *extra)
 {
-    sb_reset(&s->ob);
-    sb_printf(&s->ob, "SIP/2.0 %d %s\r\n", code, reason);
+    im_buf_reset(&s->ob);
+    im_buf_printf(&s->ob, "SIP/2.0 %d %s\r\n", code, reason);
     for (const struct sip_hdr *h = sip_msg_find(m, SH_VIA, NULL); h; h = sip_msg_find(m, SH_VIA, h)) {
-        sb_put(&s->ob, "Via: ", 5);
-        sb_str(&s->ob, h->value);
-        sb_put(&s->ob, "\r\n", 2);
+        im_buf_append(&s->ob, "Via: ", 5);
+        im_buf_append(&s->ob, h->value.p, h->value.len);
+        im_buf_append(&s->ob, "\r\n", 2);
     }
     if (m->from.len) {
-        sb_put(&s->ob, "From: ", 6);
-        sb_str(&s->ob, m->from);
-        sb_put(&s->ob, "\r\n", 2);
+        im_buf_append(&s->ob, "From: ", 6);
+        im_buf_append(&s->ob, m->from.p, m->from.len);
+        im_buf_append(&s->ob, "\r\n", 2);
     }
     if (m->to.len) {
-        sb_put(&s->ob, "To: ", 4);
-        sb_str(&s->ob, m->to);
+        im_buf_append(&s->ob, "To: ", 4);
+        im_buf_append(&s->ob, m->to.p, m->to.len);
         if (!has_tag(m->to))
-            sb_printf(&s->ob, ";tag=%s", s->to_tag);
-        sb_put(&s->ob, "\r\n", 2);
+            im_buf_printf(&s->ob, ";tag=%s", s->to_tag);
+        im_buf_append(&s->ob, "\r\n", 2);
     }
     if (m->call_id.len) {
-        sb_put(&s->ob, "Call-ID: ", 9);
-        sb_str(&s->ob, m->call_id);
-        sb_put(&s->ob, "\r\n", 2);
+        im_buf_append(&s->ob, "Call-ID: ", 9);
+        im_buf_append(&s->ob, m->call_id.p, m->call_id.len);
+        im_buf_append(&s->ob, "\r\n", 2);
     }
     if (m->has_cseq)
-        sb_printf(&s->ob, "CSeq: %u %.*s\r\n", m->cseq, (int)m->cseq_method.len, m->cseq_method.p);
-    sb_printf(&s->ob, "%sUser-Agent: imfuse\r\nContent-Length: 0\r\n\r\n", extra);
+        im_buf_printf(&s->ob, "CSeq: %u %.*s\r\n", m->cseq, (int)m->cseq_method.len, m->cseq_method.p);
+    im_buf_printf(&s->ob, "%sUser-Agent: imfuse\r\nContent-Length: 0\r\n\r\n", extra);
 }
 
 static int
 answer(struct im_sess *s, const struct sip_msg *m, int code, const char *reason, const char *extra)
 {
     build_answer(s, m, code, reason, extra);
-    if (s->ob.oom)
-        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
-    int rc = s->io->out(s->io->ud, s->ob.p, s->ob.len);
+    if (s->ob.err)
+        return ob_failed(s);
+    int rc = s->io->out(s->io->ud, im_buf_data(&s->ob), im_buf_len(&s->ob));
     if (rc < 0) {
         s->phase = P_DEAD;
         s->rc = rc;
@@ -789,8 +691,8 @@ on_message(struct im_sess *s, const struct sip_msg *m)
 
     /* The 200 OK is built now and written when the message is committed. */
     build_answer(s, m, 200, "OK", "");
-    if (s->ob.oom)
-        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+    if (s->ob.err)
+        return ob_failed(s);
     if (s->n_unc == s->cap_unc) {
         size_t cap = s->cap_unc ? s->cap_unc * 2 : 16;
         struct sip_unc *nu = realloc(s->unc, cap * sizeof(*nu));
@@ -799,20 +701,21 @@ on_message(struct im_sess *s, const struct sip_msg *m)
         s->unc = nu;
         s->cap_unc = cap;
     }
-    char *resp = malloc(s->ob.len);
+    size_t rlen = im_buf_len(&s->ob);
+    char *resp = malloc(rlen);
     if (!resp)
         return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
-    memcpy(resp, s->ob.p, s->ob.len);
+    memcpy(resp, im_buf_data(&s->ob), rlen);
     uint64_t tok = s->tok_base | ++s->tok_next;
     if (!(uint32_t)tok)
         tok = s->tok_base | ++s->tok_next;
-    s->unc[s->n_unc++] = (struct sip_unc){ .token = tok, .resp = resp, .len = s->ob.len };
+    s->unc[s->n_unc++] = (struct sip_unc){ .token = tok, .resp = resp, .len = rlen };
 
     struct im_event ev = { .type = IM_EV_MESSAGE };
     ev.u.message.from = (struct im_str){ from, (uint32_t)flen };
     ev.u.message.resource = (struct im_str){ "", 0 };
     ev.u.message.body = m->body;
-    ev.u.message.ts = s->now;
+    ev.u.message.ts = s->wall;
     ev.u.message.token = tok;
     s->io->event(s->io->ud, &ev);
     return s->phase == P_DEAD ? s->rc : 0;
@@ -1020,7 +923,7 @@ on_message_response(struct im_sess *s, const struct sip_msg *m, size_t i)
     if (m->status >= 200 && m->status < 300) {
         uint64_t id = t->msg;
         tx_remove(s, i);
-        report_sent(s, id);
+        im_io_sent(s->io, id);
         return s->phase == P_DEAD ? s->rc : 0;
     }
     if ((m->status == 401 || m->status == 407) && auth_again(s, m, &t->auth_tries)) {
@@ -1031,7 +934,7 @@ on_message_response(struct im_sess *s, const struct sip_msg *m, size_t i)
     notice(s, "message to %.*s not delivered: %d %.*s", (int)(strlen(t->to) > 120 ? 120 : strlen(t->to)),
            t->to, m->status, reason_len(m->reason), m->reason.p);
     tx_remove(s, i);
-    report_sent(s, id);
+    im_io_sent(s->io, id);
     return s->phase == P_DEAD ? s->rc : 0;
 }
 
@@ -1696,13 +1599,6 @@ on_response(struct im_sess *s, const struct sip_msg *m)
 
 /* ---- ops --------------------------------------------------------------------- */
 
-void
-sip_set_rand(struct im_sess *s, sip_rand_fn fn, void *ud)
-{
-    s->rnd = fn ? fn : default_rand;
-    s->rnd_ud = ud;
-}
-
 static struct im_sess *
 sip_create(const struct im_account_cfg *cfg, const struct im_io *io)
 {
@@ -1713,7 +1609,8 @@ sip_create(const struct im_account_cfg *cfg, const struct im_io *io)
         return NULL;
     s->cfg = cfg;
     s->io = io;
-    s->rnd = default_rand;
+    im_buf_init(&s->ob, SIP_MAX_OUT);
+    s->ob.secret = true;                /* digest answers go through it */
     s->expires_req = SIP_DEFAULT_EXPIRES;
     if (sip_normalize_z(cfg->login, s->aor, sizeof(s->aor), &why)) {
         s->why_bad = why;
@@ -1753,19 +1650,18 @@ sip_destroy(struct im_sess *s)
     }
     free(s->sub);
     sip_framer_free(&s->fr);
-    if (s->ob.p)
-        im_wipe(s->ob.p, s->ob.cap);
-    free(s->ob.p);
+    im_buf_free(&s->ob);
     im_wipe(s, sizeof(*s));
     free(s);
 }
 
 static int
-sip_start(struct im_sess *s, uint64_t now_ms)
+sip_start(struct im_sess *s, struct im_time now)
 {
     if (s->phase != P_NEW)
         return -IM_EINVAL;
-    s->now = s->last_rx = s->last_ping = now_ms;
+    s->now = s->last_rx = s->last_ping = now.mono_ms;
+    s->wall = now.wall_ms;
     s->phase = P_REG;
     if (s->cfg->tls == IM_TLS_STARTTLS)
         return fail(s, IM_ACC_ERROR, -IM_EINVAL,
@@ -1777,7 +1673,7 @@ sip_start(struct im_sess *s, uint64_t now_ms)
     const char *la = s->io->local_addr ? s->io->local_addr(s->io->ud) : NULL;
     im_strlcpy(s->local, la && *la ? la : "imfuse.invalid", sizeof(s->local));
     uint8_t tb[4];
-    int rc = s->rnd(s->rnd_ud, tb, sizeof(tb));
+    int rc = im_rng_fill(s->io->rng, tb, sizeof(tb));
     if (!rc)
         rc = rand_hex(s, s->reg_call_id, 16);
     if (!rc)
@@ -1809,24 +1705,26 @@ handle(struct im_sess *s, const uint8_t *p, size_t hl, size_t bl)
     return s->phase == P_DEAD ? s->rc : rc;
 }
 
-#define FEED_STEP (64u * 1024u)
-
 static int
-sip_input(struct im_sess *s, const uint8_t *p, size_t n, uint64_t now_ms)
+sip_input(struct im_sess *s, const uint8_t *p, size_t n, struct im_time now)
 {
     if (s->phase == P_DEAD)
         return s->rc ? s->rc : -IM_EPROTO;
     if (s->phase == P_NEW)
         return -IM_EINVAL;
-    s->now = now_ms;
+    s->now = now.mono_ms;
+    s->wall = now.wall_ms;
     if (n) {
-        s->last_rx = now_ms;
+        s->last_rx = now.mono_ms;
         s->ping_out = false;
     }
     while (n) {
-        size_t step = n < FEED_STEP ? n : FEED_STEP;
-        if (sip_framer_push(&s->fr, p, step))
-            return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+        size_t step = n < SIP_FEED_STEP ? n : SIP_FEED_STEP;
+        int prc = sip_framer_push(&s->fr, p, step);
+        if (prc == -IM_ETOOBIG)
+            return fail(s, IM_ACC_ERROR, prc, "SIP input over %u KiB unframed", SIP_FRAMER_MAX / 1024);
+        if (prc)
+            return fail(s, IM_ACC_ERROR, prc, "out of memory");
         p += step;
         n -= step;
         for (;;) {
@@ -1856,20 +1754,23 @@ sip_input(struct im_sess *s, const uint8_t *p, size_t n, uint64_t now_ms)
 }
 
 static int
-sip_tls_ready(struct im_sess *s, int status, uint64_t now_ms)
+sip_tls_ready(struct im_sess *s, int status, struct im_time now)
 {
     /* SIP never asks for STARTTLS. */
     return fail(s, IM_ACC_ERROR, -IM_EPROTO, "unexpected TLS upgrade on a SIP connection");
 }
 
 static int
-sip_tick(struct im_sess *s, uint64_t now_ms)
+sip_tick(struct im_sess *s, struct im_time now)
 {
+    uint64_t now_ms = now.mono_ms;
+
     if (s->phase == P_DEAD)
         return s->rc ? s->rc : -IM_EPROTO;
     if (s->phase == P_NEW)
         return 0;
     s->now = now_ms;
+    s->wall = now.wall_ms;
     if (s->reg_pending && now_ms - s->reg_sent_ms >= SIP_REG_TIMEOUT_MS)
         return fail(s, IM_ACC_ERROR, -ETIMEDOUT, "no answer to REGISTER within %u s",
                     SIP_REG_TIMEOUT_MS / 1000);
@@ -1902,7 +1803,7 @@ sip_tick(struct im_sess *s, uint64_t now_ms)
                (int)(strlen(s->tx[0].to) > 120 ? 120 : strlen(s->tx[0].to)), s->tx[0].to,
                SIP_TX_TIMEOUT_MS / 1000);
         tx_remove(s, 0);
-        report_sent(s, id);
+        im_io_sent(s->io, id);
         if (s->phase == P_DEAD)
             return s->rc;
     }
@@ -1931,7 +1832,7 @@ sip_send_msg(struct im_sess *s, const struct im_msg *m)
     if (sip_normalize(m->to.p, m->to.len, to, sizeof(to), &why)) {
         /* The relay normalised it already; report rather than loop on it. */
         notice(s, "message not sent: bad SIP address (%s)", why);
-        report_sent(s, m->msg);
+        im_io_sent(s->io, m->msg);
         return s->phase == P_DEAD ? s->rc : 0;
     }
     if (s->n_tx >= SIP_MAX_PENDING_TX)
@@ -1986,11 +1887,12 @@ sip_committed(struct im_sess *s, uint64_t token)
 }
 
 static int
-sip_set_watch(struct im_sess *s, const struct im_str *addresses, uint32_t n, uint64_t now_ms)
+sip_set_watch(struct im_sess *s, const struct im_str *addresses, uint32_t n, struct im_time now)
 {
     if (s->phase == P_DEAD)
         return s->rc ? s->rc : -IM_EPROTO;
-    s->now = now_ms;
+    s->now = now.mono_ms;
+    s->wall = now.wall_ms;
     for (size_t i = 0; i < s->n_sub; i++)
         s->sub[i].mark = false;
     size_t watched = 0;

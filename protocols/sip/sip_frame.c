@@ -9,31 +9,33 @@
 
 #include "sip_int.h"
 
+/* Drop n bytes from the front; the search position follows them. */
+static void
+drop(struct sip_framer *f, size_t n)
+{
+    im_buf_consume(&f->buf, n);
+    f->scan = f->scan > n ? f->scan - n : 0;
+}
+
+/* Drop the unit returned last: its view ends here. */
+static void
+drop_taken(struct sip_framer *f)
+{
+    if (f->taken) {
+        drop(f, f->taken);
+        f->taken = 0;
+    }
+}
+
 int
 sip_framer_push(struct sip_framer *f, const uint8_t *p, size_t n)
 {
     if (!n)
         return 0;
-    /* Compact: drop what was consumed before growing. */
-    if (f->off && (f->off == f->len || f->cap - f->len < n)) {
-        memmove(f->buf, f->buf + f->off, f->len - f->off);
-        f->len -= f->off;
-        f->scan -= f->scan >= f->off ? f->off : f->scan;
-        f->off = 0;
-    }
-    if (f->cap - f->len < n) {
-        size_t cap = f->cap ? f->cap : 4096;
-        while (cap - f->len < n)
-            cap *= 2;
-        uint8_t *nb = realloc(f->buf, cap);
-        if (!nb)
-            return -ENOMEM;
-        f->buf = nb;
-        f->cap = cap;
-    }
-    memcpy(f->buf + f->len, p, n);
-    f->len += n;
-    return 0;
+    drop_taken(f);
+    if (!f->buf.max)
+        f->buf.max = SIP_FRAMER_MAX;
+    return im_buf_append(&f->buf, p, n);
 }
 
 /* Content-Length of the header block [p, p+n): 0 when absent. */
@@ -98,60 +100,65 @@ content_length(const uint8_t *p, size_t n, size_t *out)
 int
 sip_framer_next(struct sip_framer *f, const uint8_t **p, size_t *hdr_len, size_t *body_len)
 {
+    const uint8_t *b;
+    size_t len;
+
+    drop_taken(f);
     if (!f->hdr_len) {
         /* Keepalives before a message. */
-        while (f->off < f->len && (f->buf[f->off] == '\r' || f->buf[f->off] == '\n')) {
-            size_t avail = f->len - f->off;
-            const uint8_t *b = f->buf + f->off;
-            if (avail >= 4 && !memcmp(b, "\r\n\r\n", 4)) {
-                f->off += 4;
-                f->scan = f->off;
+        for (;;) {
+            b = (const uint8_t *)im_buf_data(&f->buf);
+            len = im_buf_len(&f->buf);
+            if (!len || (b[0] != '\r' && b[0] != '\n'))
+                break;
+            if (len >= 4 && !memcmp(b, "\r\n\r\n", 4)) {
+                drop(f, 4);
                 return SIP_FRAME_PING;
             }
-            if (b[0] == '\r' && avail >= 2 && b[1] == '\n' && (avail < 3 || b[2] != '\r')) {
-                if (avail == 2)
+            if (b[0] == '\r' && len >= 2 && b[1] == '\n' && (len < 3 || b[2] != '\r')) {
+                if (len == 2)
                     return -EAGAIN;     /* a pong, or the start of a ping */
-                f->off += 2;            /* a pong */
+                drop(f, 2);             /* a pong */
                 continue;
             }
-            if (b[0] == '\r' && (avail < 4 && !memcmp(b, "\r\n\r\n", avail)))
+            if (b[0] == '\r' && (len < 4 && !memcmp(b, "\r\n\r\n", len)))
                 return -EAGAIN;
-            f->off++;                   /* stray CR or LF */
+            drop(f, 1);                 /* stray CR or LF */
         }
-        if (f->scan < f->off)
-            f->scan = f->off;
         /* The end of the headers. */
         size_t i = f->scan;
         size_t end = 0;
-        for (; i + 4 <= f->len; i++) {
-            if (f->buf[i + 3] != '\n') {
+        for (; i + 4 <= len; i++) {
+            if (b[i + 3] != '\n') {
                 continue;
             }
-            if (!memcmp(f->buf + i, "\r\n\r\n", 4)) {
+            if (!memcmp(b + i, "\r\n\r\n", 4)) {
                 end = i + 4;
                 break;
             }
         }
         if (!end) {
-            f->scan = f->len >= 3 && f->len - 3 > f->off ? f->len - 3 : f->off;
-            if (f->len - f->off > SIP_MAX_HEADER_BYTES)
+            f->scan = len >= 3 ? len - 3 : 0;
+            if (len > SIP_MAX_HEADER_BYTES)
                 return -IM_ETOOBIG;
             return -EAGAIN;
         }
-        if (end - f->off > SIP_MAX_HEADER_BYTES)
+        if (end > SIP_MAX_HEADER_BYTES)
             return -IM_ETOOBIG;
-        int rc = content_length(f->buf + f->off, end - f->off, &f->body_len);
+        int rc = content_length(b, end, &f->body_len);
         if (rc)
             return rc;
-        f->hdr_len = end - f->off;
+        f->hdr_len = end;
     }
-    if (f->len - f->off < f->hdr_len + f->body_len)
+    b = (const uint8_t *)im_buf_data(&f->buf);
+    len = im_buf_len(&f->buf);
+    if (len < f->hdr_len + f->body_len)
         return -EAGAIN;
-    *p = f->buf + f->off;
+    *p = b;
     *hdr_len = f->hdr_len;
     *body_len = f->body_len;
-    f->off += f->hdr_len + f->body_len;
-    f->scan = f->off;
+    f->taken = f->hdr_len + f->body_len;
+    f->scan = f->taken;
     f->hdr_len = f->body_len = 0;
     return SIP_FRAME_MSG;
 }
@@ -159,6 +166,6 @@ sip_framer_next(struct sip_framer *f, const uint8_t **p, size_t *hdr_len, size_t
 void
 sip_framer_free(struct sip_framer *f)
 {
-    free(f->buf);
+    im_buf_free(&f->buf);
     memset(f, 0, sizeof(*f));
 }

@@ -11,6 +11,7 @@
 #ifndef SIP_INT_H
 #define SIP_INT_H
 
+#include "im_buf.h"
 #include "im_proto.h"
 
 extern const struct im_proto_ops sip_ops;
@@ -36,6 +37,10 @@ extern const struct im_proto_ops sip_ops;
 #define SIP_PIDF_DEPTH          32              /* XML nesting in it */
 #define SIP_DLG_URI_MAX         512             /* remote target or one route of a dialog */
 #define SIP_DLG_ROUTES_MAX      8               /* routes in a dialog's route set */
+#define SIP_MAX_OUT             (1u << 20)      /* one message we write (a 64 KiB body, headers) */
+#define SIP_FEED_STEP           (64u * 1024u)   /* bytes input() gives the framer at once */
+#define SIP_FRAMER_MAX          (SIP_MAX_HEADER_BYTES + SIP_MAX_BODY + SIP_FEED_STEP)
+                                                /* bytes the framer holds: an unfinished unit + a step */
 
 /* ---- framer ------------------------------------------------------------ */
 
@@ -44,14 +49,12 @@ extern const struct im_proto_ops sip_ops;
  * with CRLFCRLF, then Content-Length bytes of body (header `Content-Length`
  * or its compact form `l`; missing means 0).  CRLFs between messages are
  * keepalives: a CRLFCRLF is reported as a ping, a lone CRLF (a pong) is
- * skipped.  Owns its buffer.
+ * skipped.  Owns its buffer.  A zero-filled framer is ready for use.
  */
 struct sip_framer {
-    uint8_t *buf;
-    size_t off;         /* start of unconsumed bytes */
-    size_t len;         /* end of buffered bytes */
-    size_t cap;
-    size_t scan;        /* where the CRLFCRLF search resumes */
+    struct im_buf buf;  /* unconsumed bytes, at most SIP_FRAMER_MAX */
+    size_t taken;       /* bytes of the unit last returned, dropped at the next call */
+    size_t scan;        /* where the CRLFCRLF search resumes, from the first unconsumed byte */
     size_t hdr_len;     /* 0 until the end of the headers was found */
     size_t body_len;
 };
@@ -61,11 +64,13 @@ enum {
     SIP_FRAME_PING = 2, /* a CRLFCRLF keepalive ping */
 };
 
-/* Append bytes.  0, -ENOMEM.  Views returned by sip_framer_next() end here. */
+/* Append bytes.  0, -ENOMEM or -IM_ETOOBIG (over SIP_FRAMER_MAX: more than
+ * SIP_FEED_STEP bytes pushed without draining).  Views returned by
+ * sip_framer_next() end here. */
 int sip_framer_push(struct sip_framer *f, const uint8_t *p, size_t n);
 /*
  * Next complete unit: SIP_FRAME_MSG (with *p, *hdr_len, *body_len set; the
- * view is valid until the next push), SIP_FRAME_PING, -EAGAIN when more
+ * view is valid until the next push or next), SIP_FRAME_PING, -EAGAIN when more
  * bytes are needed, -IM_ETOOBIG (headers over 64 KiB, body over 1 MiB) or
  * -IM_EPROTO (bad Content-Length).  Errors are final.
  */
@@ -187,13 +192,7 @@ const char *sip_digest_alg_name(enum sip_digest_alg alg);
  */
 int sip_pidf_parse(const char *p, size_t n, enum im_presence *out);
 
-/* ---- adapter hooks for tests --------------------------------------------- */
-
-typedef int (*sip_rand_fn)(void *ud, uint8_t *buf, size_t n);
-
-/* Replace the session's random source (default im_random()) used for
- * Call-IDs, tags, branches and cnonces.  Call before ops->start(). */
-void sip_set_rand(struct im_sess *s, sip_rand_fn fn, void *ud);
+/* ---- addresses -------------------------------------------------------------- */
 
 /* Normalise a SIP address of record ("sip:user@host[:port]" or "user@host")
  * into out.  0 or -IM_EINVAL with *why. */

@@ -18,7 +18,11 @@
  * never refused; addresses containing them are REJECTED by the normalisers.
  *
  * SASL: SCRAM-SHA-256, then SCRAM-SHA-1 (gs2 header "n,,", never -PLUS),
- * then PLAIN only when TLS is on.  <failure/> conditions not-authorized,
+ * then PLAIN only when TLS is on.  SCRAM's PBKDF2 is handed to the glue when
+ * it offers io->kdf: the login then waits after the server-first-message
+ * until kdf_done brings the key (input meanwhile is parsed as usual; another
+ * challenge or a success before our response is a protocol error), else it
+ * is derived inline.  <failure/> conditions not-authorized,
  * account-disabled, credentials-expired, invalid-authzid and
  * encryption-required mean AUTH_FAILED (retrying cannot help); any other
  * condition is ERROR (retried).
@@ -31,16 +35,19 @@
  * inbound sequence number (never 0); 0 without stream management.  logout()
  * sends a final <a/> before closing, so that the server does not re-send
  * (ejabberd: re-store offline) messages that were committed after its last <r/>.
+ *
+ * Time: the monotonic clock drives the login timeout and the keepalive; the
+ * wall clock only stamps messages that carry no XEP-0203 delay stamp.
  */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/random.h>
 
 #include <expat.h>
 #include <mbedtls/base64.h>
 
+#include "im_buf.h"
 #include "im_common.h"
 #include "im_proto.h"
 #include "xmpp_int.h"
@@ -62,7 +69,6 @@
 #define NS_XML      "http://www.w3.org/XML/1998/namespace"
 
 #define FEED_STEP   4096
-#define DETAIL_MAX  240
 
 /* ---- the per-stanza tree and its arena --------------------------------- */
 
@@ -124,12 +130,6 @@ enum phase {
 
 enum sm_state { SM_OFF = 0, SM_REQUESTED, SM_ON };
 
-struct obuf {
-    char *p;
-    size_t len, cap;
-    bool oom;
-};
-
 struct im_sess {
     const struct im_account_cfg *cfg;
     const struct im_io *io;
@@ -155,12 +155,12 @@ struct im_sess {
     const char *resource;
     struct scram_ctx scram;
     bool scram_on;
-    scram_rand_fn rnd;
-    void *rnd_ud;
+    bool kdf_wait;                  /* io->kdf accepted kdf_req: the login waits for kdf_done */
+    uint64_t kdf_req;
     bool sm_offered, session_required;
 
-    /* timers */
-    uint64_t now, start_ms, last_rx, ping_sent;
+    /* time: monotonic for the timers, wall only for message.ts */
+    uint64_t mono, wall, start_ms, last_rx, ping_sent;
     bool ping_out;
     uint32_t ping_seq;
 
@@ -176,21 +176,15 @@ struct im_sess {
     uint64_t *uncommitted;          /* tokens (= stanza numbers), increasing */
     uint32_t n_unc, cap_unc;
     bool a_owed;                    /* an <r/> was answered while messages were uncommitted */
+    bool r_out;                     /* our <r/> is waiting for the server's <a/> */
     uint32_t out_count;             /* outbound stanzas since <enable/> */
     struct sent_msg *unacked;
     uint32_t ua_head, ua_n, cap_ua;
 
-    struct obuf ob;
+    struct im_buf ob;               /* the stanza being built (secret: SASL goes through it) */
 };
 
 /* ---- small helpers ----------------------------------------------------- */
-
-static int
-default_rand(void *ud, uint8_t *buf, size_t n)
-{
-    (void)ud;
-    return im_random(buf, n);
-}
 
 static void
 lower_ascii(char *p, size_t n)
@@ -216,55 +210,31 @@ emit(struct im_sess *s, const struct im_event *ev)
 static int __attribute__((format(printf, 4, 5)))
 fail(struct im_sess *s, enum im_account_state st, int rc, const char *fmt, ...)
 {
-    char detail[DETAIL_MAX + 1];
     va_list ap;
 
-    if (s->phase == P_DEAD)
-        return s->rc;
-    va_start(ap, fmt);
-    vsnprintf(detail, sizeof(detail), fmt, ap);
-    va_end(ap);
-    size_t n = im_utf8_trim(detail, strlen(detail));
-    detail[n] = 0;
-    s->phase = P_DEAD;
-    s->rc = rc;
-    if (s->xp)
+    if (s->phase != P_DEAD && s->xp)
         XML_StopParser(s->xp, XML_FALSE);
-    struct im_event ev = { .type = IM_EV_STATE };
-    ev.u.state.state = st;
-    ev.u.state.detail = (struct im_str){ detail, (uint32_t)n };
-    emit(s, &ev);
+    s->phase = P_DEAD;
+    s->kdf_wait = false;
+    va_start(ap, fmt);
+    rc = im_io_vfail(s->io, &s->rc, st, rc, NULL, fmt, ap);
+    va_end(ap);
     return rc;
+}
+
+static void
+set_time(struct im_sess *s, struct im_time now)
+{
+    s->mono = now.mono_ms;
+    s->wall = now.wall_ms;
 }
 
 /* ---- output ------------------------------------------------------------ */
 
-static void
-ob_put(struct obuf *b, const char *p, size_t n)
-{
-    if (b->oom || n == 0)
-        return;
-    if (b->cap - b->len < n) {
-        size_t cap = b->cap ? b->cap : 1024;
-        while (cap - b->len < n)
-            cap *= 2;
-        char *np = realloc(b->p, cap);
-        if (!np) {
-            b->oom = true;
-            return;
-        }
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-}
-
-static void
-ob_s(struct obuf *b, const char *z)
-{
-    ob_put(b, z, strlen(z));
-}
+/*
+ * Stanzas are built in s->ob with im_buf_append() and im_buf_puts(), whose
+ * failures are sticky: ob_flush() checks once and never sends half a stanza.
+ */
 
 /* Length of the XML-forbidden character at p (0 when allowed). */
 static size_t
@@ -279,7 +249,7 @@ xml_forbidden(const uint8_t *p, size_t n)
 
 /* Escape text (attr: also quotes).  Forbidden characters are dropped. */
 static void
-ob_esc(struct obuf *b, const char *p, size_t n, bool attr)
+ob_esc(struct im_buf *b, const char *p, size_t n, bool attr)
 {
     size_t run = 0, i = 0;
 
@@ -305,23 +275,23 @@ ob_esc(struct obuf *b, const char *p, size_t n, bool attr)
             }
             skip = 1;
         }
-        ob_put(b, p + run, i - run);
+        im_buf_append(b, p + run, i - run);
         if (rep)
-            ob_s(b, rep);
+            im_buf_puts(b, rep);
         i += skip;
         run = i;
     }
-    ob_put(b, p + run, n - run);
+    im_buf_append(b, p + run, n - run);
 }
 
 static void
-ob_attr(struct obuf *b, const char *name, const char *v, size_t n)
+ob_attr(struct im_buf *b, const char *name, const char *v, size_t n)
 {
-    ob_s(b, " ");
-    ob_s(b, name);
-    ob_s(b, "='");
+    im_buf_puts(b, " ");
+    im_buf_puts(b, name);
+    im_buf_puts(b, "='");
     ob_esc(b, v, n, true);
-    ob_s(b, "'");
+    im_buf_puts(b, "'");
 }
 
 static int
@@ -329,23 +299,25 @@ ob_flush(struct im_sess *s, bool stanza)
 {
     int rc;
 
-    if (s->ob.oom) {
-        s->ob.oom = false;
-        s->ob.len = 0;
-        return fail(s, IM_ACC_ERROR, -ENOMEM, "out of memory");
+    if (s->ob.err) {
+        rc = s->ob.err;
+        im_buf_reset(&s->ob);
+        if (rc == -IM_ETOOBIG)
+            return fail(s, IM_ACC_ERROR, rc, "outgoing stanza over %u MiB", XMPP_MAX_OUT >> 20);
+        return fail(s, IM_ACC_ERROR, rc, "out of memory");
     }
     if (stanza && s->sm != SM_OFF)
         s->out_count++;
-    rc = s->io->out(s->io->ud, s->ob.p, s->ob.len);
-    s->ob.len = 0;
+    rc = s->io->out(s->io->ud, im_buf_data(&s->ob), im_buf_len(&s->ob));
+    im_buf_reset(&s->ob);
     return rc;
 }
 
 static int
 send_z(struct im_sess *s, const char *z, bool stanza)
 {
-    s->ob.len = 0;
-    ob_s(&s->ob, z);
+    im_buf_reset(&s->ob);
+    im_buf_puts(&s->ob, z);
     return ob_flush(s, stanza);
 }
 
@@ -817,10 +789,10 @@ static int new_parser(struct im_sess *s);
 static int
 send_header(struct im_sess *s)
 {
-    s->ob.len = 0;
-    ob_s(&s->ob, "<?xml version='1.0'?><stream:stream xmlns='" NS_CLIENT "' xmlns:stream='" NS_STREAM "'");
+    im_buf_reset(&s->ob);
+    im_buf_puts(&s->ob, "<?xml version='1.0'?><stream:stream xmlns='" NS_CLIENT "' xmlns:stream='" NS_STREAM "'");
     ob_attr(&s->ob, "to", s->domain, strlen(s->domain));
-    ob_s(&s->ob, " version='1.0' xml:lang='en'>");
+    im_buf_puts(&s->ob, " version='1.0' xml:lang='en'>");
     return ob_flush(s, false);
 }
 
@@ -831,6 +803,7 @@ sm_reset(struct im_sess *s)
     s->in_recv = 0;
     s->n_unc = 0;
     s->a_owed = false;
+    s->r_out = false;
     s->out_count = 0;
     s->ua_head = s->ua_n = 0;
 }
@@ -857,11 +830,10 @@ sm_flush_unacked(struct im_sess *s, uint32_t h, bool all)
         struct sent_msg *m = &s->unacked[s->ua_head % s->cap_ua];
         if (!all && (int32_t)(h - m->num) < 0)
             break;
-        struct im_event ev = { .type = IM_EV_SENT };
-        ev.u.sent.msg = m->msg;
+        uint64_t msg = m->msg;
         s->ua_head = (s->ua_head + 1) % s->cap_ua;
         s->ua_n--;
-        emit(s, &ev);
+        im_io_sent(s->io, msg);
     }
 }
 
@@ -880,14 +852,14 @@ send_b64_elem(struct im_sess *s, const char *open, const void *p, size_t n, cons
         free(b);
         return fail(s, IM_ACC_ERROR, -IM_EINVAL, "internal error: base64");
     }
-    s->ob.len = 0;
-    ob_s(&s->ob, open);
-    ob_put(&s->ob, b, olen);
-    ob_s(&s->ob, close);
+    im_buf_reset(&s->ob);
+    im_buf_puts(&s->ob, open);
+    im_buf_append(&s->ob, b, olen);
+    im_buf_puts(&s->ob, close);
     im_wipe(b, olen);
     free(b);
     rc = ob_flush(s, false);
-    im_wipe(s->ob.p, s->ob.cap);
+    im_buf_wipe(&s->ob);
     return rc;
 }
 
@@ -915,7 +887,7 @@ start_auth(struct im_sess *s, const struct xnode *mechs)
     }
     if (sha256 || sha1) {
         enum scram_hash h = sha256 ? SCRAM_SHA256 : SCRAM_SHA1;
-        rc = scram_client_first(&s->scram, h, s->local, NULL, s->rnd, s->rnd_ud, out, sizeof(out), &n);
+        rc = scram_client_first(&s->scram, h, s->local, NULL, s->io->rng, out, sizeof(out), &n);
         if (rc)
             return fail(s, IM_ACC_ERROR, rc, "SCRAM: cannot start (%s)", im_strerror(rc));
         s->scram_on = true;
@@ -966,26 +938,73 @@ b64_text(const struct xnode *n, size_t *len)
     return (char *)b;
 }
 
+/* Send the client-final-message made from SaltedPassword (keylen bytes). */
+static int
+scram_answer(struct im_sess *s, const uint8_t *key, size_t keylen)
+{
+    char out[1024];
+    size_t olen;
+    int rc = scram_client_final_key(&s->scram, key, keylen, out, sizeof(out), &olen);
+
+    if (rc == -IM_EINVAL)
+        return fail(s, IM_ACC_ERROR, rc, "SCRAM: the derived key has the wrong length");
+    if (rc)
+        return fail(s, IM_ACC_ERROR, rc, "SCRAM: malformed server-first-message");
+    rc = send_b64_elem(s, "<response xmlns='" NS_SASL "'>", out, olen, "</response>");
+    im_wipe(out, sizeof(out));
+    return rc;
+}
+
+/*
+ * SCRAM needs PBKDF2 of the password with the server's salt and count: hand
+ * it to the glue (io->kdf; the login waits for kdf_done) or derive it here.
+ */
+static int
+scram_derive(struct im_sess *s)
+{
+    struct im_kdf_params p;
+    uint8_t key[IM_KDF_MAX_KEY];
+    int rc;
+
+    scram_kdf_params(&s->scram, s->cfg->password, &p);
+    if (s->io->kdf) {
+        rc = s->io->kdf(s->io->ud, ++s->kdf_req, &p);
+        if (rc < 0)
+            return fail(s, IM_ACC_ERROR, rc, "SCRAM: key derivation refused (%s)", im_strerror(rc));
+        s->kdf_wait = true;
+        return 0;
+    }
+    rc = im_kdf_pbkdf2(&p, key, sizeof(key));
+    if (rc)
+        rc = fail(s, IM_ACC_ERROR, rc, "SCRAM: key derivation failed (%s)", im_strerror(rc));
+    else
+        rc = scram_answer(s, key, im_kdf_keylen(p.hash));
+    im_wipe(key, sizeof(key));
+    return rc;
+}
+
 static int
 sasl_challenge(struct im_sess *s, const struct xnode *n)
 {
-    size_t len, olen;
+    size_t len;
     char *d;
-    char out[1024];
     int rc;
 
     if (!s->scram_on)
         return fail(s, IM_ACC_ERROR, -IM_EPROTO, "unexpected SASL challenge");
+    if (s->scram.step == SCRAM_STEP_KEY)
+        return fail(s, IM_ACC_ERROR, -IM_EPROTO, "SASL challenge before our SCRAM response");
     if (!(d = b64_text(n, &len)))
         return fail(s, IM_ACC_ERROR, -IM_EPROTO, "SASL challenge is not valid base64");
-    if (s->scram.step == 1) {
-        rc = scram_client_final(&s->scram, s->cfg->password, d, len, out, sizeof(out), &olen);
+    if (s->scram.step == SCRAM_STEP_FIRST) {
+        rc = scram_server_first(&s->scram, d, len);
         free(d);
+        if (rc == -IM_ELIMIT)
+            return fail(s, IM_ACC_ERROR, rc, "SCRAM: the server asks for %lu iterations of PBKDF2, more than "
+                        "the %u imfuse allows: refused", (unsigned long)s->scram.iter, SCRAM_MAX_ITER);
         if (rc)
             return fail(s, IM_ACC_ERROR, rc, "SCRAM: malformed server-first-message");
-        rc = send_b64_elem(s, "<response xmlns='" NS_SASL "'>", out, olen, "</response>");
-        im_wipe(out, sizeof(out));
-        return rc;
+        return scram_derive(s);
     }
     rc = scram_verify_server_final(&s->scram, d, len);
     free(d);
@@ -1004,14 +1023,14 @@ sasl_success(struct im_sess *s, const struct xnode *n)
             char *d = b64_text(n, &len);
             if (!d)
                 return fail(s, IM_ACC_ERROR, -IM_EPROTO, "SASL success data is not valid base64");
-            int rc = s->scram.step == 2 ? scram_verify_server_final(&s->scram, d, len) :
-                     s->scram.step == 3 ? 0 : -IM_EPROTO;
+            int rc = s->scram.step == SCRAM_STEP_FINAL ? scram_verify_server_final(&s->scram, d, len) :
+                     s->scram.step == SCRAM_STEP_DONE ? 0 : -IM_EPROTO;
             free(d);
             if (rc)
                 return fail(s, IM_ACC_ERROR, -IM_EAUTH, "SCRAM: server signature mismatch (the "
                             "server did not prove it knows the password)");
         }
-        if (s->scram.step != 3)
+        if (s->scram.step != SCRAM_STEP_DONE)
             return fail(s, IM_ACC_ERROR, -IM_EAUTH, "SCRAM: success without a server signature");
         scram_wipe(&s->scram);
         s->scram_on = false;
@@ -1083,10 +1102,10 @@ on_features(struct im_sess *s, const struct xnode *f)
     const struct xnode *sess = child(f, NS_SESSION, "session");
     s->session_required = sess && !child(sess, NS_SESSION, "optional");
     s->phase = P_BIND;
-    s->ob.len = 0;
-    ob_s(&s->ob, "<iq type='set' id='bind'><bind xmlns='" NS_BIND "'><resource>");
+    im_buf_reset(&s->ob);
+    im_buf_puts(&s->ob, "<iq type='set' id='bind'><bind xmlns='" NS_BIND "'><resource>");
     ob_esc(&s->ob, s->resource, strlen(s->resource), false);
-    ob_s(&s->ob, "</resource></bind></iq>");
+    im_buf_puts(&s->ob, "</resource></bind></iq>");
     return ob_flush(s, false);
 }
 
@@ -1116,16 +1135,16 @@ iq_reply(struct im_sess *s, const struct xnode *iq, bool error)
 {
     const char *id = attr(iq, "id"), *from = attr(iq, "from");
 
-    s->ob.len = 0;
-    ob_s(&s->ob, error ? "<iq type='error'" : "<iq type='result'");
+    im_buf_reset(&s->ob);
+    im_buf_puts(&s->ob, error ? "<iq type='error'" : "<iq type='result'");
     if (id)
         ob_attr(&s->ob, "id", id, strlen(id));
     if (from)
         ob_attr(&s->ob, "to", from, strlen(from));
     if (error)
-        ob_s(&s->ob, "><error type='cancel'><service-unavailable xmlns='" NS_STANZAS "'/></error></iq>");
+        im_buf_puts(&s->ob, "><error type='cancel'><service-unavailable xmlns='" NS_STANZAS "'/></error></iq>");
     else
-        ob_s(&s->ob, "/>");
+        im_buf_puts(&s->ob, "/>");
     return ob_flush(s, true);
 }
 
@@ -1242,10 +1261,10 @@ on_presence(struct im_sess *s, const struct xnode *pr)
     if (!c)
         return 0;
     if (type && !strcmp(type, "subscribe")) {
-        s->ob.len = 0;
-        ob_s(&s->ob, "<presence type='subscribed'");
+        im_buf_reset(&s->ob);
+        im_buf_puts(&s->ob, "<presence type='subscribed'");
         ob_attr(&s->ob, "to", bare, strlen(bare));
-        ob_s(&s->ob, "/>");
+        im_buf_puts(&s->ob, "/>");
         return ob_flush(s, true);
     }
     enum im_presence np;
@@ -1308,11 +1327,11 @@ on_message(struct im_sess *s, const struct xnode *m, uint64_t num)
         return 0;
     if (jid_from_wire(from, bare, sizeof(bare), &res) || !im_utf8_valid(res.p, res.len))
         return 0;
-    uint64_t ts = s->now;
+    uint64_t ts = s->wall;
     const struct xnode *delay = child(m, NS_DELAY, "delay");
     const char *stamp = delay ? attr(delay, "stamp") : NULL;
     if (stamp && xmpp_parse_stamp(stamp, &ts))
-        ts = s->now;
+        ts = s->wall;
     uint64_t token = 0;
     if (s->sm == SM_ON) {
         if (s->n_unc >= XMPP_MAX_UNCOMMITTED)
@@ -1366,6 +1385,14 @@ on_sm(struct im_sess *s, const struct xnode *n)
         if ((int32_t)((uint32_t)v - s->out_count) > 0)
             return fail(s, IM_ACC_ERROR, -IM_EPROTO, "server acknowledged more stanzas than were sent");
         sm_flush_unacked(s, (uint32_t)v, false);
+        /* One request at a time: what was sent while this one was out is
+         * covered by the next (one <r/> and one <a/> per round trip, not
+         * per message). */
+        s->r_out = false;
+        if (s->ua_n && s->phase == P_ONLINE) {
+            s->r_out = true;
+            return send_z(s, "<r xmlns='" NS_SM "'/>", false);
+        }
         return 0;
     }
     return 0;
@@ -1614,29 +1641,23 @@ restart_stream(struct im_sess *s)
 
 /* ---- ops --------------------------------------------------------------- */
 
-void
-xmpp_set_rand(struct im_sess *s, scram_rand_fn fn, void *ud)
-{
-    s->rnd = fn ? fn : default_rand;
-    s->rnd_ud = ud;
-}
-
 static struct im_sess *
 xmpp_create(const struct im_account_cfg *cfg, const struct im_io *io)
 {
     struct im_sess *s = calloc(1, sizeof(*s));
-    const char *why;
 
     if (!s)
         return NULL;
     s->cfg = cfg;
     s->io = io;
-    s->rnd = default_rand;
     s->resource = "imfuse";
     for (uint32_t i = 0; i < cfg->n_options; i++)
         if (!strcmp(cfg->options[i].key, "resource") && cfg->options[i].value[0])
             s->resource = cfg->options[i].value;
+    im_buf_init(&s->ob, XMPP_MAX_OUT);
+    s->ob.secret = true;                /* SASL credentials pass through it */
     /* A login that does not normalise is caught at start(). */
+    const char *why;
     if (!jid_bare(cfg->login ? cfg->login : "", cfg->login ? strlen(cfg->login) : 0,
                   s->bare, sizeof(s->bare), &why)) {
         char *at = strchr(s->bare, '@');
@@ -1664,18 +1685,17 @@ xmpp_destroy(struct im_sess *s)
     free(s->uncommitted);
     free(s->unacked);
     scram_wipe(&s->scram);
-    if (s->ob.p)
-        im_wipe(s->ob.p, s->ob.cap);
-    free(s->ob.p);
+    im_buf_free(&s->ob);
     free(s);
 }
 
 static int
-xmpp_start(struct im_sess *s, uint64_t now_ms)
+xmpp_start(struct im_sess *s, struct im_time now)
 {
     if (s->phase != P_NEW)
         return -IM_EINVAL;
-    s->now = s->start_ms = s->last_rx = now_ms;
+    set_time(s, now);
+    s->start_ms = s->last_rx = now.mono_ms;
     if (!s->bare[0])
         return fail(s, IM_ACC_ERROR, -IM_EINVAL, "the login is not a bare JID (local@domain)");
     s->tls_on = s->cfg->tls == IM_TLS_DIRECT;
@@ -1724,28 +1744,28 @@ feed_loop(struct im_sess *s, const uint8_t *p, size_t n)
 }
 
 static int
-xmpp_input(struct im_sess *s, const uint8_t *p, size_t n, uint64_t now_ms)
+xmpp_input(struct im_sess *s, const uint8_t *p, size_t n, struct im_time now)
 {
     if (s->phase == P_DEAD)
         return s->rc;
     if (s->phase == P_NEW)
         return -IM_EINVAL;
-    s->now = now_ms;
+    set_time(s, now);
     if (n)
-        s->last_rx = now_ms;
+        s->last_rx = now.mono_ms;
     if (s->phase == P_TLS_WAIT && n)
         return fail(s, IM_ACC_ERROR, -IM_ETLS, "server sent data before the TLS handshake");
     return feed_loop(s, p, n);
 }
 
 static int
-xmpp_tls_ready(struct im_sess *s, int status, uint64_t now_ms)
+xmpp_tls_ready(struct im_sess *s, int status, struct im_time now)
 {
     if (s->phase == P_DEAD)
         return s->rc;
     if (s->phase != P_TLS_WAIT)
         return -IM_EINVAL;
-    s->now = now_ms;
+    set_time(s, now);
     if (status < 0)
         return fail(s, IM_ACC_ERROR, -IM_ETLS, "TLS handshake failed: %s", im_strerror(status));
     s->tls_on = true;
@@ -1753,13 +1773,15 @@ xmpp_tls_ready(struct im_sess *s, int status, uint64_t now_ms)
 }
 
 static int
-xmpp_tick(struct im_sess *s, uint64_t now_ms)
+xmpp_tick(struct im_sess *s, struct im_time now)
 {
+    uint64_t now_ms = now.mono_ms;
+
     if (s->phase == P_DEAD)
         return s->rc;
     if (s->phase == P_NEW)
         return 0;
-    s->now = now_ms;
+    set_time(s, now);
     if (s->phase != P_ONLINE) {
         if (now_ms - s->start_ms >= XMPP_LOGIN_TIMEOUT_MS)
             return fail(s, IM_ACC_ERROR, -ETIMEDOUT, "login timed out after %u s",
@@ -1812,27 +1834,28 @@ xmpp_send_msg(struct im_sess *s, const struct im_msg *m)
         s->ua_head = 0;
     }
     snprintf(id, sizeof(id), "m%llx", (unsigned long long)m->msg);
-    s->ob.len = 0;
-    ob_s(&s->ob, "<message type='chat'");
+    im_buf_reset(&s->ob);
+    im_buf_puts(&s->ob, "<message type='chat'");
     ob_attr(&s->ob, "to", to, strlen(to));
     ob_attr(&s->ob, "id", id, strlen(id));
-    ob_s(&s->ob, "><body>");
+    im_buf_puts(&s->ob, "><body>");
     ob_esc(&s->ob, m->body.p, m->body.len, false);
-    ob_s(&s->ob, "</body></message>");
-    if (track)
-        ob_s(&s->ob, "<r xmlns='" NS_SM "'/>");
+    im_buf_puts(&s->ob, "</body></message>");
+    bool ask = track && !s->r_out;
+    if (ask)
+        im_buf_puts(&s->ob, "<r xmlns='" NS_SM "'/>");
     rc = ob_flush(s, true);
     if (s->phase == P_DEAD)
         return s->rc;
     if (rc)
         return rc;
+    if (ask)
+        s->r_out = true;
     if (track) {
         s->unacked[(s->ua_head + s->ua_n) % s->cap_ua] = (struct sent_msg){ s->out_count, m->msg };
         s->ua_n++;
     } else {
-        struct im_event ev = { .type = IM_EV_SENT };
-        ev.u.sent.msg = m->msg;
-        emit(s, &ev);
+        im_io_sent(s->io, m->msg);
     }
     return 0;
 }
@@ -1859,24 +1882,24 @@ roster_set(struct im_sess *s, uint64_t req, struct im_str address, struct im_str
     struct creq *c = &s->creqs[s->n_creqs];
     c->req = req;
     snprintf(c->id, sizeof(c->id), "%s%llx", remove ? "cr" : "ca", (unsigned long long)req);
-    s->ob.len = 0;
-    ob_s(&s->ob, "<iq type='set'");
+    im_buf_reset(&s->ob);
+    im_buf_puts(&s->ob, "<iq type='set'");
     ob_attr(&s->ob, "id", c->id, strlen(c->id));
-    ob_s(&s->ob, "><query xmlns='" NS_ROSTER "'><item");
+    im_buf_puts(&s->ob, "><query xmlns='" NS_ROSTER "'><item");
     ob_attr(&s->ob, "jid", jid, strlen(jid));
     if (remove)
-        ob_s(&s->ob, " subscription='remove'");
+        im_buf_puts(&s->ob, " subscription='remove'");
     else if (name.len)
         ob_attr(&s->ob, "name", name.p, name.len);
-    ob_s(&s->ob, "/></query></iq>");
+    im_buf_puts(&s->ob, "/></query></iq>");
     s->n_creqs++;
     rc = ob_flush(s, true);
     if (rc || remove || s->phase == P_DEAD)
         return s->phase == P_DEAD ? s->rc : rc;
-    s->ob.len = 0;
-    ob_s(&s->ob, "<presence type='subscribe'");
+    im_buf_reset(&s->ob);
+    im_buf_puts(&s->ob, "<presence type='subscribe'");
     ob_attr(&s->ob, "to", jid, strlen(jid));
-    ob_s(&s->ob, "/>");
+    im_buf_puts(&s->ob, "/>");
     rc = ob_flush(s, true);
     return s->phase == P_DEAD ? s->rc : rc;
 }
@@ -1930,15 +1953,30 @@ xmpp_logout(struct im_sess *s)
      * <r/> would come again at the next login.  h covers committed ones only.
      */
     bool online = s->phase == P_ONLINE;
-    s->ob.len = 0;
+    im_buf_reset(&s->ob);
     if (online)
-        ob_s(&s->ob, "<presence type='unavailable'/>");
+        im_buf_puts(&s->ob, "<presence type='unavailable'/>");
     if (s->sm == SM_ON) {
         snprintf(a, sizeof(a), "<a xmlns='" NS_SM "' h='%u'/>", sm_h(s));
-        ob_s(&s->ob, a);
+        im_buf_puts(&s->ob, a);
     }
-    ob_s(&s->ob, "</stream:stream>");
+    im_buf_puts(&s->ob, "</stream:stream>");
     ob_flush(s, online);
+}
+
+static int
+xmpp_kdf_done(struct im_sess *s, uint64_t req, int status, const uint8_t *key, size_t keylen,
+              struct im_time now)
+{
+    if (s->phase == P_DEAD)
+        return s->rc;
+    if (!s->kdf_wait || req != s->kdf_req)
+        return 0;                       /* a late answer: nothing waits for it */
+    s->kdf_wait = false;
+    set_time(s, now);
+    if (status < 0)
+        return fail(s, IM_ACC_ERROR, status, "SCRAM: key derivation failed (%s)", im_strerror(status));
+    return scram_answer(s, key, key ? keylen : 0);
 }
 
 const struct im_proto_ops xmpp_ops = {
@@ -1960,4 +1998,5 @@ const struct im_proto_ops xmpp_ops = {
     .remove_contact = xmpp_remove_contact,
     .committed = xmpp_committed,
     .logout = xmpp_logout,
+    .kdf_done = xmpp_kdf_done,
 };

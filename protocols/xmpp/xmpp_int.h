@@ -22,12 +22,7 @@ extern const struct im_proto_ops xmpp_ops;
 #define XMPP_PING_IDLE_MS       60000
 #define XMPP_PING_TIMEOUT_MS    30000
 #define XMPP_JID_MAX            255             /* our limit on a bare JID */
-
-/*
- * Replace the session's random source (default: getrandom(2)) used for the
- * SCRAM client nonce.  For tests and fuzzing; call before ops->start().
- */
-void xmpp_set_rand(struct im_sess *s, scram_rand_fn fn, void *ud);
+#define XMPP_MAX_OUT            (1u << 20)      /* one stanza we write (a 64 KiB body escaped, with room) */
 
 /*
  * Parse an XEP-0082 date-time ("1970-01-01T00:00:00[.sss](Z|+hh:mm)") into ms

@@ -5,7 +5,6 @@
 
 #include <mbedtls/base64.h>
 #include <mbedtls/md.h>
-#include <mbedtls/pkcs5.h>
 
 #include "im_common.h"
 #include "xmpp_scram.h"
@@ -35,7 +34,7 @@ put(char *out, size_t outsz, size_t *len, const char *p, size_t n)
 
 int
 scram_client_first(struct scram_ctx *sc, enum scram_hash h, const char *user,
-                   const char *cnonce, scram_rand_fn rnd, void *rnd_ud,
+                   const char *cnonce, const struct im_rng *rng,
                    char *out, size_t outsz, size_t *outlen)
 {
     char nonce[SCRAM_MAX_NONCE + 1];
@@ -56,9 +55,7 @@ scram_client_first(struct scram_ctx *sc, enum scram_hash h, const char *user,
         memcpy(nonce, cnonce, nlen);
     } else {
         uint8_t raw[SCRAM_NONCE_BYTES];
-        if (!rnd)
-            return -IM_EINVAL;
-        rc = rnd(rnd_ud, raw, sizeof(raw));
+        rc = im_rng_fill(rng, raw, sizeof(raw));
         if (rc)
             return rc;
         if (mbedtls_base64_encode((unsigned char *)nonce, sizeof(nonce), &nlen, raw, sizeof(raw)))
@@ -92,7 +89,7 @@ scram_client_first(struct scram_ctx *sc, enum scram_hash h, const char *user,
     if ((rc = put(out, outsz, outlen, "n,,", 3)) ||
         (rc = put(out, outsz, outlen, sc->cfb, sc->cfb_len)))
         return rc;
-    sc->step = 1;
+    sc->step = SCRAM_STEP_FIRST;
     return 0;
 }
 
@@ -118,23 +115,13 @@ scram_attr(const char *m, size_t len, char key, const char **v, size_t *vlen)
 }
 
 int
-scram_client_final(struct scram_ctx *sc, const char *password,
-                   const char *sf, size_t sflen,
-                   char *out, size_t outsz, size_t *outlen)
+scram_server_first(struct scram_ctx *sc, const char *sf, size_t sflen)
 {
-    const mbedtls_md_info_t *md = scram_md(sc->hash);
-    size_t hl = mbedtls_md_get_size(md);
     const char *r, *s, *it, *e;
-    size_t rl, sl, il, el, saltlen, len = 0;
-    uint8_t salt[128], salted[SCRAM_MAX_HASH], ckey[SCRAM_MAX_HASH], skey[SCRAM_MAX_HASH];
-    uint8_t stored[SCRAM_MAX_HASH], csig[SCRAM_MAX_HASH], proof[SCRAM_MAX_HASH];
-    char proof64[2 * SCRAM_MAX_HASH];
-    size_t p64len;
+    size_t rl, sl, il, el, saltlen;
     unsigned long iter = 0;
-    mbedtls_md_context_t mctx;
-    int rc = -IM_EPROTO;
 
-    if (sc->step != 1)
+    if (sc->step != SCRAM_STEP_FIRST)
         return -IM_EINVAL;
     if (!scram_attr(sf, sflen, 'e', &e, &el))
         return -IM_EPROTO;
@@ -149,50 +136,95 @@ scram_client_final(struct scram_ctx *sc, const char *password,
     for (size_t i = 0; i < rl; i++)
         if (r[i] < 0x21 || r[i] > 0x7e || r[i] == ',')
             return -IM_EPROTO;
-    if (il == 0 || il > 7)
+    if (il == 0)
         return -IM_EPROTO;
     for (size_t i = 0; i < il; i++) {
         if (it[i] < '0' || it[i] > '9')
             return -IM_EPROTO;
-        iter = iter * 10 + (unsigned long)(it[i] - '0');
+        if (iter <= UINT32_MAX)
+            iter = iter * 10 + (unsigned long)(it[i] - '0');
     }
-    if (iter < SCRAM_MIN_ITER || iter > SCRAM_MAX_ITER)
+    if (iter < SCRAM_MIN_ITER)
         return -IM_EPROTO;
-    if (sl == 0 || mbedtls_base64_decode(salt, sizeof(salt), &saltlen, (const unsigned char *)s, sl) ||
+    if (iter > SCRAM_MAX_ITER) {
+        sc->iter = iter > UINT32_MAX ? UINT32_MAX : (uint32_t)iter;
+        return -IM_ELIMIT;              /* the server chooses the work: bounded */
+    }
+    if (sl == 0 || mbedtls_base64_decode(sc->salt, sizeof(sc->salt), &saltlen, (const unsigned char *)s, sl) ||
         saltlen == 0)
         return -IM_EPROTO;
+    if (sflen > sizeof(sc->sf))
+        return -IM_ETOOBIG;
+    memcpy(sc->sf, sf, sflen);
+    sc->sf_len = sflen;
+    sc->rnonce_off = (size_t)(r - sf);
+    sc->rnonce_len = rl;
+    sc->salt_len = saltlen;
+    sc->iter = (uint32_t)iter;
+    sc->step = SCRAM_STEP_KEY;
+    return 0;
+}
 
+void
+scram_kdf_params(const struct scram_ctx *sc, const char *password, struct im_kdf_params *p)
+{
+    *p = (struct im_kdf_params){
+        .hash = sc->hash == SCRAM_SHA256 ? IM_KDF_SHA256 : IM_KDF_SHA1,
+        .password = password,
+        .password_len = strlen(password),
+        .salt = sc->salt,
+        .salt_len = sc->salt_len,
+        .iterations = sc->iter,
+    };
+}
+
+/* HMAC(key, AuthMessage) into out; AuthMessage = client-first-bare ","
+ * server-first "," client-final-without-proof (cfwp, n bytes). */
+static int
+auth_hmac(const struct scram_ctx *sc, mbedtls_md_context_t *mctx, const uint8_t *key, size_t hl,
+          const char *cfwp, size_t n, uint8_t *out)
+{
+    if (mbedtls_md_hmac_starts(mctx, key, hl) ||
+        mbedtls_md_hmac_update(mctx, (const unsigned char *)sc->cfb, sc->cfb_len) ||
+        mbedtls_md_hmac_update(mctx, (const unsigned char *)",", 1) ||
+        mbedtls_md_hmac_update(mctx, (const unsigned char *)sc->sf, sc->sf_len) ||
+        mbedtls_md_hmac_update(mctx, (const unsigned char *)",", 1) ||
+        mbedtls_md_hmac_update(mctx, (const unsigned char *)cfwp, n) ||
+        mbedtls_md_hmac_finish(mctx, out))
+        return -IM_EPROTO;
+    return 0;
+}
+
+int
+scram_client_final_key(struct scram_ctx *sc, const uint8_t *salted, size_t saltedlen,
+                       char *out, size_t outsz, size_t *outlen)
+{
+    const mbedtls_md_info_t *md = scram_md(sc->hash);
+    size_t hl = mbedtls_md_get_size(md), len = 0, p64len;
+    uint8_t ckey[SCRAM_MAX_HASH], skey[SCRAM_MAX_HASH];
+    uint8_t stored[SCRAM_MAX_HASH], csig[SCRAM_MAX_HASH], proof[SCRAM_MAX_HASH];
+    char proof64[2 * SCRAM_MAX_HASH];
+    mbedtls_md_context_t mctx;
+    int rc;
+
+    if (sc->step != SCRAM_STEP_KEY || saltedlen != hl)
+        return -IM_EINVAL;
     /* client-final-message-without-proof = "c=biws,r=" nonce   (biws = b64("n,,")) */
     *outlen = 0;
-    if ((rc = put(out, outsz, &len, "c=biws,r=", 9)) || (rc = put(out, outsz, &len, r, rl)))
+    if ((rc = put(out, outsz, &len, "c=biws,r=", 9)) ||
+        (rc = put(out, outsz, &len, sc->sf + sc->rnonce_off, sc->rnonce_len)))
         return rc;
 
     mbedtls_md_init(&mctx);
     rc = -IM_EPROTO;
-    if (mbedtls_md_setup(&mctx, md, 1) ||
-        mbedtls_pkcs5_pbkdf2_hmac(&mctx, (const unsigned char *)password, strlen(password),
-                                  salt, saltlen, (unsigned int)iter, (uint32_t)hl, salted))
+    if (mbedtls_md_setup(&mctx, md, 1))
         goto out;
     if (mbedtls_md_hmac(md, salted, hl, (const unsigned char *)"Client Key", 10, ckey) ||
         mbedtls_md(md, ckey, hl, stored) ||
         mbedtls_md_hmac(md, salted, hl, (const unsigned char *)"Server Key", 10, skey))
         goto out;
-    /* AuthMessage = client-first-bare "," server-first "," client-final-without-proof */
-    if (mbedtls_md_hmac_starts(&mctx, stored, hl) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)sc->cfb, sc->cfb_len) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)",", 1) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)sf, sflen) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)",", 1) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)out, len) ||
-        mbedtls_md_hmac_finish(&mctx, csig))
-        goto out;
-    if (mbedtls_md_hmac_starts(&mctx, skey, hl) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)sc->cfb, sc->cfb_len) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)",", 1) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)sf, sflen) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)",", 1) ||
-        mbedtls_md_hmac_update(&mctx, (const unsigned char *)out, len) ||
-        mbedtls_md_hmac_finish(&mctx, sc->server_sig))
+    if (auth_hmac(sc, &mctx, stored, hl, out, len, csig) ||
+        auth_hmac(sc, &mctx, skey, hl, out, len, sc->server_sig))
         goto out;
     for (size_t i = 0; i < hl; i++)
         proof[i] = ckey[i] ^ csig[i];
@@ -203,16 +235,34 @@ scram_client_final(struct scram_ctx *sc, const char *password,
     if ((rc = put(out, outsz, &len, ",p=", 3)) || (rc = put(out, outsz, &len, proof64, p64len)))
         goto out;
     *outlen = len;
-    sc->step = 2;
+    sc->step = SCRAM_STEP_FINAL;
     rc = 0;
 out:
     mbedtls_md_free(&mctx);
-    im_wipe(salted, sizeof(salted));
     im_wipe(ckey, sizeof(ckey));
     im_wipe(skey, sizeof(skey));
     im_wipe(stored, sizeof(stored));
     im_wipe(csig, sizeof(csig));
     im_wipe(proof, sizeof(proof));
+    return rc;
+}
+
+int
+scram_client_final(struct scram_ctx *sc, const char *password,
+                   const char *sf, size_t sflen,
+                   char *out, size_t outsz, size_t *outlen)
+{
+    uint8_t salted[IM_KDF_MAX_KEY];
+    struct im_kdf_params p;
+    int rc = scram_server_first(sc, sf, sflen);
+
+    if (rc)
+        return rc;
+    scram_kdf_params(sc, password, &p);
+    rc = im_kdf_pbkdf2(&p, salted, sizeof(salted));
+    if (!rc)
+        rc = scram_client_final_key(sc, salted, im_kdf_keylen(p.hash), out, outsz, outlen);
+    im_wipe(salted, sizeof(salted));
     return rc;
 }
 
@@ -225,7 +275,7 @@ scram_verify_server_final(struct scram_ctx *sc, const char *sfin, size_t len)
     const char *p;
     size_t pl;
 
-    if (sc->step != 2)
+    if (sc->step != SCRAM_STEP_FINAL)
         return -IM_EPROTO;
     if (!scram_attr(sfin, len, 'e', &p, &pl))
         return -IM_EAUTH;
@@ -234,7 +284,7 @@ scram_verify_server_final(struct scram_ctx *sc, const char *sfin, size_t len)
         return -IM_EPROTO;
     if (vl != hl || im_ct_memcmp(v, sc->server_sig, hl))
         return -IM_EAUTH;
-    sc->step = 3;
+    sc->step = SCRAM_STEP_DONE;
     return 0;
 }
 

@@ -17,6 +17,7 @@
 #include "im_common.h"
 #include "im_proto.h"
 #include "irc/irc_int.h"
+#include "fz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -98,7 +99,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                                   .port = 6667, .tls = IM_TLS_NONE, .tls_name = "",
                                   .options = opts, .n_options = 3 };
     struct im_io io = { .out = fz_out, .event = fz_event, .ud = &f };
-    uint64_t now = 1700000000000ull;
+    uint64_t now = 3600000;                         /* monotonic; wall is a day later */
 
     if (size < 2)
         return 0;
@@ -111,34 +112,26 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 2;
     size -= 2;
 
-    f.s = irc_ops.create(&cfg, &io);
-    if (!f.s)
-        return 0;
-    if (irc_ops.start(f.s, now))
-        goto out;
-    if (after_login && irc_ops.input(f.s, (const uint8_t *)welcome, sizeof(welcome) - 1, now))
+    if (!fz_start(&irc_ops, &cfg, &io, &f.s, after_login ? welcome : NULL, sizeof(welcome) - 1, now))
         goto out;
     if (watch) {
         struct im_str w[] = { IM_STR("bob"), IM_STR("carol"), IM_STR("dave"), IM_STR("eve"), IM_STR("Bob") };
-        if (irc_ops.set_watch(f.s, w, 5, now))
+        if (irc_ops.set_watch(f.s, w, 5, FZ_AT(now)))
             goto out;
     }
     while (size) {
-        seed = seed * 1103515245u + 12345u;
-        size_t n = 1 + (seed >> 16) % 64;
-        if (n > size)
-            n = size;
+        size_t n = fz_chunk(&seed, size);
         now += (seed >> 8) % 4000;
-        if (irc_ops.input(f.s, data, n, now))
+        if (irc_ops.input(f.s, data, n, FZ_AT(now)))
             goto out;
-        if (irc_ops.tick(f.s, now))
+        if (irc_ops.tick(f.s, FZ_AT(now)))
             goto out;
         data += n;
         size -= n;
     }
     for (int i = 0; i < 30; i++) {                  /* drain the queues */
         now += 1000;
-        if (irc_ops.tick(f.s, now))
+        if (irc_ops.tick(f.s, FZ_AT(now)))
             goto out;
     }
     irc_ops.logout(f.s);

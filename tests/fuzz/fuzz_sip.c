@@ -24,6 +24,7 @@
 #include "im_common.h"
 #include "im_proto.h"
 #include "sip/sip_int.h"
+#include "fz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -39,15 +40,6 @@ static const struct im_str watch[2][2] = {
     { IM_STR("sip:bob@sip.test"), IM_STR("sip:carol@sip.test") },
     { IM_STR("sip:bob@sip.test"), IM_STR("sip:dave@sip.test") },
 };
-
-static int
-fz_out(void *ud, const void *p, size_t n)
-{
-    (void)ud;
-    (void)p;
-    (void)n;
-    return 0;
-}
 
 static const char *
 fz_local(void *ud)
@@ -75,7 +67,7 @@ fz_event(void *ud, const struct im_event *e)
         if (e->u.state.state == IM_ACC_ONLINE) {
             struct im_msg m = { .msg = ++f->next_msg, .to = IM_STR("sip:bob@sip.test"), .body = IM_STR("hi") };
             sip_ops.send_msg(f->s, &m);
-            sip_ops.set_watch(f->s, watch[0], 2, f->now);
+            sip_ops.set_watch(f->s, watch[0], 2, FZ_AT(f->now));
         }
         break;
     case IM_EV_NOTICE:
@@ -93,14 +85,6 @@ fz_event(void *ud, const struct im_event *e)
     }
 }
 
-static int
-fz_rand(void *ud, uint8_t *buf, size_t n)
-{
-    (void)ud;
-    memset(buf, 0x5a, n);
-    return 0;
-}
-
 #define CID "5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a5a"
 static const char login[] =
     "SIP/2.0 401 Unauthorized\r\nCall-ID: " CID "\r\nCSeq: 1 REGISTER\r\n"
@@ -115,10 +99,7 @@ framer_only(const uint8_t *data, size_t size, unsigned seed)
     if (!m)
         return;
     while (size) {
-        seed = seed * 1103515245u + 12345u;
-        size_t n = 1 + (seed >> 16) % 64;
-        if (n > size)
-            n = size;
+        size_t n = fz_chunk(&seed, size);
         if (sip_framer_push(&fr, data, n))
             break;
         data += n;
@@ -153,8 +134,8 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fz f = { 0 };
     struct im_account_cfg cfg = { .account = 1, .login = "sip:alice@sip.test", .password = "pw",
                                   .host = "127.0.0.1", .port = 5060, .tls_name = "sip.test" };
-    struct im_io io = { .out = fz_out, .event = fz_event, .local_addr = fz_local, .ud = &f };
-    uint64_t now = 1700000000000ull;
+    struct im_io io = { .out = fz_discard, .event = fz_event, .local_addr = fz_local, .rng = &fz_rng, .ud = &f };
+    uint64_t now = 3600000;                         /* monotonic; wall is later */
 
     if (size < 2)
         return 0;
@@ -166,27 +147,18 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     data += 2;
     size -= 2;
 
-    f.s = sip_ops.create(&cfg, &io);
-    if (!f.s)
-        return 0;
-    sip_set_rand(f.s, fz_rand, NULL);
     f.now = now;
-    if (sip_ops.start(f.s, now))
-        goto out;
-    if (after_login && sip_ops.input(f.s, (const uint8_t *)login, sizeof(login) - 1, now))
+    if (!fz_start(&sip_ops, &cfg, &io, &f.s, after_login ? login : NULL, sizeof(login) - 1, now))
         goto out;
     while (size) {
-        seed = seed * 1103515245u + 12345u;
-        size_t n = 1 + (seed >> 16) % 64;
-        if (n > size)
-            n = size;
+        size_t n = fz_chunk(&seed, size);
         now += slow ? (seed & 0xff) : 1000 + (seed & 0x3fff);
         f.now = now;
-        if (sip_ops.input(f.s, data, n, now))
+        if (sip_ops.input(f.s, data, n, FZ_AT(now)))
             goto out;
-        if (((seed >> 8) & 15) == 0 && sip_ops.set_watch(f.s, watch[(seed >> 12) & 1], 2, now))
+        if (((seed >> 8) & 15) == 0 && sip_ops.set_watch(f.s, watch[(seed >> 12) & 1], 2, FZ_AT(now)))
             goto out;
-        if (sip_ops.tick(f.s, now))
+        if (sip_ops.tick(f.s, FZ_AT(now)))
             goto out;
         data += n;
         size -= n;

@@ -3,7 +3,9 @@
  *
  * Input: byte 0 selects the mode (bit 0: start from a fresh stream, or
  * after a canned login that reached ONLINE with stream management on;
- * bits 1-2: the TLS mode), byte 1 seeds the chunk sizes; the rest is what
+ * bits 1-2: the TLS mode; bit 3: SCRAM's key derivation handed to the glue
+ * (io->kdf), answered between chunks with a key, a key of the wrong length,
+ * an error, or a late answer first), byte 1 seeds the chunk sizes; the rest is what
  * the server sends, fed in chunks of 1..64 bytes.  Events are checked for
  * basic invariants (valid UTF-8 bodies, non-empty addresses); message tokens
  * are committed, outgoing messages are sent on some events.
@@ -15,6 +17,7 @@
 #include "im_common.h"
 #include "im_proto.h"
 #include "xmpp/xmpp_int.h"
+#include "fz.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 
@@ -22,15 +25,45 @@ struct fz {
     struct im_sess *s;
     int starttls;
     unsigned events;
+    bool kdf_pending;               /* io->kdf took a request not answered yet */
+    uint64_t kdf_req;
+    enum im_kdf_hash kdf_hash;
 };
 
 static int
-fz_out(void *ud, const void *p, size_t n)
+fz_kdf(void *ud, uint64_t req, const struct im_kdf_params *p)
 {
-    (void)ud;
-    (void)p;
-    (void)n;
+    struct fz *f = ud;
+    if (f->kdf_pending || !p->salt_len || p->iterations < 1 || p->iterations > IM_KDF_MAX_ITER ||
+        !im_kdf_keylen(p->hash) || p->password_len != 6 || memcmp(p->password, "pencil", 6))
+        abort();                    /* one request at a time, always well-formed */
+    f->kdf_pending = true;
+    f->kdf_req = req;
+    f->kdf_hash = p->hash;
     return 0;
+}
+
+/* Answer the pending request from outside any hook, as the glue does; the
+ * key is made up (the derivation itself is not what is fuzzed here). */
+static int
+fz_kdf_answer(struct fz *f, unsigned how, uint64_t now)
+{
+    uint8_t key[IM_KDF_MAX_KEY];
+    size_t kl = im_kdf_keylen(f->kdf_hash);
+    memset(key, 0x42, sizeof(key));
+    f->kdf_pending = false;
+    switch (how & 3) {
+    case 0:
+        return xmpp_ops.kdf_done(f->s, f->kdf_req, -IM_ELIMIT, NULL, 0, FZ_AT(now));
+    case 1:
+        if (xmpp_ops.kdf_done(f->s, f->kdf_req + 1, 0, key, kl, FZ_AT(now)))
+            abort();                /* a late answer is ignored */
+        return xmpp_ops.kdf_done(f->s, f->kdf_req, 0, key, kl, FZ_AT(now));
+    case 2:
+        return xmpp_ops.kdf_done(f->s, f->kdf_req, 0, key, kl - 1, FZ_AT(now));
+    default:
+        return xmpp_ops.kdf_done(f->s, f->kdf_req, 0, key, kl, FZ_AT(now));
+    }
 }
 
 static void
@@ -64,14 +97,6 @@ fz_event(void *ud, const struct im_event *e)
     }
 }
 
-static int
-fz_rand(void *ud, uint8_t *buf, size_t n)
-{
-    (void)ud;
-    memset(buf, 0x5a, n);
-    return 0;
-}
-
 static const char login[] =
     "<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream='http://etherx.jabber.org/streams' "
     "id='x' from='a.test' version='1.0'><stream:features><mechanisms xmlns='urn:ietf:params:xml:ns:xmpp-sasl'>"
@@ -90,39 +115,35 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct fz f = { 0 };
     struct im_account_cfg cfg = { .account = 1, .login = "user@a.test", .password = "pencil",
                                   .host = "127.0.0.1", .port = 5222, .tls_name = "a.test" };
-    struct im_io io = { .out = fz_out, .event = fz_event, .ud = &f };
-    uint64_t now = 1700000000000ull;
+    struct im_io io = { .out = fz_discard, .event = fz_event, .rng = &fz_rng, .ud = &f };
+    uint64_t now = 3600000;                         /* monotonic; wall is later */
 
     if (size < 2)
         return 0;
     bool after_login = data[0] & 1;
     cfg.tls = after_login ? IM_TLS_DIRECT : (enum im_tls)((data[0] >> 1) % 3);
+    if (data[0] & 8)
+        io.kdf = fz_kdf;
     unsigned seed = data[1];
     data += 2;
     size -= 2;
 
-    f.s = xmpp_ops.create(&cfg, &io);
-    if (!f.s)
-        return 0;
-    xmpp_set_rand(f.s, fz_rand, NULL);
-    if (xmpp_ops.start(f.s, now))
-        goto out;
-    if (after_login && xmpp_ops.input(f.s, (const uint8_t *)login, sizeof(login) - 1, now))
+    if (!fz_start(&xmpp_ops, &cfg, &io, &f.s, after_login ? login : NULL, sizeof(login) - 1, now))
         goto out;
     while (size) {
-        seed = seed * 1103515245u + 12345u;
-        size_t n = 1 + (seed >> 16) % 64;
-        if (n > size)
-            n = size;
+        size_t n = fz_chunk(&seed, size);
         now += 700;
-        if (xmpp_ops.input(f.s, data, n, now))
+        if (xmpp_ops.input(f.s, data, n, FZ_AT(now)))
             goto out;
         if (f.starttls) {
             f.starttls = 0;
-            if (xmpp_ops.tls_ready(f.s, (seed >> 8) & 1 ? 0 : -IM_ETLS, now))
+            if (xmpp_ops.tls_ready(f.s, (seed >> 8) & 1 ? 0 : -IM_ETLS, FZ_AT(now)))
                 goto out;
         }
-        if (xmpp_ops.tick(f.s, now))
+        /* Sometimes the answer waits a chunk or more: input arrives meanwhile. */
+        if (f.kdf_pending && ((seed >> 9) & 1) && fz_kdf_answer(&f, seed >> 10, now))
+            goto out;
+        if (xmpp_ops.tick(f.s, FZ_AT(now)))
             goto out;
         data += n;
         size -= n;

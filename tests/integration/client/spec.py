@@ -8,7 +8,15 @@ prosody (started by spec.sh) and a real XMPP peer (tests/integration/lib/xmpp_pe
 exercises every op and event of the document and compares field names, types and
 values with its tables and worked examples.
 
-    /usr/bin/python3 spec.py --work DIR --root REPO --c2s PORT --c2s-tls PORT --ca FILE
+    /usr/bin/python3 spec.py --work DIR --root REPO --c2s PORT --c2s-tls PORT --ca FILE \
+        --server-addr IP --appliance-addr IP --server-name NAME --source-net NET/16 \
+        [--imfused-wrap 'COMMAND PREFIX']
+
+Addresses (spec.sh passes those of tests/integration/lib/testenv.sh): prosody
+at --server-addr, on the same side as this client and its XMPP peers; imfused
+listening at --appliance-addr, started under --imfused-wrap; --server-name
+resolves to the server address; the lockout checks bind to further source
+addresses of --source-net.
 
 Every check prints `ok   - ...` or `FAIL - ...`; lines starting with `#` are notes
 (measurements and places where the document leaves the answer open).  The script
@@ -19,6 +27,7 @@ with a chosen resource, sends a presence (optionally with <show/>) and one chat
 message (optionally with an XEP-0203 delay stamp), then waits for EOF on stdin.
 """
 import argparse
+import ipaddress
 import json
 import os
 import re
@@ -36,6 +45,7 @@ import queue as queuemod
 import msgpack
 
 MIB = 1048576
+APPLIANCE_ADDR = None    # imfused's listeners: main() sets it from --appliance-addr
 NETWORKS = ("xmpp", "irc", "sip")
 TLS_MODES = ("starttls", "tls", "none")
 STATES = ("connecting", "online", "offline", "auth_failed", "error")
@@ -234,8 +244,9 @@ class Closed(Exception):
 class Conn:
     """One client connection.  Replies are matched by id; frames without id are events."""
 
-    def __init__(self, port, host="127.0.0.1", src=None, tls_ctx=None, name="c"):
+    def __init__(self, port, host=None, src=None, tls_ctx=None, name="c"):
         self.name = name
+        host = host or APPLIANCE_ADDR
         s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         if src:
             s.bind((src, 0))
@@ -443,7 +454,12 @@ def stop_proc(p, grace=15):
     return p.returncode
 
 
-def port_open(port, host="127.0.0.1"):
+def hostport(addr, port):
+    return ("[%s]:%d" if ":" in addr else "%s:%d") % (addr, port)
+
+
+def port_open(port, host=None):
+    host = host or APPLIANCE_ADDR
     try:
         with socket.create_connection((host, port), timeout=1):
             return True
@@ -463,8 +479,9 @@ class Imfused:
         self.nstart += 1
         logf = os.path.join(self.a.work, "imfused.%d.log" % self.nstart)
         self.logs.append(logf)
-        cmd = [self.a.imfused, "--data", self.a.data, "--listen", "127.0.0.1:%d" % self.a.port,
-               "--control", self.a.ctl, "--ca-file", self.a.ca] + self.extra
+        cmd = self.a.wrap + [self.a.imfused, "--data", self.a.data,
+                             "--listen", hostport(APPLIANCE_ADDR, self.a.port),
+                             "--control", self.a.ctl, "--ca-file", self.a.ca] + self.extra
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(logf, "w"), env=env)
@@ -600,7 +617,7 @@ def xmpp_oneshot(cfg):
             self.disconnect()
 
     x = One()
-    x.connect(address=("127.0.0.1", cfg["port"]))
+    x.connect(address=(cfg["addr"], cfg["port"]))
     x.add_event_handler("disconnected", lambda *_: x.loop.stop())
     x.loop.run_forever()
 
@@ -794,7 +811,7 @@ def phase_logged_out(a):
     section("§3.4 before login")
     c = fresh(a, "lo")
     for op, f in (("logout", {}), ("link", {"network": "xmpp", "login": "x@a.test", "password": "",
-                                            "server": "127.0.0.1:1", "tls": "none"}),
+                                            "server": a.dead_server, "tls": "none"}),
                   ("update_account", {"account": 1}), ("unlink", {"account": 1}), ("accounts", {}),
                   ("contacts", {}), ("add_contact", {"account": 1, "address": "x@a.test"}),
                   ("remove_contact", {"account": 1, "address": "x@a.test"}),
@@ -817,7 +834,7 @@ def phase_register_off(a):
 
 def phase_login(a):
     section("§4.3 login")
-    src = "127.0.0.9"  # failed logins from an address of their own (lockout is per source too)
+    src = a.src(0, 9)  # failed logins from an address of their own (lockout is per source too)
     c, r = login(a, "me", "wrong-pass", src=src)
     expect_kept(c, r, "auth_failed", "§4.3 login with a wrong password")
     r = c.request("login", {"user": "nosuchuser", "password": "x"})
@@ -867,7 +884,7 @@ def link_fields(login_, pw, server, tls, **kw):
 
 def phase_accounts(a, c1, c2):
     section("§4.5 link: field errors")
-    base = link_fields("zz@a.test", "pw", "127.0.0.1:1", "none")
+    base = link_fields("zz@a.test", "pw", a.dead_server, "none")
     bad = [("network missing", {k: v for k, v in base.items() if k != "network"}),
            ("login missing", {k: v for k, v in base.items() if k != "login"}),
            ("password missing", {k: v for k, v in base.items() if k != "password"}),
@@ -880,9 +897,9 @@ def phase_accounts(a, c1, c2):
            ("password 1025 bytes", dict(base, password="p" * 1025)),
            ("server 2 bytes", dict(base, server="h:")),
            ("server 262 bytes", dict(base, server="h" * 256 + ":12345")),
-           ("server without a port", dict(base, server="127.0.0.1")),
-           ("server port not a number", dict(base, server="127.0.0.1:abc")),
-           ("server port 99999", dict(base, server="127.0.0.1:99999")),
+           ("server without a port", dict(base, server=a.server_addr)),
+           ("server port not a number", dict(base, server=a.server_addr + ":abc")),
+           ("server port 99999", dict(base, server=a.server_addr + ":99999")),
            ("server with an empty host", dict(base, server=":5222")),
            ("name 256 bytes", dict(base, name="n" * 256)),
            ("name nil", dict(base, name=None)),
@@ -918,7 +935,7 @@ def phase_accounts(a, c1, c2):
 
     section("§4.5 link with tls starttls / tls / none, §5.1 account events, §5.2 contacts event")
     m1, m2 = len(c1.events), len(c2.events)
-    r = c1.request("link", link_fields("alice@a.test", "alice-pw", "127.0.0.1:%d" % a.c2s, "starttls",
+    r = c1.request("link", link_fields("alice@a.test", "alice-pw", a.server(a.c2s), "starttls",
                                        name="Work", options={"tls_name": "a.test"}))
     check(is_ok(r) and is_uint(r.get("account")) and fields(r, "the ok of link", ("account",)),
           "§4.5 link alice@a.test tls starttls name Work -> ok {account: uint}", r)
@@ -949,11 +966,11 @@ def phase_accounts(a, c1, c2):
     check(c2.wait_event(lambda x: x.get("op") == "contacts" and x.get("account") == A1, 30, m2) is not None,
           "§5.2 the second connection gets the contacts event too")
 
-    r = c1.request("link", link_fields("alice@a.test", "alice-pw", "127.0.0.1:%d" % a.c2s, "starttls"))
+    r = c1.request("link", link_fields("alice@a.test", "alice-pw", a.server(a.c2s), "starttls"))
     expect_kept(c1, r, "exists", "§4.5 link of the same network + login again")
 
     m1 = len(c1.events)
-    r = c1.request("link", link_fields("Carol@A.TEST", "carol-pw", "127.0.0.1:%d" % a.c2s_tls, "tls"))
+    r = c1.request("link", link_fields("Carol@A.TEST", "carol-pw", a.server(a.c2s_tls), "tls"))
     check(is_ok(r) and is_uint(r.get("account")), "§4.5 link Carol@A.TEST with tls \"tls\" (direct TLS) -> ok", r)
     A2 = r.get("account") if is_ok(r) else None
     check(A2 != A1, "§4.5 a second account gets a different id", (A1, A2))
@@ -970,11 +987,11 @@ def phase_accounts(a, c1, c2):
               "§4.9 a roster item without name/groups -> name \"\" and groups []", ce)
     else:
         check(False, "§5.2 contacts event for account %r" % A2)
-    r = c1.request("link", link_fields("carol@a.test", "carol-pw", "127.0.0.1:%d" % a.c2s_tls, "tls"))
+    r = c1.request("link", link_fields("carol@a.test", "carol-pw", a.server(a.c2s_tls), "tls"))
     check(is_err(r, "exists"), "§4.5 link carol@a.test after Carol@A.TEST -> exists (same normalised login)", r)
 
     m1 = len(c1.events)
-    r = c1.request("link", link_fields("dave@a.test", "dave-pw", "127.0.0.1:%d" % a.c2s, "none", name=""))
+    r = c1.request("link", link_fields("dave@a.test", "dave-pw", a.server(a.c2s), "none", name=""))
     check(is_ok(r), "§4.5 link dave@a.test with tls \"none\" and name \"\" -> ok", r)
     A3 = r.get("account") if is_ok(r) else None
     e = wait_state(c1, A3, ("online",), since=m1)
@@ -986,12 +1003,12 @@ def phase_accounts(a, c1, c2):
     # an account whose server refuses connections: retried, offline with a detail in between
     a.ghost_mark = len(c1.events)
     a.ghost_t0 = time.monotonic()
-    r = c1.request("link", link_fields("ghost@a.test", "pw", "127.0.0.1:1", "starttls", name="Ghost"))
+    r = c1.request("link", link_fields("ghost@a.test", "pw", a.dead_server, "starttls", name="Ghost"))
     check(is_ok(r), "§4.5 link to a closed port -> ok (stored before any network I/O)", r)
     A4 = r.get("account") if is_ok(r) else None
     # an account with an empty password: "" is allowed, the server refuses the login
     a.erin_mark = len(c1.events)
-    r = c1.request("link", link_fields("erin@a.test", "", "127.0.0.1:%d" % a.c2s, "starttls"))
+    r = c1.request("link", link_fields("erin@a.test", "", a.server(a.c2s), "starttls"))
     check(is_ok(r), "§2.1/§4.5 link with password \"\" (no password) -> ok", r)
     A5 = r.get("account") if is_ok(r) else None
     e = wait_state(c1, A5, ("auth_failed", "error", "online"), since=a.erin_mark)
@@ -1012,11 +1029,11 @@ def phase_accounts(a, c1, c2):
         check(ok, "§4.8 account entry has {account, network, login, server, tls, name, state}, typed", x)
         if isinstance(x, dict):
             by_id[x.get("account")] = x
-    exp = {A1: ("alice@a.test", "127.0.0.1:%d" % a.c2s, "starttls", "Work", ("online",)),
-           A2: ("carol@a.test", "127.0.0.1:%d" % a.c2s_tls, "tls", "", ("online",)),
-           A3: ("dave@a.test", "127.0.0.1:%d" % a.c2s, "none", "", ("online",)),
-           A4: ("ghost@a.test", "127.0.0.1:1", "starttls", "Ghost", ("connecting", "offline", "error")),
-           A5: ("erin@a.test", "127.0.0.1:%d" % a.c2s, "starttls", "", ("auth_failed",))}
+    exp = {A1: ("alice@a.test", a.server(a.c2s), "starttls", "Work", ("online",)),
+           A2: ("carol@a.test", a.server(a.c2s_tls), "tls", "", ("online",)),
+           A3: ("dave@a.test", a.server(a.c2s), "none", "", ("online",)),
+           A4: ("ghost@a.test", a.dead_server, "starttls", "Ghost", ("connecting", "offline", "error")),
+           A5: ("erin@a.test", a.server(a.c2s), "starttls", "", ("auth_failed",))}
     for acct, (lg, srv, tls, nm, sts) in exp.items():
         x = by_id.get(acct, {})
         check(x.get("login") == lg and x.get("server") == srv and x.get("tls") == tls and x.get("name") == nm
@@ -1435,7 +1452,7 @@ def phase_unified_case(a, c1, A1, A2, U1, bob):
         note("§2.3/§4.12 silent: a member address given as BOB@A.TEST is stored and returned as %r" % stored)
     m = len(c1.events)
     one = Peer(a.work, [sys.executable, os.path.abspath(__file__), "--xmpp-oneshot",
-                        json.dumps({"jid": "bob@a.test/case", "password": "bob-pw", "port": a.c2s, "ca": a.ca,
+                        json.dumps({"jid": "bob@a.test/case", "password": "bob-pw", "addr": a.server_addr, "port": a.c2s, "ca": a.ca,
                                     "nopresence": True, "to": "alice@a.test", "body": "case check"})])
     check(one.wait(lambda x: x.get("ev") == "sent", 30) is not None, "oneshot bob/case logged in and sent")
     e = c1.wait_event(lambda x: x.get("op") == "message" and x.get("body") == "case check", 30, m)
@@ -1485,7 +1502,7 @@ def phase_offline_presence(a, c1, A1, A2, U1, bob):
 
     m = len(c1.events)
     one = Peer(a.work, [sys.executable, os.path.abspath(__file__), "--xmpp-oneshot",
-                        json.dumps({"jid": "bob@a.test/phone", "password": "bob-pw", "port": a.c2s, "ca": a.ca,
+                        json.dumps({"jid": "bob@a.test/phone", "password": "bob-pw", "addr": a.server_addr, "port": a.c2s, "ca": a.ca,
                                     "show": "away", "to": "alice@a.test", "body": "from the past",
                                     "stamp": "2020-01-02T03:04:05.678Z"})])
     check(one.wait(lambda x: x.get("ev") == "sent", 30) is not None, "oneshot bob/phone logged in and sent")
@@ -1505,7 +1522,7 @@ def phase_offline_presence(a, c1, A1, A2, U1, bob):
     check(e is not None, "§5.3 bob/phone leaves -> presence offline again")
     m = len(c1.events)
     yan = Peer(a.work, [sys.executable, os.path.abspath(__file__), "--xmpp-oneshot",
-                        json.dumps({"jid": "yan@a.test/desk", "password": "yan-pw", "port": a.c2s, "ca": a.ca,
+                        json.dumps({"jid": "yan@a.test/desk", "password": "yan-pw", "addr": a.server_addr, "port": a.c2s, "ca": a.ca,
                                     "to": "alice@a.test", "body": "from a stranger"})])
     e = c1.wait_event(lambda x: x.get("op") == "message" and x.get("body") == "from a stranger", 30, m)
     check(e is not None and "contact" not in e and e.get("from") == "yan@a.test" and e.get("resource") == "desk",
@@ -1569,7 +1586,7 @@ def phase_update(a, c1, A1, A2, A3, A5):
     check(is_ok(r), "§4.6 update_account {tls: starttls} -> ok", r)
     check(wait_state(c1, A3, ("online",), 45, m) is not None, "§4.6 ... reconnects online with starttls")
     m = len(c1.events)
-    r = c1.request("update_account", {"account": A3, "server": "127.0.0.1:%d" % a.c2s_tls, "tls": "tls"})
+    r = c1.request("update_account", {"account": A3, "server": a.server(a.c2s_tls), "tls": "tls"})
     check(is_ok(r), "§4.6 update_account {server, tls: tls} -> ok", r)
     check(wait_state(c1, A3, ("online",), 45, m) is not None, "§4.6 ... reconnects online over direct TLS")
     m = len(c1.events)
@@ -1588,7 +1605,7 @@ def phase_update(a, c1, A1, A2, A3, A5):
     d = {x.get("account"): x for x in r.get("accounts", [])} if is_ok(r) else {}
     check(ids is not None and A1 in ids and A2 in ids and A3 in ids and A5 in ids,
           "§4.6 the updated accounts keep their ids", ids)
-    check(d.get(A3, {}).get("tls") == "tls" and d.get(A3, {}).get("server") == "127.0.0.1:%d" % a.c2s_tls,
+    check(d.get(A3, {}).get("tls") == "tls" and d.get(A3, {}).get("server") == a.server(a.c2s_tls),
           "§4.8 accounts shows the updated server and tls", d.get(A3))
     for what, f, code in (("unknown account", {"account": 987654321, "password": "x"}, "not_found"),
                           ("account missing", {"password": "x"}, "bad_request"),
@@ -1636,7 +1653,7 @@ def phase_other_user(a, c1, A1):
     section("accounts of another user are not visible (not_found)")
     o, r = login(a, "other", "other-pw", name="other")
     check(is_ok(r), "login other", r)
-    r = o.request("link", link_fields("frank@a.test", "frank-pw", "127.0.0.1:%d" % a.c2s, "starttls"))
+    r = o.request("link", link_fields("frank@a.test", "frank-pw", a.server(a.c2s), "starttls"))
     check(is_ok(r), "other links frank@a.test", r)
     F = r.get("account") if is_ok(r) else None
     check(wait_state(o, F, ("online",), 45) is not None, "other's account online")
@@ -1654,7 +1671,7 @@ def phase_other_user(a, c1, A1):
     check(is_err(r, "not_found"), "§4.12 set_unified with another user's account -> not_found", r)
     leaked = [x for x in c1.events if x.get("account") == F]
     check(leaked == [], "events of another user's account never reach this user", leaked[:3])
-    r = o.request("link", link_fields("alice@a.test", "alice-pw", "127.0.0.1:1", "none"))
+    r = o.request("link", link_fields("alice@a.test", "alice-pw", a.dead_server, "none"))
     note("§4.5 silent: a second appliance user linking alice@a.test (already linked by user me) got %s"
          % short(r))
     if is_ok(r):
@@ -1665,11 +1682,11 @@ def phase_other_user(a, c1, A1):
 def phase_unlink(a, c1, A4, U3, c2=None):
     section("§4.5 server given as a host name; §4.7 unlink")
     m = len(c1.events)
-    r = c1.request("link", link_fields("yan@a.test", "yan-pw", "localhost:%d" % a.c2s, "starttls"))
-    check(is_ok(r), "§4.5 link with server localhost:PORT (a host name, /etc/hosts) -> ok", r)
+    r = c1.request("link", link_fields("yan@a.test", "yan-pw", "%s:%d" % (a.server_name, a.c2s), "starttls"))
+    check(is_ok(r), "§4.5 link with server %s:PORT (a host name, /etc/hosts) -> ok" % a.server_name, r)
     Y = r.get("account") if is_ok(r) else None
     e = wait_state(c1, Y, ("online",), 45, m)
-    check(e is not None, "§4.5 server \"host:port\" with a host name (localhost) gets online",
+    check(e is not None, "§4.5 server \"host:port\" with a host name (%s) gets online" % a.server_name,
           [(x.get("state"), x.get("detail")) for x in c1.events[m:] if x.get("op") == "account"][:4])
     r = c1.request("unlink", {"account": Y})
     check(is_ok(r), "§4.7 unlink of an account (online or retrying) -> ok", r)
@@ -1708,18 +1725,18 @@ def phase_unlink(a, c1, A4, U3, c2=None):
 def phase_irc_sip(a, c1):
     section("§2.3 IRC and SIP logins and addresses (lists imfuse keeps; servers unreachable)")
     m = len(c1.events)
-    r = c1.request("link", {"network": "irc", "login": "Alice", "password": "", "server": "127.0.0.1:1", "tls": "none",
+    r = c1.request("link", {"network": "irc", "login": "Alice", "password": "", "server": a.dead_server, "tls": "none",
                             "options": {"nickserv": "yes", "sasl": "no", "ison_interval": "30"}})
     check(is_ok(r), "§4.5 link irc nick Alice with IRC options -> ok", r)
     I = r.get("account") if is_ok(r) else None
-    r = c1.request("link", {"network": "sip", "login": "alice@sip.test", "password": "pw", "server": "127.0.0.1:1",
+    r = c1.request("link", {"network": "sip", "login": "alice@sip.test", "password": "pw", "server": a.dead_server,
                             "tls": "none", "options": {"expires": "300"}})
     check(is_ok(r), "§4.5 link sip alice@sip.test (without sip:) -> ok", r)
     S = r.get("account") if is_ok(r) else None
-    r = c1.request("link", {"network": "sip", "login": "sip:alice@sip.test", "password": "pw", "server": "127.0.0.1:1",
+    r = c1.request("link", {"network": "sip", "login": "sip:alice@sip.test", "password": "pw", "server": a.dead_server,
                             "tls": "none"})
     check(is_err(r, "exists"), "§2.3 link sip:alice@sip.test after alice@sip.test -> exists (same login)", r)
-    r = c1.request("link", {"network": "irc", "login": "ALICE", "password": "", "server": "127.0.0.1:1", "tls": "none"})
+    r = c1.request("link", {"network": "irc", "login": "ALICE", "password": "", "server": a.dead_server, "tls": "none"})
     check(is_err(r, "exists"), "§2.3 IRC nicks compare case-insensitively: link ALICE after Alice -> exists", r)
     r = c1.request("accounts")
     d = {x.get("account"): x for x in r.get("accounts", [])} if is_ok(r) else {}
@@ -1784,8 +1801,8 @@ def run_refused(a, args, what):
     """Run imfused expecting it to refuse to start.  Returns its exit code with leak checking off
     (ASan turns a leak into exit 1); a sanitizer report on the refusal path is its own check."""
     env = dict(os.environ, ASAN_OPTIONS="detect_leaks=0")
-    p = subprocess.run([a.imfused] + args, capture_output=True, text=True, timeout=60, env=env)
-    q = subprocess.run([a.imfused] + args, capture_output=True, text=True, timeout=60)
+    p = subprocess.run(a.wrap + [a.imfused] + args, capture_output=True, text=True, timeout=60, env=env)
+    q = subprocess.run(a.wrap + [a.imfused] + args, capture_output=True, text=True, timeout=60)
     rep_ = [l.strip() for l in q.stderr.splitlines() if "Sanitizer" in l or "runtime error:" in l]
     check(rep_ == [], "no sanitizer report when imfused refuses to start (%s)" % what, rep_[:2])
     return p
@@ -1795,7 +1812,7 @@ def phase_ops_restart(a, imf):
     section("OPERATIONS.md: start-up refusals (the daemon is stopped)")
     key = os.path.join(a.data, "appliance.key")
     os.chmod(key, 0o640)
-    p = run_refused(a, ["--data", a.data, "--listen", "127.0.0.1:%d" % a.port, "--control", a.ctl], "key 0640")
+    p = run_refused(a, ["--data", a.data, "--listen", hostport(APPLIANCE_ADDR, a.port), "--control", a.ctl], "key 0640")
     check(p.returncode == 1, "OPERATIONS: a key readable by group -> start refused, exit 1", (p.returncode, p.stderr[-300:]))
     os.chmod(key, 0o600)
     cfg = os.path.join(a.work, "bad.conf")
@@ -1915,7 +1932,7 @@ def phase_logout_replay(a, imf, c1, c2, bob_start):
     check(os.path.exists(a.ctl), "a control socket file is left behind by kill -9")
     imf.start()
     check(True, "OPERATIONS: a control socket file left by a crash is replaced (imfused started)")
-    p = run_refused(a, ["--data", os.path.join(a.work, "data2"), "--listen", "127.0.0.1:%d" % (a.port + 5),
+    p = run_refused(a, ["--data", os.path.join(a.work, "data2"), "--listen", hostport(APPLIANCE_ADDR, a.port + 5),
                         "--control", a.ctl], "control socket in use")
     check(p.returncode == 1, "OPERATIONS: a second imfused on a live control socket is refused (exit 1)",
           (p.returncode, p.stderr[-300:]))
@@ -2021,7 +2038,7 @@ def phase_lockout(a):
     for i in range(1, 61):
         if time.monotonic() - t0 > 240:
             break
-        c, r = login(a, "victim", "wrong-%d" % i, src="127.0.1.%d" % i, name="lock")
+        c, r = login(a, "victim", "wrong-%d" % i, src=a.src(1, i), name="lock")
         c.close()
         if is_err(r, "limit"):
             got_limit = i
@@ -2032,7 +2049,7 @@ def phase_lockout(a):
     check(got_limit is not None, "§4.3 repeated wrong passwords lock the user out (limit after %r attempts)" % got_limit)
     if got_limit:
         note("§4.3 the user was locked out at attempt %d (the doc gives no number nor duration)" % got_limit)
-        c, r = login(a, "victim", "victim-pw", src="127.0.2.1", name="lock")
+        c, r = login(a, "victim", "victim-pw", src=a.src(2, 1), name="lock")
         check(is_err(r, "limit"), "§4.3 while locked out, the right password from another address -> limit", r)
         c.close()
     # source lockout: wrong users from one address
@@ -2043,7 +2060,7 @@ def phase_lockout(a):
         if time.monotonic() - t0 > 240:
             break
         if c is None or c.eof:
-            c = Conn(a.port, src="127.0.3.1", name="srclock")
+            c = Conn(a.port, src=a.src(3, 1), name="srclock")
         r = c.request("login", {"user": "nobody%d" % i, "password": "x"})
         if is_err(r, "limit"):
             got_limit = i
@@ -2060,10 +2077,10 @@ def phase_lockout(a):
     check(got_limit is not None, "§4.3 repeated failures from one address lock that address out (limit after %r)" % got_limit)
     if got_limit:
         note("§4.3 the source address was locked out at attempt %d" % got_limit)
-        c, r = login(a, "me", "me-pass", src="127.0.3.1", name="srclock")
+        c, r = login(a, "me", "me-pass", src=a.src(3, 1), name="srclock")
         check(is_err(r, "limit"), "§4.3 a locked-out address gets limit even with right credentials", r)
         c.close()
-        c, r = login(a, "me", "me-pass", src="127.0.4.1", name="other-src")
+        c, r = login(a, "me", "me-pass", src=a.src(4, 1), name="other-src")
         check(is_ok(r), "§4.3 the same user from another address still logs in", r)
         c.close()
 
@@ -2097,7 +2114,19 @@ def main():
     ap.add_argument("--ca", required=True)
     ap.add_argument("--port", type=int, default=17700)
     ap.add_argument("--tls-port", type=int, default=17701)
+    ap.add_argument("--server-addr", required=True)
+    ap.add_argument("--appliance-addr", required=True)
+    ap.add_argument("--server-name", required=True)
+    ap.add_argument("--source-net", required=True)
+    ap.add_argument("--imfused-wrap", default="")
     a = ap.parse_args()
+    global APPLIANCE_ADDR
+    APPLIANCE_ADDR = a.appliance_addr
+    a.wrap = a.imfused_wrap.split()
+    net = ipaddress.ip_network(a.source_net)
+    a.src = lambda k, i: str(net[k * 256 + i])      # a further client source address
+    a.server = lambda port: hostport(a.server_addr, port)
+    a.dead_server = a.server(1)                      # nothing listens there
     a.imfused = os.path.join(a.root, "build", "asan", "imfused")
     a.imfusectl = os.path.join(a.root, "build", "asan", "imfusectl")
     a.data = os.path.join(a.work, "data")
@@ -2107,7 +2136,7 @@ def main():
     certs = os.path.join(a.work, "prosody", "certs")
 
     def bob_start():
-        b = Peer(a.work, [sys.executable, a.peer, "bob@a.test", "bob-pw", "127.0.0.1", str(a.c2s), a.ca])
+        b = Peer(a.work, [sys.executable, a.peer, "bob@a.test", "bob-pw", a.server_addr, str(a.c2s), a.ca])
         check(b.wait(lambda e: e.get("ev") == "online", 30) is not None, "the XMPP peer bob is online")
         return b
 
@@ -2165,7 +2194,7 @@ def main():
         rc = imf.stop()
         check(rc == 0, "OPERATIONS: imfused exits 0 after SIGTERM", rc)
         phase_ops_restart(a, imf)
-        imf.extra = ["--open-registration", "--listen-tls", "127.0.0.1:%d" % a.tls_port,
+        imf.extra = ["--open-registration", "--listen-tls", hostport(APPLIANCE_ADDR, a.tls_port),
                      "--tls-cert", os.path.join(certs, "a.test.crt"),
                      "--tls-key", os.path.join(certs, "a.test.key")]
         imf.start()

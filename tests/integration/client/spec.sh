@@ -8,20 +8,9 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/../../.." && pwd)
-if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "skipped: needs root for a private network namespace (unshare -n)" >&2
-        exit 77
-    fi
-    exec env IMFUSE_IN_NETNS=1 unshare -n "$0" "$@"
-fi
-ip link set lo up || exit 1
-ulimit -c 0
-
-if ! command -v prosody >/dev/null; then
-    echo "skipped: prosody is not installed" >&2
-    exit 77
-fi
+. "$root/tests/integration/lib/prosody.sh"
+testenv_enter "$0" "$@"
+testenv_need prosody
 if [ ! -x "$root/build/asan/imfused" ] || [ ! -x "$root/build/asan/imfusectl" ]; then
     (cd "$root" && make asan) || exit 1
 fi
@@ -29,7 +18,6 @@ fi
 C2S=15222
 C2S_TLS=15223
 W=$(mktemp -d /tmp/imfuse-spec.XXXXXX) || exit 1
-. "$root/tests/integration/lib/prosody.sh"
 
 cleanup() {
     local pid
@@ -63,7 +51,10 @@ prosody_set_roster "$W/prosody" bob a.test \
 prosody_set_roster "$W/prosody" carol a.test '["bob@a.test"] = { subscription = "both"; groups = {} };' || exit 1
 CA=$(prosody_cafile "$W/prosody") || exit 1
 
-/usr/bin/python3 "$here/spec.py" --work "$W" --root "$root" --c2s "$C2S" --c2s-tls "$C2S_TLS" --ca "$CA" &
+/usr/bin/python3 "$here/spec.py" --work "$W" --root "$root" --c2s "$C2S" --c2s-tls "$C2S_TLS" --ca "$CA" \
+    --server-addr "$IMFUSE_TEST_SERVER_ADDR" --appliance-addr "$IMFUSE_TEST_APPLIANCE_ADDR" \
+    --server-name "$IMFUSE_TEST_SERVER_NAME" --source-net "$IMFUSE_TEST_SOURCE_NET" \
+    --imfused-wrap "$IMFUSE_TEST_APPLIANCE_WRAP" &
 spec_pid=$!
 wait "$spec_pid"
 rc=$?

@@ -8,25 +8,21 @@ the same unified contact.  Run by fusion.sh inside a private network namespace.
 import os
 import sys
 import tempfile
-import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import JsonPeer, Daemon, lib, stop_all, HERE as LIB  # noqa: E402
+import harness  # noqa: E402
+from harness import JsonPeer, Daemon, lib, run, stop_at_end, HERE as LIB  # noqa: E402
 from imclient import Client  # noqa: E402
+from testenv import SERVER_ADDR, server  # noqa: E402
 
 IRCD = sys.argv[1] if len(sys.argv) > 1 else "ngircd"
 XMPP_PORT, IRC_PORT, SIP_PORT, IMFUSE_PORT = 15222, 16667, 15060, 17700
 PROSODY = "prosody_start %%s %d a.test" % XMPP_PORT
-failures = 0
 
 
 def check(cond, what):
-    global failures
-    print(("ok   - " if cond else "FAIL - ") + "[%s] %s" % (IRCD, what), flush=True)
-    if not cond:
-        failures += 1
-        raise AssertionError(what)
+    harness.check(cond, "[%s] %s" % (IRCD, what))
 
 
 def state_is(c, account, states, timeout=60.0):
@@ -36,13 +32,13 @@ def state_is(c, account, states, timeout=60.0):
 
 def xmpp_bob(ca):
     p = JsonPeer("xmpp bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "pw-bob",
-                              "127.0.0.1", str(XMPP_PORT), ca])
+                              SERVER_ADDR, str(XMPP_PORT), ca])
     p.expect(lambda e: e["ev"] == "online", "xmpp bob online")
     return p
 
 
 def irc_bob():
-    p = JsonPeer("irc bob", [os.path.join(LIB, "irc_peer.py"), "bob", "127.0.0.1", str(IRC_PORT)])
+    p = JsonPeer("irc bob", [os.path.join(LIB, "irc_peer.py"), "bob", SERVER_ADDR, str(IRC_PORT)])
     p.expect(lambda e: e["ev"] == "online", "irc bob online")
     return p
 
@@ -50,7 +46,9 @@ def irc_bob():
 def main():
     work = tempfile.mkdtemp(prefix="imfuse-fusion-%s-" % IRCD)
     pdir, idir, kdir = (os.path.join(work, x) for x in ("prosody", "ircd", "kamailio"))
-    dirs.extend([pdir, idir, kdir])
+    stop_at_end("prosody.sh", "prosody_stop %s" % pdir)
+    stop_at_end("ircd.sh", "%s_stop %s" % (IRCD, idir))
+    stop_at_end("kamailio.sh", "kamailio_stop %s" % kdir)
     os.makedirs(idir)
     lib("prosody.sh", "prosody_set_roster %s alice a.test '[\"bob@a.test\"] = {subscription=\"both\"; groups={}; name=\"Bob\"};'" % pdir)
     lib("prosody.sh", "prosody_set_roster %s bob a.test '[\"alice@a.test\"] = {subscription=\"both\"; groups={}; name=\"Alice\"};'" % pdir)
@@ -71,11 +69,11 @@ def main():
     c = Client(port=IMFUSE_PORT)
     check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in")
     ax = c.call("link", network="xmpp", login="alice@a.test", password="pw-alice",
-                server="127.0.0.1:%d" % XMPP_PORT, tls="starttls")["account"]
+                server=server(XMPP_PORT), tls="starttls")["account"]
     ai = c.call("link", network="irc", login="alice", password="",
-                server="127.0.0.1:%d" % IRC_PORT, tls="none")["account"]
+                server=server(IRC_PORT), tls="none")["account"]
     asip = c.call("link", network="sip", login="sip:alice@sip.test", password="pw-alice",
-                  server="127.0.0.1:%d" % SIP_PORT, tls="none")["account"]
+                  server=server(SIP_PORT), tls="none")["account"]
     for a in (ax, ai, asip):
         state_is(c, a, ("online",), 30)
     check(True, "three accounts online: xmpp %d, irc %d, sip %d" % (ax, ai, asip))
@@ -87,7 +85,7 @@ def main():
 
     bx, bi = xmpp_bob(ca), irc_bob()
     bs = JsonPeer("sip bob", [os.path.join(LIB, "sip_peer.py"), "bob", "sip.test", "pw-bob",
-                              "127.0.0.1", str(SIP_PORT)])
+                              SERVER_ADDR, str(SIP_PORT)])
     bs.expect(lambda e: e["ev"] == "online", "sip bob online")
 
     uid = c.call("set_unified", contacts=[{"name": "Bob", "prefer": ax, "members": [
@@ -134,7 +132,7 @@ def main():
     check(True, "all three accounts back online by themselves")
     bx, bi = xmpp_bob(ca), irc_bob()
     bs = JsonPeer("sip bob", [os.path.join(LIB, "sip_peer.py"), "bob", "sip.test", "pw-bob",
-                              "127.0.0.1", str(SIP_PORT)])
+                              SERVER_ADDR, str(SIP_PORT)])
     bs.expect(lambda e: e["ev"] == "online", "sip bob online again")
     bx.send("alice@a.test", "answer on xmpp")
     bi.send("alice", "answer on irc")
@@ -155,20 +153,5 @@ def main():
     check(d.stop() == 0, "imfused exits 0")
 
 
-dirs = []
 if __name__ == "__main__":
-    rc = 0
-    try:
-        main()
-    except Exception:  # noqa: BLE001
-        import traceback
-        traceback.print_exc()
-        rc = 1
-    finally:
-        stop_all()
-        if len(dirs) == 3:
-            lib("prosody.sh", "prosody_stop %s" % dirs[0])
-            lib("ircd.sh", "%s_stop %s" % (IRCD, dirs[1]))
-            lib("kamailio.sh", "kamailio_stop %s" % dirs[2])
-    print("[%s] %d checks failed%s" % (IRCD, failures, ", stopped on an exception" if rc else ""))
-    sys.exit(1 if (rc or failures) else 0)
+    run(main)

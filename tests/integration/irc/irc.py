@@ -33,6 +33,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from harness import (HERE as LIB, Daemon, JsonPeer, account_state, check, lib, log,  # noqa: E402
                      presence_event, run, stop_at_end)
 from imclient import Client  # noqa: E402
+from testenv import SERVER_ADDR, server  # noqa: E402
 
 BURST = int(os.environ.get("IRC_BURST", "300"))
 ONLY = os.environ.get("IRC_ONLY", "")          # "ngircd", "inspircd" or "sasl": one part only
@@ -50,7 +51,7 @@ def ircd(cmd):
 
 def peer(nick, port):
     """A real IRC user (python3-irc), online."""
-    p = JsonPeer(nick, [os.path.join(LIB, "irc_peer.py"), nick, "127.0.0.1", str(port)], fatal=("error",))
+    p = JsonPeer(nick, [os.path.join(LIB, "irc_peer.py"), nick, SERVER_ADDR, str(port)], fatal=("error",))
     p.expect(lambda e: e["ev"] == "online", "peer %s online" % nick)
     return p
 
@@ -58,7 +59,7 @@ def peer(nick, port):
 def scenario(c, name, port, login, options, presence_timeout, taken_nick):
     """Steps 1-6 on one server; returns (account id, bob's peer)."""
     tag = "[%s] " % name
-    a = c.call("link", network="irc", login=login, password="", server="127.0.0.1:%d" % port,
+    a = c.call("link", network="irc", login=login, password="", server=server(port),
                tls="none", name=name, options=options)["account"]
     e = account_state(c, a, ("online",))
     check(e["network"] == "irc" and e["login"] == login, tag + "1. account %d online: %r" % (a, e))
@@ -102,7 +103,7 @@ def scenario(c, name, port, login, options, presence_timeout, taken_nick):
           tag + "5. bob's reply pushed: %r" % m)
     c.call("ack", seq=m["seq"])
 
-    a2 = c.call("link", network="irc", login=taken_nick, password="", server="127.0.0.1:%d" % port,
+    a2 = c.call("link", network="irc", login=taken_nick, password="", server=server(port),
                 tls="none", name=name + "-taken")["account"]
     e = account_state(c, a2, ("online",))
     if "in use" not in e.get("detail", ""):
@@ -142,7 +143,7 @@ def burst(c, runs):
 
 def raw_register(port, nick, password):
     """Register nick with atheme's NickServ from a plain socket client."""
-    s = socket.create_connection(("127.0.0.1", port), timeout=20)
+    s = socket.create_connection((SERVER_ADDR, port), timeout=20)
     s.sendall(("NICK %s\r\nUSER %s 0 * :%s\r\n" % (nick, nick, nick)).encode())
     buf, sent, end = b"", False, time.monotonic() + 20
     try:
@@ -178,12 +179,12 @@ def sasl_scenario(c, work):
     ircd("INSPIRCD_LINK_PORT=%d inspircd_start %s %d" % (LINK_PORT, ins2, SASL_PORT))
     ircd("atheme_start %s %d" % (ath, LINK_PORT))
     check(raw_register(SASL_PORT, "sasluser", "sasl-pw-1"), "[sasl] sasluser registered with atheme's NickServ")
-    a = c.call("link", network="irc", login="sasluser", password="sasl-pw-1", server="127.0.0.1:%d" % SASL_PORT,
+    a = c.call("link", network="irc", login="sasluser", password="sasl-pw-1", server=server(SASL_PORT),
                tls="none", name="sasl", options={"sasl": "yes"})["account"]
     e = account_state(c, a, ("online", "auth_failed", "error"))
     check(e["state"] == "online", "[sasl] SASL PLAIN with the right password -> online: %r" % e)
     c.call("unlink", account=a)
-    b = c.call("link", network="irc", login="SaslUser", password="wrong-pw", server="127.0.0.1:%d" % SASL_PORT,
+    b = c.call("link", network="irc", login="SaslUser", password="wrong-pw", server=server(SASL_PORT),
                tls="none", name="sasl-bad", options={"sasl": "yes"})["account"]
     e = account_state(c, b, ("online", "auth_failed", "error"))
     check(e["state"] == "auth_failed" and "SASL" in e.get("detail", ""),

@@ -3,7 +3,8 @@
 #
 #   ejabberd_start WORKDIR C2S_PORT VHOST...  config + one self-signed cert per vhost
 #                                             (CN and SAN = the vhost), STARTTLS required
-#                                             on 127.0.0.1:C2S_PORT, start in the foreground
+#                                             on C2S_PORT of the server address (testenv.sh),
+#                                             start in the foreground
 #                                             in the background as user ejabberd, wait until
 #                                             the port accepts and the node answers
 #                                             ejabberdctl (30 s deadline)
@@ -31,20 +32,21 @@
 # cookie on the command line): it is given to user ejabberd, which runs the
 # node and every ejabberdctl call (through setpriv), so every parent directory
 # of WORKDIR must be searchable by that user.  Run as root, in a private
-# network namespace (unshare -n): the node listens on 127.0.0.1:C2S_PORT and
-# on its distribution port, and a contact on a domain it does not host makes
-# it try server-to-server (a DNS lookup, which fails at once there).  Each
-# ejabberdctl call starts an Erlang node (~0.7 s); calls may run in parallel.
+# network namespace (unshare -n): the node listens on the server address's
+# C2S_PORT and on its distribution port, and a contact on a domain it does not
+# host makes it try server-to-server (a DNS lookup, which fails at once there).
+# Each ejabberdctl call starts an Erlang node (~0.7 s) that reaches the server's
+# node as ejabberd@localhost over loopback: that control channel never leaves
+# the server's host, so it stays on 127.0.0.1 whatever the server address is.
+# Calls may run in parallel.
 # Functions return non-zero with a message on stderr on failure; they never
 # exit the caller.
 
+. "$(dirname "${BASH_SOURCE[0]}")/testenv.sh"
+
 ejabberd_log() { echo "ejabberd.sh: $*" >&2; }
 
-ejabberd_cafile() {
-    local w=$1
-    cat "$w"/certs/*.crt > "$w/ca.pem" || return 1
-    printf '%s\n' "$w/ca.pem"
-}
+ejabberd_cafile() { testenv_cafile "$1"; }
 
 # Run ejabberdctl against the node of WORKDIR.
 ejabberd_ctl() {
@@ -64,11 +66,7 @@ ejabberd_start() {
     mkdir -p "$w/certs" "$w/etc" "$w/db" "$w/logs" || return 1
     w=$(cd "$w" && pwd)
     for h in "${hosts[@]}"; do
-        [ -s "$w/certs/$h.crt" ] && continue
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$h" \
-            -addext "subjectAltName=DNS:$h" -keyout "$w/certs/$h.key" -out "$w/certs/$h.crt" \
-            >/dev/null 2>&1 || { ejabberd_log "openssl failed for $h"; return 1; }
-        cat "$w/certs/$h.crt" "$w/certs/$h.key" > "$w/certs/$h.pem" || return 1
+        testenv_cert "$w/certs" "$h" --pem || return 1
     done
     cookie=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
     # ejabberdctl sources this file: node name, distribution port (no epmd),
@@ -93,7 +91,7 @@ ejabberd_start() {
         echo 'listen:'
         echo '  -'
         echo "    port: $port"
-        echo '    ip: "127.0.0.1"'
+        echo "    ip: \"$IMFUSE_TEST_SERVER_ADDR\""
         echo '    module: ejabberd_c2s'
         echo '    max_stanza_size: 262144'
         echo '    access: c2s'
@@ -142,21 +140,8 @@ ejabberd_start() {
     local deadline=$((SECONDS + 30))
     # The port opens once the listeners are up; "ejabberdctl status" then
     # answers almost at once.  Poll both with a deadline.
-    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            ejabberd_log "ejabberd exited during start-up:"
-            tail -n 20 "$w/ejabberd.out" "$w/logs/error.log" >&2 2>/dev/null
-            ejabberd_stop "$w"
-            return 1
-        fi
-        if [ $SECONDS -ge $deadline ]; then
-            ejabberd_log "ejabberd did not listen on 127.0.0.1:$port within 30 s:"
-            tail -n 20 "$w/ejabberd.out" >&2
-            ejabberd_stop "$w"
-            return 1
-        fi
-        sleep 0.1
-    done
+    testenv_wait_port ejabberd "$port" "$pid" 30 "$w/ejabberd.out" "$w/logs/error.log" \
+        || { ejabberd_stop "$w"; return 1; }
     until ejabberd_ctl "$w" status >/dev/null 2>&1; do
         if [ $SECONDS -ge $deadline ] || ! kill -0 "$pid" 2>/dev/null; then
             ejabberd_log "ejabberd node did not answer ejabberdctl status"

@@ -8,10 +8,11 @@ import json
 import os
 import select
 import signal
-import socket
 import subprocess
 import sys
 import time
+
+from testenv import APPLIANCE_ADDR, APPLIANCE_WRAP, hostport, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -54,17 +55,6 @@ def stop_all():
         stop_proc(p)
 
 
-def wait_port(port, deadline=10.0):
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.05)
-    return False
-
-
 def lib(script, cmd, strict=True):
     """Run a function of a sourceable bash library in tests/integration/lib;
     a non-zero exit raises unless strict is false."""
@@ -94,8 +84,9 @@ def presence_event(c, account, address, presence, timeout=30.0):
                         timeout, "presence %s %s on account %d" % (address, presence, account))
 
 
-def run(main, *args):
+def run(main, *args, on_failure=None):
     """Run main(*args); then stop every process and what stop_at_end() named,
+    call on_failure() if a check failed or main raised (e.g. to show a log),
     print the count of failed checks and exit 1 if any failed or main raised."""
     rc = 0
     try:
@@ -108,6 +99,8 @@ def run(main, *args):
         stop_all()
         for script, cmd in at_end:
             lib(script, cmd, strict=False)
+    if (rc or failures) and on_failure:
+        on_failure()
     log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
     sys.exit(1 if (rc or failures) else 0)
 
@@ -169,7 +162,8 @@ class JsonPeer:
 
 
 class Daemon:
-    """imfused on 127.0.0.1:port, its data and control socket under work.
+    """imfused on the appliance address (testenv.py) and port, started under
+    APPLIANCE_WRAP, its data and control socket under work.
     listen_tls=(port, certfile, keyfile) adds the TLS client listener;
     config {key: value} is written to work/imfused.conf and given with
     --config; extra is more command-line arguments."""
@@ -192,20 +186,21 @@ class Daemon:
 
     def start(self):
         logf = open(self.logpath, "a")
-        argv = [os.path.join(BUILD, "imfused"), "--data", self.data, "--listen",
-                "127.0.0.1:%d" % self.port, "--control", self.ctl, "--log-level", "debug"]
+        argv = APPLIANCE_WRAP + [os.path.join(BUILD, "imfused"), "--data", self.data, "--listen",
+                                 hostport(APPLIANCE_ADDR, self.port), "--control", self.ctl,
+                                 "--log-level", "debug"]
         if self.cafile:
             argv += ["--ca-file", self.cafile]
         if self.listen_tls:
             port, cert, key = self.listen_tls
-            argv += ["--listen-tls", "127.0.0.1:%d" % port, "--tls-cert", cert, "--tls-key", key]
+            argv += ["--listen-tls", hostport(APPLIANCE_ADDR, port), "--tls-cert", cert, "--tls-key", key]
         if self.conf:
             argv += ["--config", self.conf]
         argv += self.extra
         self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
         procs.append(self.p)
-        if not wait_port(self.port):
+        if not wait_port(APPLIANCE_ADDR, self.port):
             raise RuntimeError("imfused did not start; see " + self.logpath)
 
     def kill9(self):

@@ -8,13 +8,15 @@ import time
 
 import msgpack
 
+from testenv import APPLIANCE_ADDR
+
 
 class ProtocolError(Exception):
     pass
 
 
 class Client:
-    def __init__(self, host="127.0.0.1", port=7700, timeout=15.0, tls_ctx=None, tls_name=None, src=None):
+    def __init__(self, host=APPLIANCE_ADDR, port=7700, timeout=15.0, tls_ctx=None, tls_name=None, src=None):
         self.sock = socket.create_connection((host, port), timeout=timeout,
                                              source_address=(src, 0) if src else None)
         if tls_ctx is not None:

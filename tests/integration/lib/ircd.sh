@@ -1,17 +1,18 @@
 # tests/integration/lib/ircd.sh - throw-away IRC servers for tests.
 # Source it from bash:   . tests/integration/lib/ircd.sh
 #
-#   ngircd_start WORKDIR PORT        ngircd 26 on 127.0.0.1:PORT (no SASL, no MONITOR: the
+#   ngircd_start WORKDIR PORT        ngircd 26 on PORT (no SASL, no MONITOR: the
 #                                    ISON path), default flood protection (penalties)
 #   ngircd_stop WORKDIR
-#   inspircd_start WORKDIR PORT      inspircd 3 on 127.0.0.1:PORT with m_cap, m_monitor
+#   inspircd_start WORKDIR PORT      inspircd 3 on PORT with m_cap, m_monitor
 #                                    (MONITOR in ISUPPORT), default fakelag (on), 8 KiB recvq
 #   inspircd_stop WORKDIR
+# Every server and link listens on the server address (testenv.sh).
 #
 # Knobs (environment, read by inspircd_start):
 #   INSPIRCD_DEBUG=1          log every line in and out (rawio) to WORKDIR/inspircd.log
 #   INSPIRCD_LINK_PORT=N      also load m_sasl/m_services_account/m_spanningtree and accept
-#                             a services link (atheme) on 127.0.0.1:N, name services.test,
+#                             a services link (atheme) on port N, name services.test,
 #                             password "linkpw"
 #
 # Everything lives in WORKDIR (config, pid, logs).  Servers run in the
@@ -22,23 +23,14 @@
 # Run inside a private network namespace (unshare -n): the servers are told
 # not to resolve names, and nothing can leave the namespace anyway.
 
-. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/testenv.sh"
 
 ircd_log() { echo "ircd.sh: $*" >&2; }
 
 ircd__wait_port() {
-    local w=$1 name=$2 port=$3 deadline=$((SECONDS + 10))
-    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$(cat "$w/$name.bgpid")" 2>/dev/null; then
-            ircd_log "$name exited during start-up:"; tail -n 20 "$w/$name.out" >&2
-            return 1
-        fi
-        if [ $SECONDS -ge $deadline ]; then
-            ircd_log "$name did not listen on 127.0.0.1:$port within 10 s"; ircd__stop "$w" "$name"
-            return 1
-        fi
-        sleep 0.05
-    done
+    local w=$1 name=$2 port=$3
+    testenv_wait_port "$name" "$port" "$(cat "$w/$name.bgpid")" 10 "$w/$name.out" \
+        || { ircd__stop "$w" "$name"; return 1; }
 }
 
 ircd__stop() {
@@ -56,7 +48,7 @@ ngircd_start() {
 [Global]
     Name = irc.test
     Info = imfuse test server
-    Listen = 127.0.0.1
+    Listen = $IMFUSE_TEST_SERVER_ADDR
     Ports = $port
     MotdFile = $w/ngircd.motd
     PidFile = $w/ngircd.pid
@@ -64,7 +56,7 @@ ngircd_start() {
     ServerGID = 65534
 [Limits]
     MaxConnections = 0
-    # the default is 5 per IP address: every test client comes from 127.0.0.1
+    # the default is 5 per IP address: every test client comes from one address
     MaxConnectionsIP = 0
     MaxNickLength = 30
     PingTimeout = 120
@@ -95,9 +87,9 @@ inspircd_start() {
 <module name=\"spanningtree\">
 <module name=\"svshold\">
 <module name=\"hidechans\">
-<bind address=\"127.0.0.1\" port=\"$INSPIRCD_LINK_PORT\" type=\"servers\">
-<link name=\"services.test\" ipaddr=\"127.0.0.1\" port=\"$INSPIRCD_LINK_PORT\"
-      allowmask=\"127.0.0.1\" sendpass=\"linkpw\" recvpass=\"linkpw\" timeout=\"60\">
+<bind address=\"$IMFUSE_TEST_SERVER_ADDR\" port=\"$INSPIRCD_LINK_PORT\" type=\"servers\">
+<link name=\"services.test\" ipaddr=\"$IMFUSE_TEST_SERVER_ADDR\" port=\"$INSPIRCD_LINK_PORT\"
+      allowmask=\"$IMFUSE_TEST_SERVER_ADDR\" sendpass=\"linkpw\" recvpass=\"linkpw\" timeout=\"60\">
 <uline server=\"services.test\" silent=\"yes\">
 <sasl target=\"services.test\">"
     fi
@@ -106,11 +98,11 @@ inspircd_start() {
     cat > "$w/inspircd.conf" <<EOF
 <server name="irc.test" description="imfuse test server" network="Testnet" id="0AA">
 <admin name="test" nick="test" email="test@irc.test">
-<bind address="127.0.0.1" port="$port" type="clients">
+<bind address="$IMFUSE_TEST_SERVER_ADDR" port="$port" type="clients">
 <connect name="main" allow="*" timeout="20" pingfreq="120" hardsendq="1048576" softsendq="8192"
          recvq="8192" threshold="10" commandrate="1000" fakelag="yes"
          localmax="1000" globalmax="1000" resolvehostnames="no" useident="no">
-<dns server="127.0.0.1" timeout="1">
+<dns server="$IMFUSE_TEST_SERVER_ADDR" timeout="1">
 <files motd="$w/inspircd.motd">
 <pid file="$w/inspircd.pid">
 <log method="file" type="$logtypes" level="$loglevel" target="$w/inspircd.log">
@@ -171,7 +163,7 @@ serverinfo {
     casemapping = rfc1459;
 };
 uplink "irc.test" {
-    host = "127.0.0.1";
+    host = "$IMFUSE_TEST_SERVER_ADDR";
     password = "linkpw";
     port = $port;
 };

@@ -6,7 +6,8 @@
 #                                             database, then router, sm and c2s (no
 #                                             s2s), each in the foreground in the
 #                                             background; waits until c2s accepts on
-#                                             127.0.0.1:C2S_PORT and answers a stream
+#                                             C2S_PORT of the server address (testenv.sh)
+#                                             and answers a stream
 #                                             to every vhost with features, i.e. sm
 #                                             has bound them all (30 s deadline)
 #   jabberd2_adduser WORKDIR USER VHOST PASSWORD          (running or not)
@@ -22,7 +23,7 @@
 #
 # Knobs (environment, read by jabberd2_start):
 #   JABBERD2_ROUTER_PORT=N     the router's component port (default C2S_PORT + 1000),
-#                              on 127.0.0.1, with a random secret
+#                              on the server address, with a random secret
 #   JABBERD2_SASL="m1 m2"      SASL mechanisms offered once TLS is up (default
 #                              "scram-sha-1 plain", lower case as c2s.xml spells
 #                              them; before TLS nothing is offered: STARTTLS is
@@ -36,12 +37,12 @@
 # Everything lives in WORKDIR (config, certs, database, logs, pid files);
 # nothing in /etc or /var is used.  The components run as the calling user
 # (root in the tests; jabberd2 does not drop privileges by itself) and talk
-# to each other over the router port on 127.0.0.1.  Run it in a private
-# network namespace (unshare -n): c2s listens on 127.0.0.1:C2S_PORT only.
+# to each other over the router port.  Run it in a private network
+# namespace (unshare -n): c2s listens on the server address's C2S_PORT only.
 # Needs /usr/bin/python3 (its sqlite3 module writes the database).  Functions return
 # non-zero with a message on stderr on failure; they never exit the caller.
 
-. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/testenv.sh"
 
 jabberd2_log() { echo "jabberd2.sh: $*" >&2; }
 
@@ -54,11 +55,7 @@ jabberd2__libdir() {
     return 1
 }
 
-jabberd2_cafile() {
-    local w=$1
-    cat "$w"/certs/*.crt > "$w/ca.pem" || return 1
-    printf '%s\n' "$w/ca.pem"
-}
+jabberd2_cafile() { testenv_cafile "$1"; }
 
 # jabberd2__sql WORKDIR SQL [PARAM...]: run one statement (? parameters)
 # against WORKDIR's database, creating the database and its tables first.
@@ -123,12 +120,7 @@ jabberd2_start() {
     mkdir -p "$w/certs" "$w/db" "$w/logs" || return 1
     w=$(cd "$w" && pwd)
     for h in "${hosts[@]}"; do
-        [ -s "$w/certs/$h.crt" ] && continue
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$h" \
-            -addext "subjectAltName=DNS:$h" -keyout "$w/certs/$h.key" -out "$w/certs/$h.crt" \
-            >/dev/null 2>&1 || { jabberd2_log "openssl failed for $h"; return 1; }
-        cat "$w/certs/$h.crt" "$w/certs/$h.key" > "$w/certs/$h.pem" || return 1
-        chmod 0600 "$w/certs/$h.key" "$w/certs/$h.pem" || return 1
+        testenv_cert "$w/certs" "$h" --pem || return 1
     done
     jabberd2__sql "$w" "" || { jabberd2_log "cannot create $w/db/jabberd2.db"; return 1; }
     secret=$(od -An -N12 -tx1 /dev/urandom | tr -d ' \n')
@@ -142,7 +134,7 @@ jabberd2_start() {
         echo "  <pidfile>$w/router.pid</pidfile>"
         echo "  <log type='file'><file>$w/logs/router.log</file></log>"
         echo '  <local>'
-        echo '    <ip>127.0.0.1</ip>'
+        echo "    <ip>$IMFUSE_TEST_SERVER_ADDR</ip>"
         echo "    <port>$rport</port>"
         echo "    <users>$w/router-users.xml</users>"
         echo '  </local>'
@@ -161,7 +153,7 @@ jabberd2_start() {
         echo '<sm>'
         echo '  <id>sm</id>'
         echo "  <pidfile>$w/sm.pid</pidfile>"
-        echo "  <router><ip>127.0.0.1</ip><port>$rport</port><user>jabberd</user><pass>$secret</pass>"
+        echo "  <router><ip>$IMFUSE_TEST_SERVER_ADDR</ip><port>$rport</port><user>jabberd</user><pass>$secret</pass>"
         echo '    <retry><init>10</init><lost>3</lost><sleep>1</sleep></retry></router>'
         echo "  <log type='file'><file>$w/logs/sm.log</file></log>"
         echo '  <local>'
@@ -203,14 +195,14 @@ jabberd2_start() {
         echo '<c2s>'
         echo '  <id>c2s</id>'
         echo "  <pidfile>$w/c2s.pid</pidfile>"
-        echo "  <router><ip>127.0.0.1</ip><port>$rport</port><user>jabberd</user><pass>$secret</pass>"
+        echo "  <router><ip>$IMFUSE_TEST_SERVER_ADDR</ip><port>$rport</port><user>jabberd</user><pass>$secret</pass>"
         echo '    <retry><init>10</init><lost>3</lost><sleep>1</sleep></retry></router>'
         echo "  <log type='file'><file>$w/logs/c2s.log</file></log>"
         echo '  <local>'
         for h in "${hosts[@]}"; do
             echo "    <id pemfile='$w/certs/$h.pem' require-starttls='yes'>$h</id>"
         done
-        echo '    <ip>127.0.0.1</ip>'
+        echo "    <ip>$IMFUSE_TEST_SERVER_ADDR</ip>"
         echo "    <port>$port</port>"
         echo '  </local>'
         echo '  <io><max_fds>256</max_fds>'
@@ -261,14 +253,14 @@ jabberd2_start() {
     return 0
 }
 
-# True when c2s on 127.0.0.1:PORT answers a stream header to each HOST with
-# stream features (not a stream error).
+# True when c2s on the server address's PORT answers a stream header to each
+# HOST with stream features (not a stream error).
 jabberd2__streams_ok() {
-    /usr/bin/python3 - "$@" <<'PY'
+    /usr/bin/python3 - "$IMFUSE_TEST_SERVER_ADDR" "$@" <<'PY'
 import socket, sys
-port = int(sys.argv[1])
-for host in sys.argv[2:]:
-    with socket.create_connection(("127.0.0.1", port), timeout=2) as s:
+addr, port = sys.argv[1], int(sys.argv[2])
+for host in sys.argv[3:]:
+    with socket.create_connection((addr, port), timeout=2) as s:
         s.sendall(("<?xml version='1.0'?><stream:stream xmlns='jabber:client' xmlns:stream="
                    "'http://etherx.jabber.org/streams' to='%s' version='1.0'>" % host).encode())
         buf = b""
@@ -291,21 +283,9 @@ jabberd2__running() {
 }
 
 jabberd2__wait_port() {
-    local w=$1 port=$2 comp=$3 deadline=$4 pid
-    pid=$(cat "$w/$comp.bgpid")
-    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$pid" 2>/dev/null; then
-            jabberd2_log "jabberd2-$comp exited during start-up:"
-            tail -n 20 "$w/logs/$comp.out" "$w/logs/$comp.log" >&2 2>/dev/null
-            return 1
-        fi
-        if [ $SECONDS -ge "$deadline" ]; then
-            jabberd2_log "jabberd2-$comp did not listen on 127.0.0.1:$port within 30 s"
-            tail -n 20 "$w/logs/$comp.log" >&2 2>/dev/null
-            return 1
-        fi
-        sleep 0.05
-    done
+    local w=$1 port=$2 comp=$3 deadline=$4
+    testenv_wait_port "jabberd2-$comp" "$port" "$(cat "$w/$comp.bgpid")" $((deadline - SECONDS)) \
+        "$w/logs/$comp.out" "$w/logs/$comp.log"
 }
 
 # Stop c2s, sm, then the router (each by the PID recorded at its start).

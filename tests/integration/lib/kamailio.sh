@@ -4,8 +4,9 @@
 #   kamailio_adduser WORKDIR USER DOMAIN PASSWORD   add a subscriber (call before kamailio_start:
 #                                                   db_text caches its tables)
 #   kamailio_start WORKDIR PORT DOMAIN              write kamailio.cfg + db_text dir, start it in the
-#                                                   foreground in the background, wait until
-#                                                   127.0.0.1:PORT (TCP) accepts (10 s deadline)
+#                                                   foreground in the background, listening on
+#                                                   PORT (UDP and TCP) of the server address
+#                                                   (testenv.sh); wait until TCP accepts (10 s)
 #   kamailio_stop WORKDIR                           TERM by PID, KILL after 5 s
 #   kamailio_ctl WORKDIR CMD...                     kamcmd over the ctl socket (e.g. ul.dump)
 #
@@ -30,7 +31,7 @@
 # presence tables live in the same db_text directory (schemas copied from
 # /usr/share/kamailio/dbtext/kamailio).
 
-. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/testenv.sh"
 
 kamailio_log() { echo "kamailio.sh: $*" >&2; }
 
@@ -84,6 +85,7 @@ kamailio_start() {
     mkdir -p "$w/run" || return 1
     w=$(cd "$w" && pwd)
     kamailio__dbinit "$w/db" || return 1
+    local ip=$IMFUSE_TEST_SERVER_ADDR
     cat > "$w/kamailio.cfg" <<EOF
 #!KAMAILIO
 debug=2
@@ -96,8 +98,8 @@ dns=no
 rev_dns=no
 use_dns_cache=off
 auto_aliases=no
-listen=udp:127.0.0.1:$port
-listen=tcp:127.0.0.1:$port
+listen=udp:$ip:$port
+listen=tcp:$ip:$port
 alias="$dom"
 mpath="$mods/"
 loadmodule "tm.so"
@@ -125,7 +127,7 @@ modparam("auth_db", "password_column", "password")
 modparam("auth_db", "load_credentials", "")
 modparam("msilo", "db_url", "text://$w/db")
 modparam("msilo", "add_date", 0)
-modparam("msilo", "outbound_proxy", "sip:127.0.0.1:$port;transport=udp")
+modparam("msilo", "outbound_proxy", "sip:$ip:$port;transport=udp")
 modparam("presence", "db_url", "text://$w/db")
 modparam("presence_xml", "db_url", "text://$w/db")
 modparam("presence_xml", "force_active", 1)
@@ -142,7 +144,7 @@ request_route {
     }
     if (is_method("MESSAGE")) {
         # msilo's deliveries come from our own UDP socket; clients use TCP.
-        if (!(proto == UDP && src_ip == 127.0.0.1 && src_port == $port)) {
+        if (!(proto == UDP && src_ip == $ip && src_port == $port)) {
             if (!auth_check("\$fd", "subscriber", "1")) { auth_challenge("\$fd", "1"); exit; }
             consume_credentials();
         }
@@ -172,19 +174,7 @@ EOF
     kamailio -f "$w/kamailio.cfg" -DD -E -Y "$w/run" -P "$w/run/kamailio.pid" -m 64 -M 8 \
         > "$w/kamailio.log" 2>&1 &
     echo $! > "$w/kamailio.bgpid"
-    local deadline=$((SECONDS + 10))
-    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$(cat "$w/kamailio.bgpid")" 2>/dev/null; then
-            kamailio_log "kamailio exited during start-up:"; tail -n 30 "$w/kamailio.log" >&2
-            return 1
-        fi
-        if [ $SECONDS -ge $deadline ]; then
-            kamailio_log "kamailio did not listen on 127.0.0.1:$port within 10 s"; kamailio_stop "$w"
-            return 1
-        fi
-        sleep 0.05
-    done
-    return 0
+    testenv_wait_port kamailio "$port" $! 10 "$w/kamailio.log" || { kamailio_stop "$w"; return 1; }
 }
 
 kamailio_stop() {

@@ -3,8 +3,9 @@
 #
 #   prosody_start WORKDIR C2S_PORT VHOST...   config + one self-signed cert per vhost
 #                                             (CN and SAN = the vhost), start in the
-#                                             foreground in the background, wait until
-#                                             127.0.0.1:C2S_PORT accepts (10 s deadline)
+#                                             foreground in the background, listening on
+#                                             the server address (testenv.sh); wait until
+#                                             C2S_PORT accepts there (10 s deadline)
 #   prosody_adduser WORKDIR USER VHOST PASSWORD
 #   prosody_set_roster WORKDIR USER VHOST 'LUA TABLE BODY'
 #   prosody_stop WORKDIR                      TERM by PID, KILL after 5 s
@@ -20,7 +21,7 @@
 # the config says run_as_root = true.  Functions return non-zero with a
 # message on stderr on failure; they never exit the caller.
 
-. "$(dirname "${BASH_SOURCE[0]}")/proc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/testenv.sh"
 
 prosody_log() { echo "prosody.sh: $*" >&2; }
 
@@ -34,11 +35,7 @@ prosody__enc() {
     printf '%s' "$out"
 }
 
-prosody_cafile() {
-    local w=$1
-    cat "$w"/certs/*.crt > "$w/ca.pem" || return 1
-    printf '%s\n' "$w/ca.pem"
-}
+prosody_cafile() { testenv_cafile "$1"; }
 
 prosody_start() {
     local w=$1 port=$2; shift 2
@@ -48,10 +45,7 @@ prosody_start() {
     mkdir -p "$w/certs" "$w/data" || return 1
     w=$(cd "$w" && pwd)
     for h in "${hosts[@]}"; do
-        [ -s "$w/certs/$h.crt" ] && continue
-        openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj "/CN=$h" \
-            -addext "subjectAltName=DNS:$h" -keyout "$w/certs/$h.key" -out "$w/certs/$h.crt" \
-            >/dev/null 2>&1 || { prosody_log "openssl failed for $h"; return 1; }
+        testenv_cert "$w/certs" "$h" || return 1
     done
     mods='"roster"; "saslauth"; "tls"; "disco"; "ping"; "presence"; "message"; "iq"'
     [ "${PROSODY_SMACKS:-1}" = 1 ] && mods+='; "smacks"'
@@ -60,7 +54,7 @@ prosody_start() {
         echo "pidfile = \"$w/prosody.pid\""
         echo "data_path = \"$w/data\""
         echo "log = { debug = \"$w/prosody.log\" }"
-        echo 'interfaces = { "127.0.0.1" }'
+        echo "interfaces = { \"$IMFUSE_TEST_SERVER_ADDR\" }"
         echo "c2s_ports = { $port }"
         if [ -n "${PROSODY_TLS_PORT:-}" ]; then
             echo "c2s_direct_tls_ports = { $PROSODY_TLS_PORT }"
@@ -85,19 +79,8 @@ prosody_start() {
     } > "$w/prosody.cfg.lua"
     prosody --config "$w/prosody.cfg.lua" -F > "$w/prosody.out" 2>&1 &
     echo $! > "$w/prosody.bgpid"
-    local deadline=$((SECONDS + 10))
-    while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
-        if ! kill -0 "$(cat "$w/prosody.bgpid")" 2>/dev/null; then
-            prosody_log "prosody exited during start-up:"; tail -n 20 "$w/prosody.out" "$w/prosody.log" >&2
-            return 1
-        fi
-        if [ $SECONDS -ge $deadline ]; then
-            prosody_log "prosody did not listen on 127.0.0.1:$port within 10 s"; prosody_stop "$w"
-            return 1
-        fi
-        sleep 0.05
-    done
-    return 0
+    testenv_wait_port prosody "$port" $! 10 "$w/prosody.out" "$w/prosody.log" \
+        || { prosody_stop "$w"; return 1; }
 }
 
 prosody_stop() {

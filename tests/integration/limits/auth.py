@@ -3,7 +3,7 @@ each attack of the audit, replayed against imfused, with the fixed
 behaviour asserted (no timing assertions: orders and counts only).
 
 Run by auth.sh inside a private network namespace, with /usr/bin/python3.
-Sources are addresses of 127.0.0.0/8 bound by the clients.
+Clients bind source addresses of their own in IMFUSE_TEST_SOURCE_NET (testenv).
 
   1. 30 pipelined guesses in one write, the right one 25th: never logged in;
      30 guesses over 30 connections at once: at most 5 checked, none in;
@@ -30,8 +30,15 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from harness import Daemon, check, log, run, stop_proc  # noqa: E402
 from imclient import Client  # noqa: E402
+from testenv import SOURCE_NET, server  # noqa: E402
 
 PORT = 17710
+NET = ".".join(SOURCE_NET.split("/")[0].split(".")[:2])     # the /16 of client source addresses
+
+
+def src(a, b):
+    """A client source address of its own: NET.a.b."""
+    return "%s.%d.%d" % (NET, a, b)
 
 
 def replies(c, n, timeout=60.0):
@@ -70,7 +77,7 @@ def row1_pipelined_guesses(work):
     d.add_user("carol", "carol-pw")
 
     # 30 guesses in one write on one connection, the right one 25th
-    c = Client(port=PORT, src="127.0.1.1")
+    c = Client(port=PORT, src=src(1, 1))
     data = b"".join(Client.frame({"op": "login", "id": i, "user": "victim",
                                   "password": "right-password" if i == 25 else "guess-%d" % i})
                     for i in range(1, 31))
@@ -86,7 +93,7 @@ def row1_pipelined_guesses(work):
     c.close()
 
     # 30 guesses over 30 connections at once, the right one 25th
-    conns = [Client(port=PORT, src="127.0.2.%d" % (i + 1)) for i in range(30)]
+    conns = [Client(port=PORT, src=src(2, i + 1)) for i in range(30)]
     for i, k in enumerate(conns):
         k.send_raw(Client.frame({"op": "login", "id": 1, "user": "victim",
                                  "password": "right-password" if i == 24 else "guess-%d" % i}))
@@ -97,13 +104,13 @@ def row1_pipelined_guesses(work):
     check(cs.count("auth_failed") <= 5 and cs.count("auth_failed") + cs.count("limit") == 30,
           "30 parallel guesses: at most 5 checked (counted when submitted), the rest limit: %d checked"
           % cs.count("auth_failed"))
-    c = Client(port=PORT, src="127.0.3.1")
+    c = Client(port=PORT, src=src(3, 1))
     r = c.login("victim", "right-password")
     check(r["op"] == "error" and r["code"] == "limit", "victim is locked out now, even with the right password")
     c.close()
 
     # pipelined logins with the right password: each answered, one session
-    c = Client(port=PORT, src="127.0.4.1")
+    c = Client(port=PORT, src=src(4, 1))
     c.send_raw(Client.frame({"op": "login", "id": 1, "user": "carol", "password": "carol-pw"}) +
                Client.frame({"op": "login", "id": 2, "user": "carol", "password": "carol-pw"}))
     rs = sorted(replies(c, 2), key=lambda r: r["id"])
@@ -118,7 +125,7 @@ def row1_pipelined_guesses(work):
     check(st["limit_lockout"] >= 25, "stats: limit_lockout counts the locked ones (%d)" % st["limit_lockout"])
 
     # the per-address cap: 30 logins at once from one address, 16 checked
-    conns = [Client(port=PORT, src="127.0.5.1") for _ in range(30)]
+    conns = [Client(port=PORT, src=src(5, 1)) for _ in range(30)]
     for i, k in enumerate(conns):
         k.send_raw(Client.frame({"op": "login", "id": 1, "user": "nobody%d" % i, "password": "x"}))
     rs = [replies(k, 1)[0] for k in conns]
@@ -135,14 +142,14 @@ def flood_order(work):
     log("# row 2: a flood of logins from one address does not delay another's")
     d = start(work, "row2", {"auth-pending-per-address": 100, "login-failures-per-address": 1000})
     d.add_user("alice", "alice-pw")
-    flood = [Client(port=PORT, src="127.0.6.1") for _ in range(60)]
+    flood = [Client(port=PORT, src=src(6, 1)) for _ in range(60)]
     for i, k in enumerate(flood):
         k.send_raw(Client.frame({"op": "login", "id": 1, "user": "u%d" % i, "password": "wrong"}))
     # wait until the flood is in the pool (queued behind the two threads)
     end = time.monotonic() + 30
     while d.stats()["auth_pending"] < 30 and time.monotonic() < end:
         time.sleep(0.02)
-    alice = Client(port=PORT, src="127.0.7.1")
+    alice = Client(port=PORT, src=src(7, 1))
     pending = d.stats()["auth_pending"]
     check(pending >= 30, "the flood's logins wait in the pool (%d pending)" % pending)
     alice.send_raw(Client.frame({"op": "login", "id": 1, "user": "alice", "password": "alice-pw"}))
@@ -179,7 +186,7 @@ def flood_order(work):
 def registers(work):
     log("# row 2: registrations: one at a time, rate-limited, same cost for an existing name")
     d = start(work, "reg", {"register-per-address": 5}, extra=["--open-registration"])
-    c = Client(port=PORT, src="127.0.8.1")
+    c = Client(port=PORT, src=src(8, 1))
     c.send_raw(b"".join(Client.frame({"op": "register", "id": i, "user": "r%d" % i, "password": "pw"})
                         for i in range(1, 41)))
     rs = replies(c, 40)
@@ -192,11 +199,11 @@ def registers(work):
 
     # an existing name: exists, after a hash like any other
     before = d.stats()["auth_jobs"]
-    c = Client(port=PORT, src="127.0.8.2")
+    c = Client(port=PORT, src=src(8, 2))
     r = c.request("register", user="r1", password="other")
     check(r["op"] == "error" and r["code"] == "exists", "register of an existing name -> exists")
     check(d.stats()["auth_jobs"] == before + 1, "... after hashing the password like for a new name")
-    # the address's rate: 5 an hour, 2 spent from 127.0.8.x? no: per address
+    # the address's rate: 5 an hour (r1 above spent one)
     got = []
     for i in range(8):
         r = c.request("register", user="s%d" % i, password="pw")
@@ -206,7 +213,7 @@ def registers(work):
     r = c.request("register", user="s99", password="pw")
     check("register-per-address" in r.get("message", ""), "the limit is named: " + r.get("message", ""))
     c.close()
-    c = Client(port=PORT, src="127.0.9.1")
+    c = Client(port=PORT, src=src(9, 1))
     r = c.request("register", user="t1", password="pw")
     check(r["op"] == "ok", "another address still registers")
     c.close()
@@ -220,21 +227,21 @@ def nat_and_nul(work):
     d = start(work, "row7", {"login-failures-per-address": 6, "max-unified-members": 2000})
     d.add_user("mallory", "mallory-pw")
     d.add_user("alice", "alice-pw")
-    c = Client(port=PORT, src="127.0.10.1")
+    c = Client(port=PORT, src=src(10, 1))
     for i in range(5):
         r = c.login("nobody%d" % i, "x")
-        check(r["code"] == "auth_failed", "failure %d from 127.0.10.1" % (i + 1))
+        check(r["code"] == "auth_failed", "failure %d from one address" % (i + 1))
     r = c.login("mallory", "mallory-pw")
     check(r["op"] == "ok", "mallory logs in to her own account from the same address")
     c.close()
-    c = Client(port=PORT, src="127.0.10.1")
+    c = Client(port=PORT, src=src(10, 1))
     r = c.login("nobody9", "x")
-    check(r["code"] == "auth_failed", "failure 6 from 127.0.10.1")
+    check(r["code"] == "auth_failed", "failure 6 from one address")
     r = c.login("alice", "alice-pw")
     check(r["op"] == "error" and r["code"] == "limit",
           "the address is locked after 6 failures: mallory's success in between did not reset it")
     c.close()
-    c = Client(port=PORT, src="127.0.11.1")
+    c = Client(port=PORT, src=src(11, 1))
     r = c.login("alice", "alice-pw")
     check(r["op"] == "ok", "alice from another address logs in")
 
@@ -244,11 +251,11 @@ def nat_and_nul(work):
           "send to b\\0ob -> bad_request naming NUL: %r" % r)
     r = c.request("send", to={"account": 1, "address": "bob"}, body="a\x00b")
     check(r["op"] == "error" and r["code"] == "bad_request" and "NUL" in r["message"], "body with NUL -> bad_request")
-    r = c.request("link", network="irc", login="b\x00ob", password="", server="127.0.0.1:1", tls="none")
+    r = c.request("link", network="irc", login="b\x00ob", password="", server=server(1), tls="none")
     check(r["op"] == "error" and r["code"] == "bad_request" and "NUL" in r["message"], "link login with NUL")
-    r = c.request("link", network="irc", login="bob", password="p\x00w", server="127.0.0.1:1", tls="none")
+    r = c.request("link", network="irc", login="bob", password="p\x00w", server=server(1), tls="none")
     check(r["op"] == "error" and r["code"] == "bad_request", "link password with NUL")
-    acc = c.call("link", network="irc", login="alicebot", password="", server="127.0.0.1:1", tls="none")["account"]
+    acc = c.call("link", network="irc", login="alicebot", password="", server=server(1), tls="none")["account"]
     r = c.request("add_contact", account=acc, address="b\x00ob")
     check(r["op"] == "error" and r["code"] == "bad_request", "add_contact address with NUL")
     r = c.request("set_unified", contacts=[{"name": "B", "members": [{"account": acc, "address": "b\x00ob"}]}])

@@ -4,13 +4,6 @@
 # lists.  Inside a private network namespace; needs root (unshare -n).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "skipped: needs root for a private network namespace (unshare -n)" >&2
-        exit 77
-    fi
-    exec env IMFUSE_IN_NETNS=1 unshare -n "$0" "$@"
-fi
-ip link set lo up
-ulimit -c 0
+. "$here/../lib/testenv.sh"
+testenv_enter "$0" "$@"
 exec /usr/bin/python3 "$here/auth.py"

@@ -24,6 +24,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from harness import (HERE as LIB, Daemon, JsonPeer, account_state, check, lib, lib_out, log,  # noqa: E402
                      run, stop_at_end, stop_proc)
 from imclient import Client  # noqa: E402
+from testenv import SERVER_ADDR, server  # noqa: E402
 
 XMPP_PORT = 15232
 PORT = 17720
@@ -69,7 +70,7 @@ def links(work):
     check(c.login("eve", "eve-pw")["op"] == "ok", "eve logs in")
     got = []
     for k in range(0, 5000, 500):
-        got += batch(c, [("link", {"network": "irc", "login": "n%d" % i, "password": "", "server": "127.0.0.1:1",
+        got += batch(c, [("link", {"network": "irc", "login": "n%d" % i, "password": "", "server": server(1),
                                    "tls": "none"}) for i in range(k, k + 500)])
     ok = [r for r in got if r["op"] == "ok"]
     lim = [r for r in got if r["op"] == "error" and r["code"] == "limit"]
@@ -81,7 +82,7 @@ def links(work):
     c = Client(port=PORT)
     c.login("dan", "dan-pw")
     got = batch(c, [("link", {"network": "sip", "login": "sip:d%d@x.test" % i, "password": "",
-                              "server": "127.0.0.1:1", "tls": "none"}) for i in range(10)])
+                              "server": server(1), "tls": "none"}) for i in range(10)])
     codes = [r.get("code", "ok") for r in got]
     check(codes == ["ok"] * 8 + ["limit"] * 2 and "max-sessions" in got[-1]["message"],
           "max-sessions 40: dan's 9th link is refused, naming max-sessions %r" % codes)
@@ -124,7 +125,7 @@ def roster_and_queue(work, pdir, cafile):
     c = Client(port=PORT)
     check(c.login("me", "me-pw")["op"] == "ok", "me logs in")
     a = c.call("link", network="xmpp", login="alice@a.test", password="pw-alice",
-               server="127.0.0.1:%d" % XMPP_PORT, tls="starttls")["account"]
+               server=server(XMPP_PORT), tls="starttls")["account"]
     account_state(c, a, ("online",), 60)
     e = c.wait_event(lambda e: e.get("op") == "contacts" and e.get("account") == a, 30, "contacts event")
     check(len(e["contacts"]) == 1000, "a roster of %d: the contacts event carries 1000 (got %d)"
@@ -156,7 +157,7 @@ def roster_and_queue(work, pdir, cafile):
     wait_online(c, a)
 
     # ---- the queue: 600 messages, the user acknowledges only later ----
-    bob = JsonPeer("bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "pw-bob", "127.0.0.1",
+    bob = JsonPeer("bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "pw-bob", SERVER_ADDR,
                            str(XMPP_PORT), cafile])
     bob.expect(lambda e: e["ev"] == "online", "bob online")
     sent = [0]

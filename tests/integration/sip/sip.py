@@ -36,6 +36,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from harness import (HERE as LIB, Daemon, JsonPeer, account_state, check, lib, lib_out, log,  # noqa: E402
                      run, stop_at_end, stop_proc)
 from imclient import Client  # noqa: E402
+from testenv import APPLIANCE_ADDR, SERVER_ADDR, server  # noqa: E402
 
 SIP_PORT = 15060
 IMFUSE_PORT = 17710
@@ -51,7 +52,7 @@ class SipUA(JsonPeer):
 
     def __init__(self, user, password):
         super().__init__("sip " + user, [os.path.join(LIB, "sip_peer.py"), user, DOMAIN, password,
-                                         "127.0.0.1", str(SIP_PORT)], fatal=("error", "closed"))
+                                         SERVER_ADDR, str(SIP_PORT)], fatal=("error", "closed"))
         self.online = self.expect(lambda e: e["ev"] == "online", "peer %s online" % user, 20)
 
     def cmd(self, **c):
@@ -92,8 +93,10 @@ def next_presence(c, account, address, timeout=30.0):
                         "presence of %s on account %d" % (address, account))["presence"]
 
 
-def location_has(kdir, user):
-    return ("sip:%s@127.0.0.1:" % user) in lib_out("kamailio.sh", "kamailio_ctl %s ul.dump" % kdir)
+def location_has(kdir, user, addr):
+    """Whether kamailio's location table binds user to a Contact at addr (the
+    address the user's TCP connection comes from)."""
+    return ("sip:%s@%s:" % (user, addr)) in lib_out("kamailio.sh", "kamailio_ctl %s ul.dump" % kdir)
 
 
 def main():
@@ -116,17 +119,17 @@ def main():
     c = Client(port=IMFUSE_PORT)
     check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in to imfuse")
     r = c.request("link", network="sip", login="sip:carol@sip.test", password="x",
-                  server="127.0.0.1:%d" % SIP_PORT, tls="starttls")
+                  server=server(SIP_PORT), tls="starttls")
     t0 = time.monotonic()
     a1 = c.call("link", network="sip", login="alice@SIP.test", password="pw-alice",
-                server="127.0.0.1:%d" % SIP_PORT, tls="none", name="SIP")["account"]
+                server=server(SIP_PORT), tls="none", name="SIP")["account"]
     account_state(c, a1, ("online",), 20)
     figures["link -> online (REGISTER, 401, REGISTER, 200)"] = "%.0f ms" % ((time.monotonic() - t0) * 1000)
     check(True, "1. sip account online (REGISTER with digest)")
     accs = {x["account"]: x for x in c.call("accounts")["accounts"]}
     check(accs[a1]["login"] == ALICE and accs[a1]["state"] == "online",
           "1. login normalised to sip:alice@sip.test: %r" % accs[a1])
-    check(location_has(kdir, "alice"), "1. kamailio's location table has alice")
+    check(location_has(kdir, "alice", APPLIANCE_ADDR), "1. kamailio's location table has alice")
     if r["op"] == "ok":
         # tls=starttls is refused with a clear reason (at link or at start).
         e = account_state(c, r["account"], ("error",), 20)
@@ -151,6 +154,7 @@ def main():
     # ---- 3. bob online; presence both ways; alice -> bob ----------------------------
     bob = SipUA("bob", "pw-bob")
     figures["bob's UA REGISTER with digest"] = "%d ms" % bob.online["ms"]
+    check(location_has(kdir, "bob", SERVER_ADDR), "3. kamailio's location table has bob")
     t0 = time.monotonic()
     res = bob.publish("open")
     check(res["status"] == 200 and res["expires"] > 0, "3. bob's UA PUBLISHed open: %r" % res)
@@ -199,7 +203,7 @@ def main():
     bob.quit()
     p = next_presence(c, a1, BOB)
     check(p == "offline", "6. bob removed his publication and un-REGISTERed -> offline (%s)" % p)
-    check(not location_has(kdir, "bob"), "6. bob un-REGISTERed")
+    check(not location_has(kdir, "bob", SERVER_ADDR), "6. bob un-REGISTERed")
     c.call("send", to={"account": a1, "address": BOB}, body="while you were away")
     time.sleep(1.0)
     st = {x["account"]: x for x in c.call("accounts")["accounts"]}
@@ -213,7 +217,7 @@ def main():
 
     # ---- 7. wrong password -----------------------------------------------------------
     a2 = c.call("link", network="sip", login=BOB, password="not-it",
-                server="127.0.0.1:%d" % SIP_PORT, tls="none")["account"]
+                server=server(SIP_PORT), tls="none")["account"]
     e = account_state(c, a2, ("auth_failed",), 20)
     check("401" in e.get("detail", ""), "7. wrong password -> auth_failed: %r" % e.get("detail"))
     c.call("unlink", account=a2)
@@ -223,9 +227,9 @@ def main():
     e = bob.presence(ALICE, "closed")
     check(True, "8. unlink -> bob's UA sees alice closed (publication removed): %r" % e)
     end = time.monotonic() + 5
-    while location_has(kdir, "alice") and time.monotonic() < end:
+    while location_has(kdir, "alice", APPLIANCE_ADDR) and time.monotonic() < end:
         time.sleep(0.1)
-    check(not location_has(kdir, "alice"), "8. unlink -> alice's binding removed from kamailio (un-REGISTER)")
+    check(not location_has(kdir, "alice", APPLIANCE_ADDR), "8. unlink -> alice's binding removed from kamailio (un-REGISTER)")
     res = bob.send(ALICE, "are you there?")
     check(res["status"] == 202, "8. bob's MESSAGE to alice is now stored, not relayed: %r" % res)
 

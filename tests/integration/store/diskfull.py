@@ -16,20 +16,12 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import JsonPeer, Daemon, lib, stop_all, HERE as LIB  # noqa: E402
+from harness import JsonPeer, Daemon, check, lib, run, stop_at_end, HERE as LIB  # noqa: E402
 from imclient import Client  # noqa: E402
+from testenv import SERVER_ADDR, server  # noqa: E402
 
 XMPP_PORT, IMFUSE_PORT = 15222, 17700
 N = 30
-failures = 0
-
-
-def check(cond, what):
-    global failures
-    print(("ok   - " if cond else "FAIL - ") + what, flush=True)
-    if not cond:
-        failures += 1
-        raise AssertionError(what)
 
 
 def stats(d):
@@ -67,7 +59,7 @@ def fill(path):
 def main(work):
     var = os.path.join(work, "var")
     pdir = os.path.join(work, "prosody")
-    dirs.append(pdir)
+    stop_at_end("prosody.sh", "prosody_stop %s" % pdir)
     lib("prosody.sh", "prosody_set_roster %s alice a.test '[\"bob@a.test\"] = {subscription=\"both\"; groups={}; name=\"Bob\"};'" % pdir)
     lib("prosody.sh", "prosody_set_roster %s bob a.test '[\"alice@a.test\"] = {subscription=\"both\"; groups={}; name=\"Alice\"};'" % pdir)
     lib("prosody.sh", "prosody_start %s %d a.test" % (pdir, XMPP_PORT))
@@ -81,11 +73,11 @@ def main(work):
     c = Client(port=IMFUSE_PORT)
     check(c.login("alice", "alice-secret")["op"] == "ok", "alice logs in")
     a = c.call("link", network="xmpp", login="alice@a.test", password="pw-alice",
-               server="127.0.0.1:%d" % XMPP_PORT, tls="starttls")["account"]
+               server=server(XMPP_PORT), tls="starttls")["account"]
     c.wait_event(lambda e: e.get("op") == "account" and e.get("account") == a and e.get("state") == "online",
                  30, "account online")
     bob = JsonPeer("xmpp bob", [os.path.join(LIB, "xmpp_peer.py"), "bob@a.test", "pw-bob",
-                                "127.0.0.1", str(XMPP_PORT), ca])
+                                SERVER_ADDR, str(XMPP_PORT), ca])
     bob.expect(lambda e: e["ev"] == "online", "bob online")
     bob.send("alice@a.test", "before")
     m = c.wait_event(lambda e: e.get("op") == "message", 30, "the first message")
@@ -202,25 +194,15 @@ def main(work):
     check(d.stop() == 0, "imfused exits 0")
 
 
-dirs = []
+def show_log(work):
+    log = os.path.join(work, "imfused.log")
+    if os.path.exists(log):
+        print("# the last lines of imfused.log:")
+        with open(log) as f:
+            for ln in f.readlines()[-40:]:
+                print("#   " + ln.rstrip())
+
+
 if __name__ == "__main__":
-    rc = 0
-    try:
-        main(sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="imfuse-diskfull-"))
-    except Exception:  # noqa: BLE001
-        import traceback
-        traceback.print_exc()
-        rc = 1
-    finally:
-        stop_all()
-        if rc or failures:
-            log = os.path.join(sys.argv[1] if len(sys.argv) > 1 else ".", "imfused.log")
-            if os.path.exists(log):
-                print("# the last lines of imfused.log:")
-                with open(log) as f:
-                    for ln in f.readlines()[-40:]:
-                        print("#   " + ln.rstrip())
-        for p in dirs:
-            lib("prosody.sh", "prosody_stop %s" % p)
-    print("%d checks failed%s" % (failures, ", stopped on an exception" if rc else ""))
-    sys.exit(1 if (rc or failures) else 0)
+    WORK = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="imfuse-diskfull-")
+    run(main, WORK, on_failure=lambda: show_log(WORK))

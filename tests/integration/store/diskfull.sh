@@ -4,15 +4,8 @@
 # messages arrive from a real XMPP server.  Needs root (unshare -n -m, mount).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
-if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "skipped: needs root for private network and mount namespaces (unshare -n -m)" >&2
-        exit 77
-    fi
-    exec env IMFUSE_IN_NETNS=1 unshare -n -m --propagation private "$0" "$@"
-fi
-ip link set lo up
-ulimit -c 0
+. "$here/../lib/testenv.sh"
+testenv_enter -m "$0" "$@"
 work=$(mktemp -d /tmp/imfuse-diskfull.XXXXXX)
 mkdir "$work/var"
 # 8 MiB: room for the store and the key, and little else.  The namespace

@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "lib"))
 from harness import (BUILD, HERE as LIB, Daemon, JsonPeer, account_state, check, lib,  # noqa: E402
                      lib_out, log, presence_event, run, stop_at_end)
 from imclient import Client  # noqa: E402
+from testenv import APPLIANCE_ADDR, SERVER_ADDR, hostport, server  # noqa: E402
 
 XMPP_PORT = 15222
 # SCRAM is proven by disabling PLAIN on the server.
@@ -42,7 +43,7 @@ def prosody(cmd):
 
 def peer(jid, password, cafile):
     """bob's real XMPP client (slixmpp), online."""
-    p = JsonPeer(jid, [os.path.join(LIB, "xmpp_peer.py"), jid, password, "127.0.0.1", str(XMPP_PORT), cafile])
+    p = JsonPeer(jid, [os.path.join(LIB, "xmpp_peer.py"), jid, password, SERVER_ADDR, str(XMPP_PORT), cafile])
     p.expect(lambda e: e["ev"] == "online", "peer %s online" % jid)
     return p
 
@@ -112,9 +113,9 @@ def main():
     r = c.login("alice", "alice-secret", "phone")
     check(r["op"] == "ok" and r["user"] == "alice" and r["queued"] == 0, "b. alice logs in")
     a1 = c.call("link", network="xmpp", login="alice@a.test", password="pw-alice-a.test",
-                server="127.0.0.1:%d" % XMPP_PORT, tls="starttls", name="A")["account"]
+                server=server(XMPP_PORT), tls="starttls", name="A")["account"]
     a2 = c.call("link", network="xmpp", login="Al@B.test", password="pw-al-b.test",
-                server="127.0.0.1:%d" % XMPP_PORT, tls="starttls", name="B")["account"]
+                server=server(XMPP_PORT), tls="starttls", name="B")["account"]
     check(a1 != a2, "b. two accounts linked (%d, %d)" % (a1, a2))
     account_state(c, a1, ("online",))
     account_state(c, a2, ("online",))
@@ -168,7 +169,7 @@ def main():
 
     # ---- auth_failed is final until update_account ------------------------------
     a4 = c.call("link", network="xmpp", login="bob@b.test", password="not-it",
-                server="127.0.0.1:%d" % XMPP_PORT, tls="starttls")["account"]
+                server=server(XMPP_PORT), tls="starttls")["account"]
     account_state(c, a4, ("auth_failed",), 20)
     time.sleep(3)
     st = {x["account"]: x["state"] for x in c.call("accounts")["accounts"]}
@@ -241,7 +242,7 @@ def main():
 
     # ---- certificate checked against the right name ----------------------------------
     a3 = c.call("link", network="xmpp", login="bob@b.test", password="pw-bob-b.test",
-                server="127.0.0.1:%d" % XMPP_PORT, tls="starttls",
+                server=server(XMPP_PORT), tls="starttls",
                 options={"tls_name": "wrong.test"})["account"]
     e = account_state(c, a3, ("error",), 20)
     check("wrong.test" in e.get("detail", ""), "wrong certificate name refused: %r" % e.get("detail"))
@@ -257,7 +258,7 @@ def main():
 
     # ---- the CLI client ------------------------------------------------------
     env = dict(os.environ, IMFUSE_PASSWORD="alice-secret")
-    cli = [os.path.join(BUILD, "imfuse"), "-S", "127.0.0.1:%d" % IMFUSE_PORT, "-u", "alice"]
+    cli = [os.path.join(BUILD, "imfuse"), "-S", hostport(APPLIANCE_ADDR, IMFUSE_PORT), "-u", "alice"]
     r = subprocess.run(cli + ["send", "Bob", "from the cli"], env=env, capture_output=True, text=True, timeout=30)
     check(r.returncode == 0, "imfuse send Bob (%s%s)" % (r.stdout.strip(), r.stderr.strip()))
     got = bob.expect(lambda e: e["ev"] == "message", "message from the cli")

@@ -32,54 +32,18 @@
 # missing.  BUILD and XMPP_PROBE as in probe.sh.
 set -u
 top=$(cd "$(dirname "$0")/../../.." && pwd)
-self="$top/tests/integration/xmpp/jabberd2.sh"
-
-if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
-    [ "$(id -u)" = 0 ] || { echo "skip: needs root for unshare -n" >&2; exit 77; }
-    command -v jabberd2-c2s >/dev/null || { echo "skip: jabberd2 not installed" >&2; exit 77; }
-    command -v openssl >/dev/null || { echo "skip: openssl not installed" >&2; exit 77; }
-    /usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "skip: python3-slixmpp missing" >&2; exit 77; }
-    IMFUSE_IN_NETNS=1 exec unshare -n "$self" "$@"
-fi
-
-ip link set lo up || { echo "cannot bring lo up" >&2; exit 1; }
+. "$top/tests/integration/lib/testenv.sh"
+testenv_enter "$0" "$@"
+testenv_need jabberd2-c2s openssl
+testenv_need_py slixmpp python3-slixmpp
 cd "$top" || exit 1
-
-BUILD=${BUILD:-build/asan}
-probe=${XMPP_PROBE:-$BUILD/tests/integration/xmpp/xmpp_probe}
-if [ -z "${XMPP_PROBE:-}" ]; then
-    make -s BUILD="$BUILD" SAN="${SAN:--fsanitize=address,undefined}" OPT="${OPT:--O1}" "$probe" >&2 \
-        || { echo "cannot build $probe" >&2; exit 1; }
-fi
-
 . "$top/tests/integration/lib/jabberd2.sh"
-
-work=$(mktemp -d /tmp/imfuse-xmpp-jabberd2.XXXXXX)
-srv=$work/jabberd2
-pids=()
-cleanup() {
-    local rc=$?
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    jabberd2_stop "$srv" || rc=1
-    rm -rf "$work"
-    exit $rc
-}
-trap cleanup EXIT
+. "$top/tests/integration/lib/xmpp_probe.sh"
+probe_init jabberd2
 
 port=15422
 c2slog=$srv/logs/c2s.log
-fail=0
 t_start=$SECONDS
-check() {   # check NAME CONDITION-EXIT-CODE
-    if [ "$2" = 0 ]; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi
-}
-wait_for() {   # wait_for FILE PATTERN SECONDS
-    local deadline=$((SECONDS + $3))
-    until grep -q -- "$2" "$1" 2>/dev/null; do
-        [ $SECONDS -ge $deadline ] && return 1
-        sleep 0.1
-    done
-}
 # Lines c2s logged since the mark (log_mark): the SASL mechanism of each login.
 log_mark() { mark=$(stat -c %s "$c2slog" 2>/dev/null || echo 0); }
 log_since() { tail -c +$((mark + 1)) "$c2slog"; }
@@ -106,7 +70,7 @@ cat > "$work/features.py" <<'PY'
 # after STARTTLS (certificate verified), after a PLAIN login of dump@a.test;
 # then idle until the first bytes arrive (10 s at most): a keepalive is whitespace.
 import re, socket, ssl, sys, time, base64
-port, ca = int(sys.argv[1]), sys.argv[2]
+addr, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 HDR = (b"<?xml version='1.0'?><stream:stream xmlns='jabber:client' "
        b"xmlns:stream='http://etherx.jabber.org/streams' to='a.test' version='1.0'>")
 
@@ -120,7 +84,7 @@ def until(sock, pat, secs=10):
         buf += d
     return buf.decode()
 
-s = socket.create_connection(("127.0.0.1", port))
+s = socket.create_connection((addr, port))
 s.sendall(HDR)
 print("PRE-TLS", until(s, rb"</stream:features>").split("<stream:features", 1)[1])
 s.sendall(b"<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'/>")
@@ -144,59 +108,16 @@ while time.monotonic() < end and not ws:
 print("IDLE-BYTES %d non-space %d" % (len(ws), len(ws.strip())))
 PY
 
-cat > "$work/peer.py" <<'PY'
-# A real XMPP client (slixmpp).
-#   recv PORT CA JID PW            print "GOT <from-bare> <body>" for the first
-#                                  chat message, answer it with "got it", then quit
-#   send PORT CA JID PW TO BODY    send presence and one chat message, then quit
-#   roster PORT CA JID PW CONTACT NAME   add CONTACT (groups G1, G2) to the
-#                                  roster, print "ROSTER-SET <type>", then quit
-import asyncio, sys
-import slixmpp
-
-mode, port, ca, jid, pw = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
-
-class Peer(slixmpp.ClientXMPP):
-    def __init__(self):
-        super().__init__(jid, pw)
-        self.add_event_handler("session_start", self.on_start)
-        self.add_event_handler("message", self.on_message)
-
-    async def on_start(self, event):
-        if mode != "roster":
-            self.send_presence()
-        await self.get_roster()
-        print("READY", flush=True)
-        if mode == "send":
-            self.send_message(mto=sys.argv[6], mbody=sys.argv[7], mtype="chat")
-            await asyncio.sleep(1)
-            self.disconnect()
-        elif mode == "roster":
-            iq = await self.update_roster(sys.argv[6], name=sys.argv[7], groups=["G1", "G2"])
-            print("ROSTER-SET %s" % iq["type"], flush=True)
-            self.disconnect()
-
-    def on_message(self, msg):
-        if mode == "recv" and msg["type"] in ("chat", "normal"):
-            print("GOT %s %s" % (msg["from"].bare, msg["body"]), flush=True)
-            self.send_message(mto=msg["from"], mbody="got it", mtype="chat")
-            self.disconnect()
-
-p = Peer()
-p.ca_certs = ca
-p.connect(address=("127.0.0.1", port))
-p.process(forever=False)
-PY
-peer() { timeout 30 /usr/bin/python3 "$work/peer.py" "$1" "$port" "$ca" "${@:2}"; }
+peer() { xmpp_user "$1" "$port" "$ca" "${@:2}"; }
 echo "users and rosters ready after $((SECONDS - t_start)) s"
 
-P=("$probe" --host 127.0.0.1 --port "$port" --tls starttls --ca-file "$ca" --timeout 20)
+probe_args "$port" "$ca"
 
 # 0. What jabberd2 offers (for the log, and the facts the checks below rely
 #    on): only STARTTLS (required) before TLS; the configured mechanisms
 #    after it; bind without session, and the pre-standard XEP-0198 <ack/>
 #    after SASL; whitespace keepalives on an idle stream.
-timeout 30 /usr/bin/python3 "$work/features.py" "$port" "$ca" > "$work/f.out" 2>&1
+timeout 30 /usr/bin/python3 "$work/features.py" "$IMFUSE_TEST_SERVER_ADDR" "$port" "$ca" > "$work/f.out" 2>&1
 rc=$?
 cat "$work/f.out"
 [ $rc = 0 ] && grep -q "^PRE-TLS .*<starttls xmlns='urn:ietf:params:xml:ns:xmpp-tls'><required" "$work/f.out" \
@@ -222,7 +143,7 @@ check "starttls + scram-sha-256 (not -plus) login, contacts list bob" $?
 
 # 2. A message from the probe reaches bob's real client: escaping, UTF-8.
 #    The probe stays until bob's answer (see the close_notify note above).
-peer recv bob@b.test/py bob-pw > "$work/bob1.out" 2>"$work/bob1.err" &
+peer recv bob@b.test/py bob-pw 'got it' > "$work/bob1.out" 2>"$work/bob1.err" &
 bobpid=$!; pids+=("$bobpid")
 wait_for "$work/bob1.out" READY 15 || { echo "bob did not log in"; cat "$work/bob1.err"; }
 "${P[@]}" --login alice@a.test --password alice-pw --send-to bob@b.test \
@@ -271,19 +192,10 @@ rc2=$?
 check "offline message delivered at the next login, once" $?
 
 # 5. A wrong password: auth_failed.
-"${P[@]}" --login alice@a.test --password wrong --exit-after-online > "$work/p5.out" 2>&1
-rc=$?
-cat "$work/p5.out"
-[ $rc = 3 ] && grep -q '^STATE auth_failed not-authorized' "$work/p5.out"
-check "wrong password gives auth_failed (every mechanism offered)" $?
+probe_check_auth_failed "$work/p5.out" "wrong password gives auth_failed (every mechanism offered)"
 
 # 6. A TLS name that the certificates do not match is refused.
-"${P[@]}" --login alice@a.test --password alice-pw --tls-name wrong.test --exit-after-online \
-    > "$work/p6.out" 2>&1
-rc=$?
-cat "$work/p6.out"
-[ $rc = 4 ] && grep -q '^TLS error' "$work/p6.out" && ! grep -q '^STATE online' "$work/p6.out"
-check "certificate name mismatch refused" $?
+probe_check_tls_name "$work/p6.out" wrong.test "certificate name mismatch refused"
 
 # 7. Offering SCRAM-SHA-1 (and -PLUS), PLAIN, DIGEST-MD5: SCRAM-SHA-1.
 restart_with "scram-sha-1 scram-sha-1-plus plain digest-md5"
@@ -295,10 +207,7 @@ cat "$work/p7.out"
     && log_since | grep -q 'SCRAM-SHA-1 authentication succeeded: alice@a.test .* TLS' \
     && ! log_since | grep -q -- '-PLUS'
 check "scram-sha-1 (not -plus) login when no scram-sha-256 is offered" $?
-"${P[@]}" --login alice@a.test --password wrong --exit-after-online > "$work/p7b.out" 2>&1
-rc=$?
-[ $rc = 3 ] && grep -q '^STATE auth_failed not-authorized' "$work/p7b.out"
-check "wrong password gives auth_failed (scram-sha-1, plain offered)" $?
+probe_check_auth_failed "$work/p7b.out" "wrong password gives auth_failed (scram-sha-1, plain offered)"
 
 # 8. Offering only PLAIN and DIGEST-MD5: PLAIN, inside TLS.
 restart_with "plain digest-md5"
@@ -309,10 +218,7 @@ cat "$work/p8.out"
 [ $rc = 0 ] && grep -q '^TLS ok' "$work/p8.out" && grep -q '^CONTACTS 2$' "$work/p8.out" \
     && log_since | grep -q 'PLAIN authentication succeeded: alice@a.test .* TLS'
 check "plain login inside tls when no scram is offered" $?
-"${P[@]}" --login alice@a.test --password wrong --exit-after-online > "$work/p8b.out" 2>&1
-rc=$?
-[ $rc = 3 ] && grep -q '^STATE auth_failed not-authorized' "$work/p8b.out"
-check "wrong password gives auth_failed (plain, digest-md5 offered)" $?
+probe_check_auth_failed "$work/p8b.out" "wrong password gives auth_failed (plain, digest-md5 offered)"
 
 echo "checks done after $((SECONDS - t_start)) s"
 if [ $fail != 0 ]; then

@@ -12,63 +12,23 @@
 # (BUILD defaults to build/asan); set XMPP_PROBE=path to use another binary.
 set -u
 top=$(cd "$(dirname "$0")/../../.." && pwd)
-self="$top/tests/integration/xmpp/probe.sh"
 server=${XMPP_SERVER:-prosody}
-
-if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
-    [ "$(id -u)" = 0 ] || { echo "skip: needs root for unshare -n" >&2; exit 77; }
-    case $server in
-    prosody)
-        command -v prosody >/dev/null || { echo "skip: prosody not installed" >&2; exit 77; } ;;
-    ejabberd)
-        command -v ejabberdctl >/dev/null || { echo "skip: ejabberd not installed" >&2; exit 77; }
-        id ejabberd >/dev/null 2>&1 || { echo "skip: no user ejabberd" >&2; exit 77; }
-        command -v setpriv >/dev/null || { echo "skip: setpriv (util-linux) not installed" >&2; exit 77; } ;;
-    *)
-        echo "XMPP_SERVER must be prosody or ejabberd, not $server" >&2; exit 2 ;;
-    esac
-    command -v openssl >/dev/null || { echo "skip: openssl not installed" >&2; exit 77; }
-    /usr/bin/python3 -c 'import slixmpp' 2>/dev/null || { echo "skip: python3-slixmpp missing" >&2; exit 77; }
-    IMFUSE_IN_NETNS=1 exec unshare -n "$self" "$@"
-fi
-
-ip link set lo up || { echo "cannot bring lo up" >&2; exit 1; }
+. "$top/tests/integration/lib/testenv.sh"
+testenv_enter "$0" "$@"
+case $server in
+prosody)  testenv_need prosody ;;
+ejabberd) testenv_need ejabberdctl setpriv
+          id ejabberd >/dev/null 2>&1 || testenv_skip "no user ejabberd (apt-get install ejabberd)" ;;
+*)        echo "XMPP_SERVER must be prosody or ejabberd, not $server" >&2; exit 2 ;;
+esac
+testenv_need openssl
+testenv_need_py slixmpp python3-slixmpp
 cd "$top" || exit 1
-
-BUILD=${BUILD:-build/asan}
-probe=${XMPP_PROBE:-$BUILD/tests/integration/xmpp/xmpp_probe}
-if [ -z "${XMPP_PROBE:-}" ]; then
-    make -s BUILD="$BUILD" SAN="${SAN:--fsanitize=address,undefined}" OPT="${OPT:--O1}" "$probe" >&2 \
-        || { echo "cannot build $probe" >&2; exit 1; }
-fi
-
 . "$top/tests/integration/lib/$server.sh"
-
-work=$(mktemp -d "/tmp/imfuse-xmpp-$server.XXXXXX")
+. "$top/tests/integration/lib/xmpp_probe.sh"
+probe_init "$server"
 chmod 0711 "$work"              # ejabberd (user ejabberd) works in $srv
-srv=$work/$server
-pids=()
-cleanup() {
-    local rc=$?
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null; done
-    "${server}_stop" "$srv" || rc=1
-    rm -rf "$work"
-    exit $rc
-}
-trap cleanup EXIT
-
-fail=0
 t_start=$SECONDS
-check() {   # check NAME CONDITION-EXIT-CODE
-    if [ "$2" = 0 ]; then echo "ok   $1"; else echo "FAIL $1"; fail=1; fi
-}
-wait_for() {   # wait_for FILE PATTERN SECONDS
-    local deadline=$((SECONDS + $3))
-    until grep -q -- "$2" "$1" 2>/dev/null; do
-        [ $SECONDS -ge $deadline ] && return 1
-        sleep 0.1
-    done
-}
 
 # alice@a.test and bob@b.test, each on the other's roster (bob as "Bob" in
 # group Friends), SCRAM only: PLAIN disabled (prosody), or never picked
@@ -103,42 +63,7 @@ esac
 ca=$("${server}_cafile" "$srv") || exit 1
 echo "users and rosters ready after $((SECONDS - t_start)) s"
 
-cat > "$work/bob.py" <<'PY'
-# bob@b.test, a real XMPP client (slixmpp).
-#   recv PORT CA            print "GOT <from-bare> <body>" for the first chat message, then quit
-#   send PORT CA TO BODY    send one chat message after login, then quit
-import asyncio, sys
-import slixmpp
-
-mode, port, ca = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-
-class Bob(slixmpp.ClientXMPP):
-    def __init__(self):
-        super().__init__("bob@b.test/py", "bob-pw")
-        self.add_event_handler("session_start", self.on_start)
-        self.add_event_handler("message", self.on_message)
-
-    async def on_start(self, event):
-        self.send_presence()
-        await self.get_roster()
-        print("READY", flush=True)
-        if mode == "send":
-            self.send_message(mto=sys.argv[4], mbody=sys.argv[5], mtype="chat")
-            await asyncio.sleep(1)
-            self.disconnect()
-
-    def on_message(self, msg):
-        if mode == "recv" and msg["type"] in ("chat", "normal"):
-            print("GOT %s %s" % (msg["from"].bare, msg["body"]), flush=True)
-            self.disconnect()
-
-b = Bob()
-b.ca_certs = ca
-b.connect(address=("127.0.0.1", port))
-b.process(forever=False)
-PY
-
-P=("$probe" --host 127.0.0.1 --port "$port" --tls starttls --ca-file "$ca" --timeout 20)
+probe_args "$port" "$ca"
 
 # 1. STARTTLS (required by the server) + SCRAM login to ONLINE; the roster
 #    arrives as the contacts list.
@@ -156,8 +81,16 @@ else
     check "starttls + scram login, contacts list bob" $rc
 fi
 
+# 1b. The same login with the key derivation handed to the glue (io->kdf, as
+#     the relay's worker pool will take it): the adapter waits for kdf_done.
+"${P[@]}" --login alice@a.test --password alice-pw --exit-after-online --kdf-async > "$work/p1b.out" 2>&1
+rc=$?
+cat "$work/p1b.out"
+[ $rc = 0 ] && grep -q '^KDF sha[0-9]* [0-9][0-9]*$' "$work/p1b.out" && grep -q '^STATE online' "$work/p1b.out"
+check "scram login with the key derived outside the adapter (io->kdf)" $?
+
 # 2. A message from the probe reaches bob's real client.
-timeout 30 /usr/bin/python3 "$work/bob.py" recv "$port" "$ca" > "$work/bob1.out" 2>"$work/bob1.err" &
+xmpp_user recv "$port" "$ca" bob@b.test/py bob-pw > "$work/bob1.out" 2>"$work/bob1.err" &
 bobpid=$!; pids+=("$bobpid")
 wait_for "$work/bob1.out" READY 15 || { echo "bob did not log in"; cat "$work/bob1.err"; }
 "${P[@]}" --login alice@a.test --password alice-pw --send-to bob@b.test \
@@ -173,7 +106,7 @@ check "message from the probe received by bob (slixmpp)" $?
 "${P[@]}" --login alice@a.test --password alice-pw --wait-message > "$work/p3.out" 2>&1 &
 ppid=$!; pids+=("$ppid")
 wait_for "$work/p3.out" '^STATE online' 15
-timeout 30 /usr/bin/python3 "$work/bob.py" send "$port" "$ca" alice@a.test 'hello alice & co' \
+xmpp_user send "$port" "$ca" bob@b.test/py bob-pw alice@a.test 'hello alice & co' \
     > "$work/bob2.out" 2>"$work/bob2.err"
 wait "$ppid"
 rc=$?
@@ -200,19 +133,17 @@ if [ $server = ejabberd ]; then
 fi
 
 # 4. A wrong password: auth_failed.
-"${P[@]}" --login alice@a.test --password wrong --exit-after-online > "$work/p4.out" 2>&1
+probe_check_auth_failed "$work/p4.out" "wrong password gives auth_failed"
+
+# 4b. The same with the derivation handed off: the proof is still checked.
+"${P[@]}" --login alice@a.test --password wrong --exit-after-online --kdf-async > "$work/p4b.out" 2>&1
 rc=$?
-cat "$work/p4.out"
-[ $rc = 3 ] && grep -q '^STATE auth_failed not-authorized' "$work/p4.out"
-check "wrong password gives auth_failed" $?
+cat "$work/p4b.out"
+[ $rc = 3 ] && grep -q '^KDF ' "$work/p4b.out" && grep -q '^STATE auth_failed not-authorized' "$work/p4b.out"
+check "wrong password gives auth_failed with the derivation handed off" $?
 
 # 5. A TLS name that the certificate does not match is refused.
-"${P[@]}" --login alice@a.test --password alice-pw --tls-name "$bad_tls_name" --exit-after-online \
-    > "$work/p5.out" 2>&1
-rc=$?
-cat "$work/p5.out"
-[ $rc = 4 ] && grep -q '^TLS error' "$work/p5.out" && ! grep -q '^STATE online' "$work/p5.out"
-check "certificate name mismatch refused" $?
+probe_check_tls_name "$work/p5.out" "$bad_tls_name" "certificate name mismatch refused"
 
 echo "checks done after $((SECONDS - t_start)) s"
 if [ $fail != 0 ]; then

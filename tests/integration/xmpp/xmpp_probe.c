@@ -5,7 +5,12 @@
  *   xmpp_probe --host IP --port N --login JID --password PW [--tls starttls|tls|none]
  *              [--ca-file PEM] [--tls-name NAME] [--resource R]
  *              [--send-to JID --send-body TEXT] [--exit-after-online]
- *              [--wait-message] [--timeout SECONDS]
+ *              [--wait-message] [--timeout SECONDS] [--kdf-async]
+ *
+ * --kdf-async: act as a glue that takes the SCRAM key derivation (io->kdf):
+ * the request is copied and printed as "KDF <hash> <iterations>", and the key
+ * is derived later in the main loop, outside any hook, and handed back with
+ * kdf_done(), as the relay's worker pool will.
  *
  * Lines: "STATE <state> <detail>", "STARTTLS", "TLS ok", "TLS error <why>",
  * "CONTACTS <n>" then "CONTACT <address> <presence> <name>" per entry,
@@ -31,7 +36,9 @@
 #include <mbedtls/ssl.h>
 #include <mbedtls/x509_crt.h>
 
+#include "im_clock.h"
 #include "im_common.h"
+#include "im_kdf.h"
 #include "im_proto.h"
 
 extern const struct im_proto_ops xmpp_ops;
@@ -47,7 +54,45 @@ struct probe {
     mbedtls_entropy_context entropy;
     mbedtls_ctr_drbg_context drbg;
     const char *ca_file, *tls_name;
+    /* --kdf-async: the request taken, derived in the main loop */
+    bool kdf_pending;
+    uint64_t kdf_req;
+    struct im_kdf_params kdf;
+    char kdf_password[256];
+    uint8_t kdf_salt[128];
 };
+
+static int
+p_kdf(void *ud, uint64_t req, const struct im_kdf_params *k)
+{
+    struct probe *p = ud;
+    if (p->kdf_pending || k->password_len >= sizeof(p->kdf_password) || k->salt_len > sizeof(p->kdf_salt))
+        return -IM_ELIMIT;
+    memcpy(p->kdf_password, k->password, k->password_len);
+    memcpy(p->kdf_salt, k->salt, k->salt_len);
+    p->kdf = *k;
+    p->kdf.password = p->kdf_password;
+    p->kdf.salt = p->kdf_salt;
+    p->kdf_req = req;
+    p->kdf_pending = true;
+    printf("KDF %s %u\n", k->hash == IM_KDF_SHA256 ? "sha256" : "sha1", k->iterations);
+    fflush(stdout);
+    return 0;
+}
+
+/* The derivation a worker would do, answered from outside any hook. */
+static int
+p_kdf_run(struct probe *p)
+{
+    uint8_t key[IM_KDF_MAX_KEY];
+    int st = im_kdf_pbkdf2(&p->kdf, key, sizeof(key));
+    p->kdf_pending = false;
+    im_wipe(p->kdf_password, sizeof(p->kdf_password));
+    int rc = xmpp_ops.kdf_done(p->s, p->kdf_req, st, st ? NULL : key, st ? 0 : im_kdf_keylen(p->kdf.hash),
+                               im_clock_read(NULL));
+    im_wipe(key, sizeof(key));
+    return rc;
+}
 
 static int
 p_out(void *ud, const void *buf, size_t n)
@@ -177,7 +222,7 @@ usage(void)
 {
     fprintf(stderr, "usage: xmpp_probe --host IP --port N --login JID --password PW [--tls starttls|tls|none]\n"
                     "  [--ca-file PEM] [--tls-name NAME] [--resource R] [--send-to JID --send-body TEXT]\n"
-                    "  [--exit-after-online] [--wait-message] [--timeout SECONDS]\n");
+                    "  [--exit-after-online] [--wait-message] [--timeout SECONDS] [--kdf-async]\n");
     exit(1);
 }
 
@@ -185,10 +230,10 @@ int
 main(int argc, char **argv)
 {
     static struct probe p;
-    const char *host = "127.0.0.1", *login = NULL, *password = "", *tls = "starttls", *send_to = NULL;
+    const char *host = NULL, *login = NULL, *password = "", *tls = "starttls", *send_to = NULL;
     const char *send_body = "hello", *resource = NULL;
     int port = 5222, timeout = 20;
-    bool exit_online = false, wait_msg = false;
+    bool exit_online = false, wait_msg = false, kdf_async = false;
     char norm[300], tlsname[300];
     const char *why;
 
@@ -196,6 +241,7 @@ main(int argc, char **argv)
         const char *a = argv[i], *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!strcmp(a, "--exit-after-online")) { exit_online = true; continue; }
         if (!strcmp(a, "--wait-message")) { wait_msg = true; continue; }
+        if (!strcmp(a, "--kdf-async")) { kdf_async = true; continue; }
         if (!v)
             usage();
         i++;
@@ -212,7 +258,7 @@ main(int argc, char **argv)
         else if (!strcmp(a, "--timeout")) timeout = atoi(v);
         else usage();
     }
-    if (!login)
+    if (!host || !login)
         usage();
     if (xmpp_ops.normalize_login(login, norm, sizeof(norm), &why)) {
         fprintf(stderr, "bad login: %s\n", why);
@@ -228,7 +274,7 @@ main(int argc, char **argv)
         .tls = !strcmp(tls, "tls") ? IM_TLS_DIRECT : !strcmp(tls, "none") ? IM_TLS_NONE : IM_TLS_STARTTLS,
         .tls_name = p.tls_name, .options = &opt, .n_options = resource ? 1 : 0,
     };
-    struct im_io io = { .out = p_out, .event = p_event, .ud = &p };
+    struct im_io io = { .out = p_out, .event = p_event, .kdf = kdf_async ? p_kdf : NULL, .ud = &p };
 
     struct sockaddr_in sa = { .sin_family = AF_INET, .sin_port = htons((uint16_t)port) };
     if (inet_pton(AF_INET, host, &sa.sin_addr) != 1) {
@@ -246,7 +292,7 @@ main(int argc, char **argv)
     struct im_sess *s = xmpp_ops.create(&cfg, &io);
     p.s = s;
     uint64_t t0 = im_mono_ms();
-    if (!s || xmpp_ops.start(s, im_now_ms()))
+    if (!s || xmpp_ops.start(s, im_clock_read(NULL)))
         return p.exit_code ? p.exit_code : 1;
     bool sent_once = false;
     int rc = 0;
@@ -258,10 +304,14 @@ main(int argc, char **argv)
         if (p.want_starttls) {
             p.want_starttls = false;
             int st = tls_start(&p);
-            if (xmpp_ops.tls_ready(s, st, im_now_ms()) || st) {
+            if (xmpp_ops.tls_ready(s, st, im_clock_read(NULL)) || st) {
                 rc = st ? 4 : 2;
                 break;
             }
+        }
+        if (p.kdf_pending) {
+            p_kdf_run(&p);                      /* on failure the STATE event set p.failed */
+            continue;
         }
         if (p.online && send_to && !sent_once) {
             sent_once = true;
@@ -305,10 +355,10 @@ main(int argc, char **argv)
                 rc = p.exit_code ? p.exit_code : 2;
                 break;
             }
-            if (xmpp_ops.input(s, buf, (size_t)n, im_now_ms()))
+            if (xmpp_ops.input(s, buf, (size_t)n, im_clock_read(NULL)))
                 continue;                       /* the STATE event set p.failed */
         }
-        if (xmpp_ops.tick(s, im_now_ms()))
+        if (xmpp_ops.tick(s, im_clock_read(NULL)))
             continue;
     }
     if (!p.failed)

@@ -141,7 +141,9 @@ T_TEST(pool_caps)
     free(j->password);
     free(j);
     /* the operator's jobs are never refused */
-    T_EQ_INT(cp_auth_submit(a, src_job(""), &which), 0);
+    j = src_job("");
+    j->uncapped = true;
+    T_EQ_INT(cp_auth_submit(a, j, &which), 0);
     T_EQ_UINT(cp_auth_pending(a), 6);
     drain(a);
     T_EQ_INT(n_order, 6);

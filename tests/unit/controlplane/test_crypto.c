@@ -255,9 +255,5 @@ T_TEST(random_bytes)
     T_EQ_INT(cp_random(a, 0), 0);
 }
 
-/* t.h's main() keeps counters across setjmp; they are not modified between
- * setjmp and longjmp, but GCC -O1 warns (-Wclobbered).  Until t.h marks them
- * volatile: */
-#pragma GCC diagnostic ignored "-Wclobbered"
 T_MAIN(T_RUN(password_hash_verify), T_RUN(password_default_params), T_RUN(password_malformed),
        T_RUN(seal_round_trip), T_RUN(seal_tamper), T_RUN(key_file), T_RUN(random_bytes))

@@ -801,10 +801,6 @@ T_TEST(kill_9)
     env_done();
 }
 
-/* t.h's main() keeps counters across setjmp; they are not modified between
- * setjmp and longjmp, but GCC -O1 warns (-Wclobbered).  Until t.h marks them
- * volatile: */
-#pragma GCC diagnostic ignored "-Wclobbered"
 T_MAIN(T_RUN(users), T_RUN(user_del_cascades), T_RUN(accounts), T_RUN(blobs_order), T_RUN(outbox),
        T_RUN(counters_persist), T_RUN(commit_and_abort), T_RUN(schema_check), T_RUN(map_full),
        T_RUN(corrupt_records), T_RUN(kill_9))

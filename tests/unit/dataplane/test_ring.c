@@ -5,8 +5,6 @@
 #include <stdint.h>
 #include <time.h>
 
-/* t.h's T_MAIN trips -Wclobbered (setjmp in main) under -O1 -Wextra. */
-#pragma GCC diagnostic ignored "-Wclobbered"
 #include "t.h"
 #include "dp_ring.h"
 

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "t.h"
+#include "fx.h"
 #include "im_common.h"
 #include "im_proto.h"
 #include "irc/irc_int.h"
@@ -27,6 +28,7 @@ struct rec {
     size_t evn;
     int rc;                         /* first negative return, else 0 */
     struct im_sess *s;
+    uint64_t last_ts;               /* message.ts of the last message */
 };
 
 static int
@@ -66,6 +68,7 @@ h_event(void *ud, const struct im_event *e)
             abort();
         evf(r, "MSG %.*s %.*s\n", (int)e->u.message.from.len, e->u.message.from.p,
             (int)e->u.message.body.len, e->u.message.body.p);
+        r->last_ts = e->u.message.ts;
         break;
     case IM_EV_NOTICE:
         evf(r, "NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
@@ -121,7 +124,7 @@ run(const struct setup *su, const struct step *steps, int split_step, size_t spl
     if (!s)
         abort();
     r->s = s;
-    int rc = irc_ops.start(s, T0);
+    int rc = irc_ops.start(s, AT(T0));
     if (rc < 0) {
         r->rc = rc;
         goto out;
@@ -133,16 +136,16 @@ run(const struct setup *su, const struct step *steps, int split_step, size_t spl
         case S_IN: {
             size_t n = strlen(st->text);
             if (i == split_step && split <= n) {
-                rc = irc_ops.input(s, (const uint8_t *)st->text, split, now);
+                rc = irc_ops.input(s, (const uint8_t *)st->text, split, AT(now));
                 if (rc >= 0)
-                    rc = irc_ops.input(s, (const uint8_t *)st->text + split, n - split, now);
+                    rc = irc_ops.input(s, (const uint8_t *)st->text + split, n - split, AT(now));
             } else {
-                rc = irc_ops.input(s, (const uint8_t *)st->text, n, now);
+                rc = irc_ops.input(s, (const uint8_t *)st->text, n, AT(now));
             }
             break;
         }
         case S_TICK:
-            rc = irc_ops.tick(s, now);
+            rc = irc_ops.tick(s, AT(now));
             break;
         case S_WATCH: {
             struct im_str v[16];
@@ -151,7 +154,7 @@ run(const struct setup *su, const struct step *steps, int split_step, size_t spl
             im_strlcpy(buf, st->text, sizeof(buf));
             for (char *tok = strtok(buf, " "); tok && nv < 16; tok = strtok(NULL, " "))
                 v[nv++] = (struct im_str){ tok, (uint32_t)strlen(tok) };
-            rc = irc_ops.set_watch(s, v, nv, now);
+            rc = irc_ops.set_watch(s, v, nv, AT(now));
             break;
         }
         case S_SEND: {
@@ -784,10 +787,10 @@ T_TEST(pacing_token_bucket)
                                   .tls_name = "" };
     struct im_io io = { .out = h_out, .event = h_event, .ud = r };
     struct im_sess *s = irc_ops.create(&cfg, &io);
-    T_EQ_INT(irc_ops.start(s, T0), 0);
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), T0), 0);
+    T_EQ_INT(irc_ops.start(s, AT(T0)), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), AT(T0)), 0);
     /* the bucket refills with time: wait 10 s so that it is full */
-    T_EQ_INT(irc_ops.tick(s, T0 + 10000), 0);
+    T_EQ_INT(irc_ops.tick(s, AT(T0 + 10000)), 0);
     size_t base = r->outn;
     for (int i = 0; i < 20; i++) {
         struct im_msg m = { .msg = (uint64_t)(100 + i), .to = IM_STR("bob"),
@@ -800,7 +803,7 @@ T_TEST(pacing_token_bucket)
     T_EQ_INT(count, 5);                     /* the burst */
     T_EQ_INT(irc_queued_lines(s), 15);
     /* a PING from the server is answered at once, ahead of the queue */
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)"PING :x\r\n", 9, T0 + 10001), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)"PING :x\r\n", 9, AT(T0 + 10001)), 0);
     T_ASSERT(has(r->out, r->outn, "PONG :x\r\n"));
     T_EQ_INT(irc_queued_lines(s), 15);
     uint64_t t = T0 + 10000;
@@ -808,7 +811,7 @@ T_TEST(pacing_token_bucket)
     int seconds = 0;
     while (irc_queued_lines(s) && seconds < 60) {
         for (int step = 1; step <= 10; step++)
-            T_EQ_INT(irc_ops.tick(s, t + (uint64_t)step * 100), 0);
+            T_EQ_INT(irc_ops.tick(s, AT(t + (uint64_t)step * 100)), 0);
         t += 1000;
         seconds++;
         size_t now = irc_queued_lines(s);
@@ -873,6 +876,38 @@ T_TEST(to_utf8)
     T_EQ_INT(n, 2);
 }
 
+/* The monotonic clock drives the timers and the bucket; the wall clock only
+ * stamps messages. */
+T_TEST(clock_roles)
+{
+    static struct rec r;
+    const uint64_t wall = 1800000000000ull;
+    struct im_account_cfg cfg = { .account = 1, .login = "alice", .password = "", .host = "h", .port = 1,
+                                  .tls_name = "" };
+    struct im_io io = { .out = h_out, .event = h_event, .ud = &r };
+    struct im_sess *s = irc_ops.create(&cfg, &io);
+
+    T_EQ_INT(irc_ops.start(s, ((struct im_time){ .mono_ms = 1000, .wall_ms = wall })), 0);
+    /* the registration timeout: not by the wall clock */
+    T_EQ_INT(irc_ops.tick(s, ((struct im_time){ .mono_ms = 1000 + IRC_REG_TIMEOUT_MS - 1,
+                                                .wall_ms = wall + 36000000 })), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME),
+                           ((struct im_time){ .mono_ms = 2000, .wall_ms = wall })), 0);
+    const char *pm = ":bob!b@h PRIVMSG alice :hi\r\n";
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)pm, strlen(pm),
+                           ((struct im_time){ .mono_ms = 3000, .wall_ms = wall + 777 })), 0);
+    EV_HAS(&r, "MSG bob hi\n");
+    T_EQ_UINT(r.last_ts, wall + 777);
+    /* our keepalive PING after IRC_PING_IDLE_MS of monotonic silence, whatever the wall says */
+    size_t before = r.outn;
+    T_EQ_INT(irc_ops.tick(s, ((struct im_time){ .mono_ms = 3000 + IRC_PING_IDLE_MS - 1,
+                                                .wall_ms = wall + 36000000 })), 0);
+    T_ASSERT(!has(r.out + before, r.outn - before, "PING :imfuse"));
+    T_EQ_INT(irc_ops.tick(s, ((struct im_time){ .mono_ms = 3000 + IRC_PING_IDLE_MS, .wall_ms = wall })), 0);
+    T_ASSERT(has(r.out + before, r.outn - before, "PING :imfuse\r\n"));
+    irc_ops.destroy(s);
+}
+
 /* A flood of CTCP requests gets a bounded number of answers queued. */
 T_TEST(ctcp_flood_bounded)
 {
@@ -882,21 +917,21 @@ T_TEST(ctcp_flood_bounded)
                                   .tls_name = "" };
     struct im_io io = { .out = h_out, .event = h_event, .ud = r };
     struct im_sess *s = irc_ops.create(&cfg, &io);
-    T_EQ_INT(irc_ops.start(s, T0), 0);
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), T0), 0);
+    T_EQ_INT(irc_ops.start(s, AT(T0)), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), AT(T0)), 0);
     static char flood[64 * 1000];
     size_t n = 0;
     for (int i = 0; i < 1000; i++)
         n += (size_t)snprintf(flood + n, sizeof(flood) - n, ":m%d!m@h PRIVMSG alice :\x01VERSION\x01\r\n", i % 7);
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)flood, n, T0 + 1), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)flood, n, AT(T0 + 1)), 0);
     T_ASSERT(irc_queued_lines(s) <= IRC_MAX_CTCP_QUEUED);
     /* once drained, requests are answered again */
     for (int step = 1; step <= 200; step++)
-        T_EQ_INT(irc_ops.tick(s, T0 + 1 + (uint64_t)step * 100), 0);
+        T_EQ_INT(irc_ops.tick(s, AT(T0 + 1 + (uint64_t)step * 100)), 0);
     T_EQ_INT(irc_queued_lines(s), 0);
     size_t before = r->outn;
     const char *one = ":zed!z@h PRIVMSG alice :\x01VERSION\x01\r\n";
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)one, strlen(one), T0 + 30000), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)one, strlen(one), AT(T0 + 30000)), 0);
     const char *want = "NOTICE zed :\x01VERSION imfuse\x01\r\n";
     T_ASSERT(memmem(r->out + before, r->outn - before, want, strlen(want)));
     irc_ops.destroy(s);
@@ -909,5 +944,5 @@ T_MAIN(T_RUN(login_plain), T_RUN(login_pass_sasl_ok), T_RUN(login_sasl_fail), T_
        T_RUN(line_too_long), T_RUN(presence_ison), T_RUN(presence_ison_yields_to_messages), T_RUN(presence_ison_without_motd_end),
        T_RUN(presence_monitor), T_RUN(presence_monitor_full), T_RUN(messages_in), T_RUN(strip_format_unit),
        T_RUN(messages_out_action_and_newlines), T_RUN(messages_out_split_utf8),
-       T_RUN(messages_out_split_all_prefixes), T_RUN(pacing_token_bucket), T_RUN(ctcp_flood_bounded), T_RUN(normalize),
-       T_RUN(to_utf8))
+       T_RUN(messages_out_split_all_prefixes), T_RUN(pacing_token_bucket), T_RUN(normalize), T_RUN(to_utf8),
+       T_RUN(clock_roles), T_RUN(ctcp_flood_bounded))

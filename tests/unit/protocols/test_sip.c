@@ -9,7 +9,7 @@
  * turned into presence events, terminated subscriptions, the watch list
  * shrinking, logout), PUBLISH of our own presence (entity tags, 412,
  * refusal), and the PIDF parser on good and hostile documents.  Randomness is a counter
- * (sip_set_rand), so every identifier is reproducible and server
+ * (the session's io->rng), so every identifier is reproducible and server
  * transcripts can be prepared in advance and split at every position.
  */
 #include <stdarg.h>
@@ -18,6 +18,8 @@
 #include <mbedtls/sha256.h>
 
 #include "t.h"
+#define FX_OPS sip_ops
+#include "fx.h"
 #include "im_common.h"
 #include "im_proto.h"
 #include "sip/sip_int.h"
@@ -27,48 +29,13 @@
 
 /* ---- fixture ------------------------------------------------------------ */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void
-sb_put(struct sbuf *b, const void *p, size_t n)
-{
-    if (b->cap - b->len < n + 1) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n + 1)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        if (!b->p)
-            abort();
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void __attribute__((format(printf, 2, 3)))
-sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    char *tmp = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    sb_put(b, tmp, (size_t)n);
-    free(tmp);
-}
-
 struct fx {
     struct im_account_cfg cfg;
     struct im_option opts[1];
     struct im_io io;
+    struct im_rng rng;
     struct im_sess *s;
-    struct sbuf out, ev;
+    struct im_buf out, ev;
     uint8_t ctr;
     uint64_t tokens[16];
     int n_tokens;
@@ -81,29 +48,29 @@ fx_event(void *ud, const struct im_event *e)
     struct fx *f = ud;
     switch (e->type) {
     case IM_EV_STATE:
-        sb_printf(&f->ev, "STATE %s %.*s\n", im_account_state_name(e->u.state.state),
+        fx_printf(&f->ev, "STATE %s %.*s\n", im_account_state_name(e->u.state.state),
                   (int)e->u.state.detail.len, e->u.state.detail.p);
         break;
     case IM_EV_MESSAGE:
         if (!im_utf8_valid(e->u.message.body.p, e->u.message.body.len))
             abort();
-        sb_printf(&f->ev, "MESSAGE %.*s ts=%llu [%.*s]\n", (int)e->u.message.from.len, e->u.message.from.p,
+        fx_printf(&f->ev, "MESSAGE %.*s ts=%llu [%.*s]\n", (int)e->u.message.from.len, e->u.message.from.p,
                   (unsigned long long)e->u.message.ts, (int)e->u.message.body.len, e->u.message.body.p);
         if (e->u.message.token && f->n_tokens < 16)
             f->tokens[f->n_tokens++] = e->u.message.token;
         break;
     case IM_EV_SENT:
-        sb_printf(&f->ev, "SENT %llu\n", (unsigned long long)e->u.sent.msg);
+        fx_printf(&f->ev, "SENT %llu\n", (unsigned long long)e->u.sent.msg);
         break;
     case IM_EV_NOTICE:
-        sb_printf(&f->ev, "NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
+        fx_printf(&f->ev, "NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
         break;
     case IM_EV_PRESENCE:
-        sb_printf(&f->ev, "PRESENCE %.*s %s\n", (int)e->u.presence.address.len, e->u.presence.address.p,
+        fx_printf(&f->ev, "PRESENCE %.*s %s\n", (int)e->u.presence.address.len, e->u.presence.address.p,
                   im_presence_name(e->u.presence.presence));
         break;
     default:
-        sb_printf(&f->ev, "EVENT %d\n", (int)e->type);
+        fx_printf(&f->ev, "EVENT %d\n", (int)e->type);
         break;
     }
 }
@@ -112,7 +79,7 @@ static int
 fx_out(void *ud, const void *p, size_t n)
 {
     struct fx *f = ud;
-    sb_put(&f->out, p, n);
+    fx_put(&f->out, p, n);
     return 0;
 }
 
@@ -123,70 +90,19 @@ fx_local(void *ud)
 }
 
 static int
-ctr_rand(void *ud, uint8_t *buf, size_t n)
+ctr_rand(void *ud, void *buf, size_t n)
 {
     struct fx *f = ud;
     for (size_t i = 0; i < n; i++)
-        buf[i] = f->ctr++;
+        ((uint8_t *)buf)[i] = f->ctr++;
     return 0;
 }
 
 static void
 fx_init(struct fx *f, const char *login, const char *password, enum im_tls tls)
 {
-    memset(f, 0, sizeof(*f));
-    f->cfg.account = 1;
-    f->cfg.login = login;
-    f->cfg.password = password;
-    f->cfg.host = "127.0.0.1";
-    f->cfg.port = 5060;
-    f->cfg.tls = tls;
-    f->cfg.tls_name = "sip.test";
-    f->io.out = fx_out;
-    f->io.event = fx_event;
+    fx_setup(f, login, password, tls, 5060, "sip.test", ctr_rand);
     f->io.local_addr = fx_local;
-    f->io.ud = f;
-    f->s = sip_ops.create(&f->cfg, &f->io);
-    if (!f->s)
-        abort();
-    sip_set_rand(f->s, ctr_rand, f);
-}
-
-static void
-fx_free(struct fx *f)
-{
-    sip_ops.destroy(f->s);
-    free(f->out.p);
-    free(f->ev.p);
-    memset(f, 0, sizeof(*f));
-}
-
-static int
-feed(struct fx *f, const char *z, uint64_t now)
-{
-    return sip_ops.input(f->s, (const uint8_t *)z, strlen(z), now);
-}
-
-static void
-clear(struct fx *f)
-{
-    f->out.len = f->ev.len = 0;
-    if (f->out.p)
-        f->out.p[0] = 0;
-    if (f->ev.p)
-        f->ev.p[0] = 0;
-}
-
-static const char *
-outs(struct fx *f)
-{
-    return f->out.p ? f->out.p : "";
-}
-
-static const char *
-evs(struct fx *f)
-{
-    return f->ev.p ? f->ev.p : "";
 }
 
 /* Copy the value of header `name` (first match, after position `from`) of text into out. */
@@ -293,12 +209,12 @@ static char *
 resp_for(const char *req, int code, const char *reason, const char *extra)
 {
     char callid[128], cseq[64], via[512], from[256], to[256];
-    struct sbuf b = { 0 };
+    struct im_buf b = { 0 };
     if (!hdr(req, "Call-ID", callid, sizeof(callid)) || !hdr(req, "CSeq", cseq, sizeof(cseq)) ||
         !hdr(req, "Via", via, sizeof(via)) || !hdr(req, "From", from, sizeof(from)) ||
         !hdr(req, "To", to, sizeof(to)))
         abort();
-    sb_printf(&b, "SIP/2.0 %d %s\r\nVia: %s;received=127.0.0.1\r\nFrom: %s\r\nTo: %s;tag=srv\r\n"
+    fx_printf(&b, "SIP/2.0 %d %s\r\nVia: %s;received=127.0.0.1\r\nFrom: %s\r\nTo: %s;tag=srv\r\n"
               "Call-ID: %s\r\nCSeq: %s\r\n%sServer: test\r\nContent-Length: 0\r\n\r\n",
               code, reason, via, from, to, callid, cseq, extra);
     return b.p;
@@ -314,7 +230,7 @@ resp_for(const char *req, int code, const char *reason, const char *extra)
 static void
 login_reg(struct fx *f, const char *chal)
 {
-    T_EQ_INT(sip_ops.start(f->s, T0), 0);
+    T_EQ_INT(sip_ops.start(f->s, AT(T0)), 0);
     char *r = resp_for(outs(f), 401, "Unauthorized", chal);
     clear(f);
     T_EQ_INT(feed(f, r, T0 + 10), 0);
@@ -421,7 +337,7 @@ T_TEST(normalize)
 
 /* Run the framer over `in` split at position cut; record units as text. */
 static int
-frame_all(const char *in, size_t n, size_t cut, struct sbuf *rec)
+frame_all(const char *in, size_t n, size_t cut, struct im_buf *rec)
 {
     struct sip_framer fr = { 0 };
     size_t pos[3] = { 0, cut, n };
@@ -440,9 +356,9 @@ frame_all(const char *in, size_t n, size_t cut, struct sbuf *rec)
                 break;
             }
             if (r == SIP_FRAME_PING)
-                sb_printf(rec, "PING\n");
+                fx_printf(rec, "PING\n");
             else
-                sb_printf(rec, "MSG %zu %zu [%.*s]\n", hl, bl, (int)bl, (const char *)p + hl);
+                fx_printf(rec, "MSG %zu %zu [%.*s]\n", hl, bl, (int)bl, (const char *)p + hl);
         }
     }
     sip_framer_free(&fr);
@@ -460,17 +376,17 @@ T_TEST(framer_splits)
         "\r\n\r\n\r\n";
     const char *want = "PING\nMSG 46 5 [hello]\nMSG 43 3 [abc]\nMSG 35 0 []\nPING\n";
     for (size_t cut = 0; cut <= sizeof(in) - 1; cut++) {
-        struct sbuf rec = { 0 };
+        struct im_buf rec = { 0 };
         T_EQ_INT(frame_all(in, sizeof(in) - 1, cut, &rec), 0);
         if (strcmp(rec.p ? rec.p : "", want))
             T_FAIL("cut %zu: got\n%s", cut, rec.p ? rec.p : "");
-        free(rec.p);
+        im_buf_free(&rec);
     }
 }
 
 T_TEST(framer_limits)
 {
-    struct sbuf rec = { 0 };
+    struct im_buf rec = { 0 };
     /* Body over 1 MiB. */
     static const char big[] = "MESSAGE sip:a@b SIP/2.0\r\nContent-Length: 1048577\r\n\r\n";
     T_EQ_INT(frame_all(big, sizeof(big) - 1, 0, &rec), -IM_ETOOBIG);
@@ -485,7 +401,7 @@ T_TEST(framer_limits)
     memcpy(h, "MESSAGE sip:a@b SIP/2.0\r\nX: ", 28);
     T_EQ_INT(frame_all(h, n, n / 2, &rec), -IM_ETOOBIG);
     free(h);
-    free(rec.p);
+    im_buf_free(&rec);
 }
 
 T_TEST(msg_parse)
@@ -519,7 +435,7 @@ T_TEST(register_md5_split_everywhere)
     struct fx f;
     /* Learn the requests once, then replay the server's whole answer split at every position. */
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
-    T_EQ_INT(sip_ops.start(f.s, T0), 0);
+    T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
     const char *r1 = outs(&f);
     T_ASSERT(!strncmp(r1, "REGISTER sip:sip.test SIP/2.0\r\n", 31));
     T_ASSERT(strstr(r1, "\r\nContact: <sip:alice@" LOCAL ";transport=tcp>\r\n"));
@@ -538,18 +454,18 @@ T_TEST(register_md5_split_everywhere)
                                              "<sip:alice@" LOCAL ";transport=tcp>;expires=300\r\n");
     fx_free(&f);
 
-    struct sbuf all = { 0 };
-    sb_printf(&all, "%s%s", c401, ok);
+    struct im_buf all = { 0 };
+    fx_printf(&all, "%s%s", c401, ok);
     for (size_t cut = 0; cut <= all.len; cut++) {
         fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
-        T_EQ_INT(sip_ops.start(f.s, T0), 0);
-        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p, cut, T0 + 5), 0);
-        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p + cut, all.len - cut, T0 + 5), 0);
+        T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
+        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p, cut, AT(T0 + 5)), 0);
+        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p + cut, all.len - cut, AT(T0 + 5)), 0);
         if (strcmp(evs(&f), "STATE online \n"))
             T_FAIL("cut %zu: events %s", cut, evs(&f));
         fx_free(&f);
     }
-    free(all.p);
+    im_buf_free(&all);
     free(c401);
     free(ok);
 }
@@ -560,10 +476,10 @@ T_TEST(register_refresh_timing)
     fx_init(&f, "alice@Sip.Test", "s3cret", IM_TLS_NONE);
     login(&f, CHAL_MD5);
     /* Granted 300 s: refresh at 80 % = 240 s after the 200 (at T0+20). */
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 20 + 239000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 20 + 239000)), 0);
     T_ASSERT(!strstr(outs(&f), "REGISTER"));
     clear(&f);
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 20 + 240000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 20 + 240000)), 0);
     T_ASSERT(!strncmp(outs(&f), "REGISTER ", 9));
     /* Pre-emptive credentials with the next nonce count (2 went to the PUBLISH). */
     check_auth(outs(&f), "Authorization", false, "REGISTER", "sip:sip.test", "n0nce-1", "00000003");
@@ -574,12 +490,12 @@ T_TEST(register_refresh_timing)
     T_EQ_INT(feed(&f, ok, T0 + 300000), 0);
     free(ok);
     T_EQ_STR(evs(&f), "");
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 300000 + 79000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 300000 + 79000)), 0);
     T_ASSERT(!strstr(outs(&f), "REGISTER"));
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 300000 + 80000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 300000 + 80000)), 0);
     T_ASSERT(strstr(outs(&f), "REGISTER "));
     /* No answer within 30 s: ERROR. */
-    T_ASSERT(sip_ops.tick(f.s, T0 + 300000 + 80000 + 30000) < 0);
+    T_ASSERT(sip_ops.tick(f.s, AT(T0 + 300000 + 80000 + 30000)) < 0);
     T_ASSERT(strstr(evs(&f), "STATE error no answer to REGISTER"));
     fx_free(&f);
 }
@@ -588,7 +504,7 @@ T_TEST(register_sha256_preferred)
 {
     struct fx f;
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
-    T_EQ_INT(sip_ops.start(f.s, T0), 0);
+    T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
     char *r = resp_for(outs(&f), 401, "Unauthorized", CHAL_MD5 CHAL_SHA);
     clear(&f);
     T_EQ_INT(feed(&f, r, T0), 0);
@@ -602,7 +518,7 @@ T_TEST(register_failures)
     struct fx f;
     /* A second 401 after credentials: AUTH_FAILED. */
     fx_init(&f, "sip:alice@sip.test", "wrong", IM_TLS_NONE);
-    T_EQ_INT(sip_ops.start(f.s, T0), 0);
+    T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
     char *r = resp_for(outs(&f), 401, "Unauthorized", CHAL_MD5);
     clear(&f);
     T_EQ_INT(feed(&f, r, T0), 0);
@@ -616,7 +532,7 @@ T_TEST(register_failures)
 
     /* stale=true is retried with the new nonce, not a failure. */
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
-    T_EQ_INT(sip_ops.start(f.s, T0), 0);
+    T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
     r = resp_for(outs(&f), 401, "Unauthorized", CHAL_MD5);
     clear(&f);
     T_EQ_INT(feed(&f, r, T0), 0);
@@ -632,7 +548,7 @@ T_TEST(register_failures)
 
     /* 403: AUTH_FAILED with the reason phrase. */
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
-    T_EQ_INT(sip_ops.start(f.s, T0), 0);
+    T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
     r = resp_for(outs(&f), 403, "Forbidden Here", "");
     T_ASSERT(feed(&f, r, T0) < 0);
     free(r);
@@ -641,7 +557,7 @@ T_TEST(register_failures)
 
     /* 500: ERROR with the status line. */
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
-    T_EQ_INT(sip_ops.start(f.s, T0), 0);
+    T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
     r = resp_for(outs(&f), 500, "Server \x01" "Error", "");
     T_ASSERT(feed(&f, r, T0) < 0);
     free(r);
@@ -650,7 +566,7 @@ T_TEST(register_failures)
 
     /* 423 Interval Too Brief: retried with Min-Expires. */
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
-    T_EQ_INT(sip_ops.start(f.s, T0), 0);
+    T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
     r = resp_for(outs(&f), 423, "Interval Too Brief", "Min-Expires: 900\r\n");
     clear(&f);
     T_EQ_INT(feed(&f, r, T0), 0);
@@ -660,17 +576,17 @@ T_TEST(register_failures)
 
     /* STARTTLS is refused at start; a bad login too. */
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_STARTTLS);
-    T_ASSERT(sip_ops.start(f.s, T0) < 0);
+    T_ASSERT(sip_ops.start(f.s, AT(T0)) < 0);
     T_ASSERT(strstr(evs(&f), "STATE error SIP has no STARTTLS"));
     T_EQ_STR(outs(&f), "");
     fx_free(&f);
     fx_init(&f, "alice", "s3cret", IM_TLS_NONE);
-    T_ASSERT(sip_ops.start(f.s, T0) < 0);
+    T_ASSERT(sip_ops.start(f.s, AT(T0)) < 0);
     T_ASSERT(strstr(evs(&f), "STATE error "));
     fx_free(&f);
     /* TLS: the transport says so. */
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_DIRECT);
-    T_EQ_INT(sip_ops.start(f.s, T0), 0);
+    T_EQ_INT(sip_ops.start(f.s, AT(T0)), 0);
     T_ASSERT(strstr(outs(&f), "Via: SIP/2.0/TLS ") && strstr(outs(&f), ";transport=tls>"));
     fx_free(&f);
 }
@@ -741,9 +657,9 @@ T_TEST(message_out_407_then_202)
     clear(&f);
     m3.msg = 45;
     T_EQ_INT(sip_ops.send_msg(f.s, &m3), 0);
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 150 + 1000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 150 + 1000)), 0);
     T_EQ_STR(evs(&f), "");
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 150 + SIP_TX_TIMEOUT_MS + 1000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 150 + SIP_TX_TIMEOUT_MS + 1000)), 0);
     T_ASSERT(strstr(evs(&f), "NOTICE no final answer") && strstr(evs(&f), "SENT 45\n"));
     fx_free(&f);
 }
@@ -767,13 +683,13 @@ T_TEST(message_in_200_after_commit)
     login(&f, CHAL_MD5);
     /* Split at every position, including inside a UTF-8 character of the body. */
     static const char in[] = IN_MSG;
-    struct sbuf b = { 0 };
-    sb_printf(&b, "%s", in);
+    struct im_buf b = { 0 };
+    fx_printf(&b, "%s", in);
     for (size_t cut = 0; cut <= b.len; cut++) {
         clear(&f);
         f.n_tokens = 0;
-        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)b.p, cut, T0 + 500), 0);
-        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)b.p + cut, b.len - cut, T0 + 500), 0);
+        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)b.p, cut, AT(T0 + 500)), 0);
+        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)b.p + cut, b.len - cut, AT(T0 + 500)), 0);
         if (strcmp(evs(&f), "MESSAGE sip:bob@sip.test ts=1700000000500 [hi \xe2\x82\xac \xf0\x9f\x98\x80]\n"))
             T_FAIL("cut %zu: %s", cut, evs(&f));
         T_EQ_STR(outs(&f), "");            /* no 200 before the commit */
@@ -792,15 +708,15 @@ T_TEST(message_in_200_after_commit)
         sip_ops.committed(f.s, f.tokens[0]);          /* twice: nothing more */
         T_ASSERT(strstr(o, "Content-Length: 0\r\n\r\n") + 21 == o + f.out.len);
     }
-    free(b.p);
+    im_buf_free(&b);
     fx_free(&f);
 }
 
 static char *
 request(const char *method, const char *ctype, const char *body)
 {
-    struct sbuf b = { 0 };
-    sb_printf(&b, "%s sip:alice@" LOCAL " SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKx\r\n"
+    struct im_buf b = { 0 };
+    fx_printf(&b, "%s sip:alice@" LOCAL " SIP/2.0\r\nVia: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKx\r\n"
               "From: <sip:bob@sip.test>;tag=b\r\nTo: <sip:alice@sip.test>;tag=a\r\nCall-ID: c1\r\n"
               "CSeq: 1 %s\r\n%s%s%sContent-Length: %zu\r\n\r\n%s", method, method,
               ctype ? "Content-Type: " : "", ctype ? ctype : "", ctype ? "\r\n" : "", strlen(body), body);
@@ -853,7 +769,7 @@ T_TEST(requests_answered)
     clear(&f);
     T_EQ_INT(feed(&f, "HELLO\r\nfoo\r\n\r\n", T0), 0);
     T_EQ_STR(evs(&f), "NOTICE ignored a malformed SIP message from the server\n");
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 1000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 1000)), 0);
     fx_free(&f);
 }
 
@@ -869,15 +785,15 @@ T_TEST(keepalive_and_logout)
     T_EQ_INT(feed(&f, "\r\n", T0 + 2000), 0);
     T_EQ_STR(outs(&f), "");
     /* Our ping every 30 s (from the start at T0). */
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 29000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 29000)), 0);
     T_EQ_STR(outs(&f), "");
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 30000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 30000)), 0);
     T_EQ_STR(outs(&f), "\r\n\r\n");
     T_EQ_INT(feed(&f, "\r\n", T0 + 30010), 0);
     clear(&f);
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 59000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 59000)), 0);
     T_EQ_STR(outs(&f), "");
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 60000), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 60000)), 0);
     T_EQ_STR(outs(&f), "\r\n\r\n");
     /* logout: our publication removed, then REGISTER with Expires: 0 for our contact, with credentials. */
     clear(&f);
@@ -893,9 +809,9 @@ T_TEST(keepalive_and_logout)
     /* No pong within 15 s of our ping: ERROR. */
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
     login(&f, CHAL_MD5);
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 30000), 0);
-    T_EQ_INT(sip_ops.tick(f.s, T0 + 44000), 0);
-    T_ASSERT(sip_ops.tick(f.s, T0 + 45000) < 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 30000)), 0);
+    T_EQ_INT(sip_ops.tick(f.s, AT(T0 + 44000)), 0);
+    T_ASSERT(sip_ops.tick(f.s, AT(T0 + 45000)) < 0);
     T_ASSERT(strstr(evs(&f), "STATE error the SIP server stopped answering keepalives"));
     fx_free(&f);
 
@@ -966,19 +882,19 @@ notify_for(const char *sub, const char *rtag, unsigned cseq, const char *state, 
            const char *body, const char *extra)
 {
     char callid[128], ftag[64], to[300];
-    struct sbuf b = { 0 };
+    struct im_buf b = { 0 };
     if (!hdr(sub, "Call-ID", callid, sizeof(callid)) || !hdr_param(sub, "From", "tag", ftag, sizeof(ftag)) ||
         !hdr(sub, "To", to, sizeof(to)))
         abort();
     *strchr(to, '>') = 0;
-    sb_printf(&b, "NOTIFY sip:alice@" LOCAL ";transport=tcp SIP/2.0\r\n"
+    fx_printf(&b, "NOTIFY sip:alice@" LOCAL ";transport=tcp SIP/2.0\r\n"
               "Via: SIP/2.0/TCP 127.0.0.1:5060;branch=z9hG4bKn%u\r\n"
               "To: <sip:alice@sip.test>;tag=%s\r\nFrom: %s>;tag=%s\r\nCSeq: %u NOTIFY\r\nCall-ID: %s\r\n"
               "Max-Forwards: 70\r\nEvent: presence\r\nContact: <sip:127.0.0.1:5060;transport=tcp>\r\n"
               "Subscription-State: %s\r\n%s", cseq, ftag, to, rtag, cseq, callid, state, extra ? extra : "");
     if (ctype)
-        sb_printf(&b, "Content-Type: %s\r\n", ctype);
-    sb_printf(&b, "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
+        fx_printf(&b, "Content-Type: %s\r\n", ctype);
+    fx_printf(&b, "Content-Length: %zu\r\n\r\n%s", strlen(body), body);
     return b.p;
 }
 
@@ -1047,20 +963,20 @@ T_TEST(pidf_documents)
             T_FAIL("case %zu: rc %d presence %s", i, rc, im_presence_name(p));
     }
     /* Nesting and size limits. */
-    struct sbuf b = { 0 };
-    sb_printf(&b, "%s", PIDF_HEAD "<tuple id=\"a\">");
+    struct im_buf b = { 0 };
+    fx_printf(&b, "%s", PIDF_HEAD "<tuple id=\"a\">");
     for (int i = 0; i < SIP_PIDF_DEPTH; i++)
-        sb_printf(&b, "<x:e xmlns:x=\"urn:x\">");
+        fx_printf(&b, "<x:e xmlns:x=\"urn:x\">");
     enum im_presence p = IM_PRES_UNKNOWN;
     T_EQ_INT(sip_pidf_parse(b.p, b.len, &p), -IM_ETOOBIG);
     b.len = 0;
-    sb_printf(&b, "%s", PIDF_HEAD "<tuple id=\"a\"><status><basic>open</basic></status><note>");
+    fx_printf(&b, "%s", PIDF_HEAD "<tuple id=\"a\"><status><basic>open</basic></status><note>");
     while (b.len <= SIP_PIDF_MAX)
-        sb_printf(&b, "padding ");
-    sb_printf(&b, "</note></tuple></presence>");
+        fx_printf(&b, "padding ");
+    fx_printf(&b, "</note></tuple></presence>");
     T_EQ_INT(sip_pidf_parse(b.p, b.len, &p), -IM_ETOOBIG);
     T_ASSERT(p == IM_PRES_UNKNOWN);
-    free(b.p);
+    im_buf_free(&b);
     /* Every truncation of a valid document is refused, never misread. */
     static const char full[] = PIDF_AWAY;
     for (size_t n = 0; n < sizeof(full) - 1; n++) {
@@ -1080,7 +996,7 @@ tick_at(struct fx *f, uint64_t now)
 {
     size_t at = f->out.len;
     T_EQ_INT(feed(f, "\r\n\r\n", now), 0);      /* the server's ping: "\r\n" back */
-    int rc = sip_ops.tick(f->s, now);
+    int rc = sip_ops.tick(f->s, AT(now));
     while (at < f->out.len) {
         char *p = f->out.p + at;
         size_t cut = 0;
@@ -1129,7 +1045,7 @@ T_TEST(subscribe_challenge_notify)
     fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
     login(&f, CHAL_MD5);
     struct im_str w[] = { IM_STR("sip:bob@sip.test"), IM_STR("carol@SIP.test") };
-    T_EQ_INT(sip_ops.set_watch(f.s, w, 2, T0 + 1000), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w, 2, AT(T0 + 1000)), 0);
     T_EQ_INT(count_str(outs(&f), "SUBSCRIBE sip:"), 2);
     char *sb = msg_n(outs(&f), 0), *sc = msg_n(outs(&f), 1);
     T_ASSERT(!strncmp(sb, "SUBSCRIBE sip:bob@sip.test SIP/2.0\r\n", 35));
@@ -1202,7 +1118,7 @@ T_TEST(subscribe_challenge_notify)
             T_FAIL("NOTIFY %zu: events %s", i, evs(&f));
     }
     /* Split at every position: closed whole, then open in two pieces. */
-    struct sbuf all = { 0 };
+    struct im_buf all = { 0 };
     for (size_t cut = 0; cut < 600; cut += 7) {
         clear(&f);
         r = notify_for(sb, "srv", ++cseq, "active", CT_PIDF, PIDF_CLOSED, NULL);
@@ -1210,15 +1126,15 @@ T_TEST(subscribe_challenge_notify)
         free(r);
         all.len = 0;
         r = notify_for(sb, "srv", ++cseq, "active", CT_PIDF, PIDF_OPEN, NULL);
-        sb_printf(&all, "%s", r);
+        fx_printf(&all, "%s", r);
         free(r);
         size_t c = cut < all.len ? cut : all.len;
-        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p, c, T0 + 3000), 0);
-        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p + c, all.len - c, T0 + 3000), 0);
+        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p, c, AT(T0 + 3000)), 0);
+        T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)all.p + c, all.len - c, AT(T0 + 3000)), 0);
         if (strcmp(evs(&f), "PRESENCE sip:bob@sip.test offline\nPRESENCE sip:bob@sip.test available\n"))
             T_FAIL("cut %zu: %s", cut, evs(&f));
     }
-    free(all.p);
+    im_buf_free(&all);
 
     /* Outside any dialog: 481; another package: 489; an older CSeq: 500; no
      * Subscription-State: 400; another remote tag: 481.  None changes anything. */
@@ -1283,7 +1199,7 @@ T_TEST(subscribe_refresh_route_set)
     login(&f, CHAL_MD5);
     struct im_str w[] = { IM_STR("sip:bob@sip.test") };
     uint64_t t1 = T0 + 5000;
-    T_EQ_INT(sip_ops.set_watch(f.s, w, 1, t1), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w, 1, AT(t1)), 0);
     char *sb = strdup(outs(&f));
     char *r = resp_for(sb, 200, "OK", "Expires: 300\r\nContact: <sip:127.0.0.1:5060;transport=tcp>\r\n"
                                       "Record-Route: <sip:p1.test;lr>, <sip:p2.test;lr;ftag=x>\r\n"
@@ -1381,7 +1297,7 @@ static char *
 bob_available(struct fx *f, uint64_t now)
 {
     struct im_str w[] = { IM_STR("sip:bob@sip.test") };
-    T_EQ_INT(sip_ops.set_watch(f->s, w, 1, now), 0);
+    T_EQ_INT(sip_ops.set_watch(f->s, w, 1, AT(now)), 0);
     char *sb = strdup(outs(f));
     char *r = resp_for(sb, 200, "OK", "Expires: 600\r\n");
     clear(f);
@@ -1501,7 +1417,7 @@ T_TEST(unwatch_and_logout)
     uint64_t t = T0 + 1000;
     char *sb = bob_available(&f, t);
     struct im_str w2[] = { IM_STR("sip:bob@sip.test"), IM_STR("sip:carol@sip.test") };
-    T_EQ_INT(sip_ops.set_watch(f.s, w2, 2, t), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w2, 2, AT(t)), 0);
     T_EQ_INT(count_str(outs(&f), "SUBSCRIBE "), 1);      /* bob's stays as it is */
     char *sc = strdup(outs(&f));
     T_ASSERT(!strncmp(sc, "SUBSCRIBE sip:carol@sip.test SIP/2.0\r\n", 37));
@@ -1517,7 +1433,7 @@ T_TEST(unwatch_and_logout)
     /* bob leaves the list: un-SUBSCRIBE in his dialog, nothing reported. */
     clear(&f);
     struct im_str w1[] = { IM_STR("sip:carol@sip.test") };
-    T_EQ_INT(sip_ops.set_watch(f.s, w1, 1, t + 1000), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w1, 1, AT(t + 1000)), 0);
     const char *o = outs(&f);
     /* (to the remote target the NOTIFY's Contact gave) */
     T_ASSERT(!strncmp(o, "SUBSCRIBE sip:127.0.0.1:5060;transport=tcp SIP/2.0\r\n", 52));
@@ -1541,10 +1457,10 @@ T_TEST(unwatch_and_logout)
     /* erin is added and removed before her SUBSCRIBE is answered: ended at its 2xx. */
     clear(&f);
     struct im_str w3[] = { IM_STR("sip:carol@sip.test"), IM_STR("sip:erin@sip.test") };
-    T_EQ_INT(sip_ops.set_watch(f.s, w3, 2, t + 2000), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w3, 2, AT(t + 2000)), 0);
     char *se = strdup(outs(&f));
     clear(&f);
-    T_EQ_INT(sip_ops.set_watch(f.s, w1, 1, t + 2100), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w1, 1, AT(t + 2100)), 0);
     T_EQ_STR(outs(&f), "");
     r = resp_for(se, 200, "OK", "Expires: 600\r\n");
     T_EQ_INT(feed(&f, r, t + 2200), 0);
@@ -1596,7 +1512,7 @@ T_TEST(subscribe_window)
         snprintf(names[i], sizeof(names[i]), "sip:u%02d@sip.test", i);
         w[i] = (struct im_str){ names[i], (uint32_t)strlen(names[i]) };
     }
-    T_EQ_INT(sip_ops.set_watch(f.s, w, 40, T0 + 1000), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w, 40, AT(T0 + 1000)), 0);
     T_EQ_INT(count_str(outs(&f), "SUBSCRIBE sip:"), SIP_SUB_WINDOW);
     /* Each final answer lets one more go. */
     char *m = msg_n(outs(&f), 3);
@@ -1612,9 +1528,9 @@ T_TEST(subscribe_window)
     T_EQ_INT(tick_at(&f, T0 + 2000), 0);
     T_EQ_STR(outs(&f), "");
     /* The same list again changes nothing; a list without u00 ends nothing under way yet. */
-    T_EQ_INT(sip_ops.set_watch(f.s, w, 40, T0 + 2100), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w, 40, AT(T0 + 2100)), 0);
     T_EQ_STR(outs(&f), "");
-    T_EQ_INT(sip_ops.set_watch(f.s, w + 1, 39, T0 + 2200), 0);
+    T_EQ_INT(sip_ops.set_watch(f.s, w + 1, 39, AT(T0 + 2200)), 0);
     T_EQ_STR(outs(&f), "");
     /* Timeouts free the window too: every one under way gets its chance. */
     int seen = 0;
@@ -1729,10 +1645,35 @@ T_TEST(publish_own_presence)
     fx_free(&f);
 }
 
+/* The monotonic clock drives the timers; the wall clock only stamps messages. */
+T_TEST(clock_roles)
+{
+    struct fx f;
+    const uint64_t wall = 1800000000000ull;
+
+    fx_init(&f, "sip:alice@sip.test", "s3cret", IM_TLS_NONE);
+    login(&f, CHAL_MD5);
+    clear(&f);
+    char *r = request("MESSAGE", "text/plain", "hi");
+    T_EQ_INT(sip_ops.input(f.s, (const uint8_t *)r, strlen(r),
+                           (struct im_time){ .mono_ms = T0 + 100, .wall_ms = wall }), 0);
+    free(r);
+    T_EQ_STR(evs(&f), "MESSAGE sip:bob@sip.test ts=1800000000000 [hi]\n");
+    /* our keepalive every SIP_KEEPALIVE_MS of the monotonic clock, whatever the wall says */
+    clear(&f);
+    T_EQ_INT(sip_ops.tick(f.s, (struct im_time){ .mono_ms = T0 + SIP_KEEPALIVE_MS - 1,
+                                                 .wall_ms = wall + 36000000 }), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(sip_ops.tick(f.s, (struct im_time){ .mono_ms = T0 + SIP_KEEPALIVE_MS, .wall_ms = wall - 36000000 }),
+             0);
+    T_EQ_STR(outs(&f), "\r\n\r\n");
+    fx_free(&f);
+}
+
 T_MAIN(T_RUN(digest_rfc7616_example), T_RUN(digest_parse), T_RUN(normalize), T_RUN(framer_splits),
        T_RUN(framer_limits), T_RUN(msg_parse), T_RUN(register_md5_split_everywhere),
        T_RUN(register_refresh_timing), T_RUN(register_sha256_preferred), T_RUN(register_failures),
        T_RUN(message_out_407_then_202), T_RUN(message_in_200_after_commit), T_RUN(requests_answered),
        T_RUN(keepalive_and_logout), T_RUN(pidf_documents), T_RUN(subscribe_challenge_notify),
        T_RUN(subscribe_refresh_route_set), T_RUN(notify_terminated), T_RUN(unwatch_and_logout),
-       T_RUN(subscribe_window), T_RUN(publish_own_presence))
+       T_RUN(subscribe_window), T_RUN(publish_own_presence), T_RUN(clock_roles))

@@ -2,7 +2,7 @@
  * test_xmpp.c - the XMPP adapter driven by scripted server byte streams.
  *
  * The SCRAM exchange replays the RFC 5802 example (user "user", password
- * "pencil") with the client nonce injected through xmpp_set_rand(), so every
+ * "pencil") with the client nonce injected as the session's io->rng, so every
  * byte the adapter writes is known in advance.
  */
 #include <stdarg.h>
@@ -10,6 +10,8 @@
 #include <mbedtls/base64.h>
 
 #include "t.h"
+#define FX_OPS xmpp_ops
+#include "fx.h"
 #include "im_common.h"
 #include "im_proto.h"
 #include "xmpp/xmpp_int.h"
@@ -25,54 +27,62 @@
 
 /* ---- fixture ------------------------------------------------------------ */
 
-struct sbuf {
-    char *p;
-    size_t len, cap;
-};
-
-static void
-sb_put(struct sbuf *b, const void *p, size_t n)
-{
-    if (b->cap - b->len < n + 1) {
-        size_t cap = b->cap ? b->cap : 4096;
-        while (cap - b->len < n + 1)
-            cap *= 2;
-        b->p = realloc(b->p, cap);
-        if (!b->p)
-            abort();
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, p, n);
-    b->len += n;
-    b->p[b->len] = 0;
-}
-
-static void __attribute__((format(printf, 2, 3)))
-sb_printf(struct sbuf *b, const char *fmt, ...)
-{
-    va_list ap;
-    char *tmp = NULL;
-    va_start(ap, fmt);
-    int n = vasprintf(&tmp, fmt, ap);
-    va_end(ap);
-    if (n < 0)
-        abort();
-    sb_put(b, tmp, (size_t)n);
-    free(tmp);
-}
-
 struct fx {
     struct im_account_cfg cfg;
     struct im_option opts[1];
     struct im_io io;
+    struct im_rng rng;
     struct im_sess *s;
-    struct sbuf out, ev;
+    struct im_buf out, ev;
     int starttls;
     uint64_t tokens[64];
     int n_tokens;
     bool commit_in_cb;
     int n_out;                      /* io->out calls */
+    /* io->kdf, when the test takes the key derivation (fx_kdf) */
+    int kdf_refuse;                 /* what io->kdf returns */
+    bool kdf_pending;
+    uint64_t kdf_req;
+    struct im_kdf_params kdf;       /* copied, pointing into the two below */
+    char kdf_pw[64];
+    uint8_t kdf_salt[128];
 };
+
+/* io->kdf: copy the request (its pointers die with the call) and log it. */
+static int
+fx_kdf(void *ud, uint64_t req, const struct im_kdf_params *p)
+{
+    struct fx *f = ud;
+    if (f->kdf_pending || p->password_len >= sizeof(f->kdf_pw) || p->salt_len > sizeof(f->kdf_salt))
+        abort();
+    fx_printf(&f->ev, "KDF %llu %s %u %.*s salt %zu\n", (unsigned long long)req,
+              p->hash == IM_KDF_SHA1 ? "sha1" : "sha256", p->iterations, (int)p->password_len,
+              p->password, p->salt_len);
+    if (f->kdf_refuse)
+        return f->kdf_refuse;
+    memcpy(f->kdf_pw, p->password, p->password_len);
+    memcpy(f->kdf_salt, p->salt, p->salt_len);
+    f->kdf = *p;
+    f->kdf.password = f->kdf_pw;
+    f->kdf.salt = f->kdf_salt;
+    f->kdf_req = req;
+    f->kdf_pending = true;
+    return 0;
+}
+
+/* The glue's answer, later and from outside any hook: the real key, or status. */
+static int
+fx_kdf_answer(struct fx *f, int status, uint64_t now)
+{
+    uint8_t key[IM_KDF_MAX_KEY];
+    if (!f->kdf_pending || im_kdf_pbkdf2(&f->kdf, key, sizeof(key)))
+        abort();
+    f->kdf_pending = false;
+    int rc = xmpp_ops.kdf_done(f->s, f->kdf_req, status, status ? NULL : key,
+                               status ? 0 : im_kdf_keylen(f->kdf.hash), AT(now));
+    im_wipe(key, sizeof(key));
+    return rc;
+}
 
 static void
 fx_event(void *ud, const struct im_event *e)
@@ -80,31 +90,31 @@ fx_event(void *ud, const struct im_event *e)
     struct fx *f = ud;
     switch (e->type) {
     case IM_EV_STATE:
-        sb_printf(&f->ev, "STATE %s %.*s\n", im_account_state_name(e->u.state.state),
+        fx_printf(&f->ev, "STATE %s %.*s\n", im_account_state_name(e->u.state.state),
                   (int)e->u.state.detail.len, e->u.state.detail.p);
         break;
     case IM_EV_STARTTLS:
         f->starttls++;
-        sb_printf(&f->ev, "STARTTLS\n");
+        fx_printf(&f->ev, "STARTTLS\n");
         break;
     case IM_EV_CONTACTS:
-        sb_printf(&f->ev, "CONTACTS %u:", e->u.contacts.n);
+        fx_printf(&f->ev, "CONTACTS %u:", e->u.contacts.n);
         for (uint32_t i = 0; i < e->u.contacts.n; i++) {
             const struct im_contact *c = &e->u.contacts.list[i];
-            sb_printf(&f->ev, " %.*s|%.*s|", (int)c->address.len, c->address.p, (int)c->name.len,
+            fx_printf(&f->ev, " %.*s|%.*s|", (int)c->address.len, c->address.p, (int)c->name.len,
                       c->name.p);
             for (uint32_t g = 0; g < c->n_groups; g++)
-                sb_printf(&f->ev, "%s%.*s", g ? "," : "", (int)c->groups[g].len, c->groups[g].p);
-            sb_printf(&f->ev, "|%s", im_presence_name(c->presence));
+                fx_printf(&f->ev, "%s%.*s", g ? "," : "", (int)c->groups[g].len, c->groups[g].p);
+            fx_printf(&f->ev, "|%s", im_presence_name(c->presence));
         }
-        sb_printf(&f->ev, "\n");
+        fx_printf(&f->ev, "\n");
         break;
     case IM_EV_PRESENCE:
-        sb_printf(&f->ev, "PRESENCE %.*s %s\n", (int)e->u.presence.address.len, e->u.presence.address.p,
+        fx_printf(&f->ev, "PRESENCE %.*s %s\n", (int)e->u.presence.address.len, e->u.presence.address.p,
                   im_presence_name(e->u.presence.presence));
         break;
     case IM_EV_MESSAGE:
-        sb_printf(&f->ev, "MESSAGE %.*s/%.*s ts=%llu tok=%llu [%.*s]\n", (int)e->u.message.from.len,
+        fx_printf(&f->ev, "MESSAGE %.*s/%.*s ts=%llu tok=%llu [%.*s]\n", (int)e->u.message.from.len,
                   e->u.message.from.p, (int)e->u.message.resource.len,
                   e->u.message.resource.p ? e->u.message.resource.p : "",
                   (unsigned long long)e->u.message.ts, (unsigned long long)e->u.message.token,
@@ -115,14 +125,14 @@ fx_event(void *ud, const struct im_event *e)
             xmpp_ops.committed(f->s, e->u.message.token);
         break;
     case IM_EV_SENT:
-        sb_printf(&f->ev, "SENT %llu\n", (unsigned long long)e->u.sent.msg);
+        fx_printf(&f->ev, "SENT %llu\n", (unsigned long long)e->u.sent.msg);
         break;
     case IM_EV_CONTACT_DONE:
-        sb_printf(&f->ev, "DONE %llu %d %.*s\n", (unsigned long long)e->u.contact_done.req,
+        fx_printf(&f->ev, "DONE %llu %d %.*s\n", (unsigned long long)e->u.contact_done.req,
                   e->u.contact_done.status, (int)e->u.contact_done.detail.len, e->u.contact_done.detail.p);
         break;
     case IM_EV_NOTICE:
-        sb_printf(&f->ev, "NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
+        fx_printf(&f->ev, "NOTICE %.*s\n", (int)e->u.notice.text.len, e->u.notice.text.p);
         break;
     }
 }
@@ -131,14 +141,14 @@ static int
 fx_out(void *ud, const void *p, size_t n)
 {
     struct fx *f = ud;
-    sb_put(&f->out, p, n);
+    fx_put(&f->out, p, n);
     f->n_out++;
     return 0;
 }
 
 /* Gives the bytes that base64-encode to the RFC 5802 client nonce. */
 static int
-rfc_rand(void *ud, uint8_t *buf, size_t n)
+rfc_rand(void *ud, void *buf, size_t n)
 {
     size_t olen;
     (void)ud;
@@ -150,58 +160,7 @@ rfc_rand(void *ud, uint8_t *buf, size_t n)
 static void
 fx_init(struct fx *f, const char *login, const char *password, enum im_tls tls)
 {
-    memset(f, 0, sizeof(*f));
-    f->cfg.account = 1;
-    f->cfg.login = login;
-    f->cfg.password = password;
-    f->cfg.host = "127.0.0.1";
-    f->cfg.port = 5222;
-    f->cfg.tls = tls;
-    f->cfg.tls_name = "a.test";
-    f->io.out = fx_out;
-    f->io.event = fx_event;
-    f->io.ud = f;
-    f->s = xmpp_ops.create(&f->cfg, &f->io);
-    if (!f->s)
-        abort();
-    xmpp_set_rand(f->s, rfc_rand, NULL);
-}
-
-static void
-fx_free(struct fx *f)
-{
-    xmpp_ops.destroy(f->s);
-    free(f->out.p);
-    free(f->ev.p);
-    memset(f, 0, sizeof(*f));
-}
-
-static int
-feed(struct fx *f, const char *z, uint64_t now)
-{
-    return xmpp_ops.input(f->s, (const uint8_t *)z, strlen(z), now);
-}
-
-static void
-clear(struct fx *f)
-{
-    f->out.len = f->ev.len = 0;
-    if (f->out.p)
-        f->out.p[0] = 0;
-    if (f->ev.p)
-        f->ev.p[0] = 0;
-}
-
-static const char *
-outs(struct fx *f)
-{
-    return f->out.p ? f->out.p : "";
-}
-
-static const char *
-evs(struct fx *f)
-{
-    return f->ev.p ? f->ev.p : "";
+    fx_setup(f, login, password, tls, 5222, "a.test", rfc_rand);
 }
 
 static char *
@@ -294,7 +253,7 @@ feed_cuts(struct fx *f, const char *seg, const size_t *cuts, size_t ncuts, uint6
     size_t len = strlen(seg), prev = 0;
     for (size_t i = 0; i <= ncuts; i++) {
         size_t end = i < ncuts ? cuts[i] : len;
-        int rc = xmpp_ops.input(f->s, (const uint8_t *)seg + prev, end - prev, now);
+        int rc = xmpp_ops.input(f->s, (const uint8_t *)seg + prev, end - prev, AT(now));
         if (rc)
             return rc;
         prev = end;
@@ -307,10 +266,10 @@ login_with_cuts(const size_t *c1, size_t n1, const size_t *c2, size_t n2)
 {
     struct fx f;
     fx_init(&f, "User@A.test", "pencil", IM_TLS_STARTTLS);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_EQ_INT(feed_cuts(&f, seg_plain, c1, n1, T0), 0);
     T_EQ_INT(f.starttls, 1);
-    T_EQ_INT(xmpp_ops.tls_ready(f.s, 0, T0), 0);
+    T_EQ_INT(xmpp_ops.tls_ready(f.s, 0, AT(T0)), 0);
     int rc = feed_cuts(&f, seg_tls, c2, n2, T0);
     if (rc) {
         for (size_t i = 0; i < n2; i++)
@@ -369,7 +328,7 @@ online(struct fx *f, bool sm, const char *roster_items)
 {
     char buf[4096];
     fx_init(f, "user@a.test", "pencil", IM_TLS_DIRECT);
-    T_EQ_INT(xmpp_ops.start(f->s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f->s, AT(T0)), 0);
     snprintf(buf, sizeof(buf),
              HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>PLAIN</mechanism></mechanisms>"
              "</stream:features><success xmlns='" NS_SASL "'/>"
@@ -396,9 +355,9 @@ T_TEST(auth_failure)
     struct fx f;
     build_seg_tls();
     fx_init(&f, "user@a.test", "wrong", IM_TLS_STARTTLS);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_EQ_INT(feed(&f, seg_plain, T0), 0);
-    T_EQ_INT(xmpp_ops.tls_ready(f.s, 0, T0), 0);
+    T_EQ_INT(xmpp_ops.tls_ready(f.s, 0, AT(T0)), 0);
     int rc = feed(&f, HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1</mechanism>"
                   "</mechanisms></stream:features><failure xmlns='" NS_SASL "'><not-authorized/>"
                   "<text xml:lang='en'>Invalid username or password</text></failure>", T0);
@@ -406,12 +365,12 @@ T_TEST(auth_failure)
     T_EQ_STR(evs(&f), "STARTTLS\nSTATE auth_failed not-authorized: Invalid username or password\n");
     /* dead: further input keeps failing, no more events */
     T_ASSERT(feed(&f, "<a/>", T0) < 0);
-    T_ASSERT(xmpp_ops.tick(f.s, T0 + 100000) < 0);
+    T_ASSERT(xmpp_ops.tick(f.s, AT(T0 + 100000)) < 0);
     fx_free(&f);
 
     /* a temporary failure is an ERROR (retried), not AUTH_FAILED */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_ASSERT(feed(&f, HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>PLAIN</mechanism>"
                   "</mechanisms></stream:features><failure xmlns='" NS_SASL "'><temporary-auth-failure/>"
                   "</failure>", T0) < 0);
@@ -424,7 +383,7 @@ T_TEST(scram_server_signature_mismatch)
     struct fx f;
     char buf[2048];
     fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     snprintf(buf, sizeof(buf), HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1"
              "</mechanism></mechanisms></stream:features><challenge xmlns='" NS_SASL "'>%s</challenge>"
              "<success xmlns='" NS_SASL "'>%s</success>", b64(SFIRST), b64("v=rmF9pqV8S7suAoZWja4dJRkFsKU="));
@@ -434,7 +393,7 @@ T_TEST(scram_server_signature_mismatch)
 
     /* success without any server signature is refused too */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     snprintf(buf, sizeof(buf), HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1"
              "</mechanism></mechanisms></stream:features><challenge xmlns='" NS_SASL "'>%s</challenge>"
              "<success xmlns='" NS_SASL "'/>", b64(SFIRST));
@@ -442,9 +401,29 @@ T_TEST(scram_server_signature_mismatch)
     T_ASSERT(strstr(evs(&f), "STATE error SCRAM: success without a server signature"));
     fx_free(&f);
 
+    /* a server asking for more than SCRAM_MAX_ITER iterations: error, not
+     * auth_failed, naming the count; nothing derived, nothing answered */
+    const char *counts[] = { "1000000", "100001", "99999999999999999999" };
+    for (size_t i = 0; i < 3; i++) {
+        fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
+        f.io.kdf = fx_kdf;
+        T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
+        char sf[256];
+        snprintf(sf, sizeof(sf), "r=" NONCE "3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=%s", counts[i]);
+        snprintf(buf, sizeof(buf), HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1"
+                 "</mechanism></mechanisms></stream:features><challenge xmlns='" NS_SASL "'>%s</challenge>",
+                 b64(sf));
+        T_EQ_INT(feed(&f, buf, T0), -IM_ELIMIT);
+        T_ASSERT(strstr(evs(&f), "STATE error SCRAM: the server asks for "));
+        T_ASSERT(strstr(evs(&f), "iterations of PBKDF2, more than the 100000 imfuse allows: refused\n"));
+        T_ASSERT(i != 0 || strstr(evs(&f), "asks for 1000000 iterations"));
+        T_ASSERT(!f.kdf_pending && !strstr(outs(&f), "<response"));
+        fx_free(&f);
+    }
+
     /* SCRAM-SHA-256 is preferred over SCRAM-SHA-1 */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_EQ_INT(feed(&f, HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1</mechanism>"
                   "<mechanism>SCRAM-SHA-256-PLUS</mechanism><mechanism>SCRAM-SHA-256</mechanism></mechanisms>"
                   "</stream:features>", T0), 0);
@@ -475,7 +454,7 @@ T_TEST(stream_errors)
 
     /* no DOCTYPE, no entity declarations */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_NONE);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_ASSERT(feed(&f, "<?xml version='1.0'?><!DOCTYPE x [<!ENTITY a 'aaaa'><!ENTITY b '&a;&a;&a;'>]>"
                   "<stream:stream xmlns:stream='http://etherx.jabber.org/streams'>", T0) < 0);
     T_EQ_STR(evs(&f), "STATE error server sent a DOCTYPE (not allowed in XMPP)\n");
@@ -486,7 +465,7 @@ T_TEST(plain_refused_without_tls)
 {
     struct fx f;
     fx_init(&f, "user@a.test", "pencil", IM_TLS_NONE);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_ASSERT(feed(&f, HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>PLAIN</mechanism>"
                   "<mechanism>X-OAUTH2</mechanism></mechanisms></stream:features>", T0) < 0);
     T_EQ_STR(evs(&f), "STATE error no usable SASL mechanism: PLAIN refused without TLS "
@@ -496,7 +475,7 @@ T_TEST(plain_refused_without_tls)
     fx_free(&f);
 
     fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_ASSERT(feed(&f, HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>DIGEST-MD5</mechanism>"
                   "</mechanisms></stream:features>", T0) < 0);
     T_EQ_STR(evs(&f), "STATE error no usable SASL mechanism (server offers: DIGEST-MD5)\n");
@@ -504,7 +483,7 @@ T_TEST(plain_refused_without_tls)
 
     /* STARTTLS demanded but not offered */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_STARTTLS);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_ASSERT(feed(&f, HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>PLAIN</mechanism>"
                   "</mechanisms></stream:features>", T0) < 0);
     T_EQ_STR(evs(&f), "STATE error server does not offer STARTTLS\n");
@@ -512,7 +491,7 @@ T_TEST(plain_refused_without_tls)
 
     /* bytes after <proceed/> (before the handshake) are an injection attempt */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_STARTTLS);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     char buf[1024];
     snprintf(buf, sizeof(buf), "%s<success xmlns='" NS_SASL "'/>", seg_plain);
     T_ASSERT(feed(&f, buf, T0) < 0);
@@ -521,9 +500,9 @@ T_TEST(plain_refused_without_tls)
 
     /* a failed handshake */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_STARTTLS);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_EQ_INT(feed(&f, seg_plain, T0), 0);
-    T_ASSERT(xmpp_ops.tls_ready(f.s, -IM_ETLS, T0) < 0);
+    T_ASSERT(xmpp_ops.tls_ready(f.s, -IM_ETLS, AT(T0)) < 0);
     T_ASSERT(strstr(evs(&f), "STATE error TLS handshake failed"));
     fx_free(&f);
 }
@@ -684,14 +663,22 @@ T_TEST(stream_management)
     T_EQ_INT(xmpp_ops.send_msg(f.s, &m), 0);
     m.msg = 8;
     T_EQ_INT(xmpp_ops.send_msg(f.s, &m), 0);
-    T_ASSERT(strstr(outs(&f), "</message><r xmlns='urn:xmpp:sm:3'/>"));
+    /* one request for both: the second message rides on the first's <r/> */
+    const char *o = outs(&f), *r1 = strstr(o, "</message><r xmlns='urn:xmpp:sm:3'/>");
+    T_ASSERT(r1 && !strstr(r1 + strlen("</message><r"), "<r xmlns"));
+    clear(&f);
     T_EQ_STR(evs(&f), "");                  /* not yet acknowledged */
     T_EQ_INT(feed(&f, "<a xmlns='urn:xmpp:sm:3' h='3'/>", T0), 0);
     T_EQ_STR(evs(&f), "");
+    T_EQ_STR(outs(&f), "<r xmlns='urn:xmpp:sm:3'/>");      /* 7 and 8 still out: ask again */
+    clear(&f);
     T_EQ_INT(feed(&f, "<a xmlns='urn:xmpp:sm:3' h='4'/>", T0), 0);
     T_EQ_STR(evs(&f), "SENT 7\n");
+    T_EQ_STR(outs(&f), "<r xmlns='urn:xmpp:sm:3'/>");
+    clear(&f);
     T_EQ_INT(feed(&f, "<a xmlns='urn:xmpp:sm:3' h='5'/>", T0), 0);
-    T_EQ_STR(evs(&f), "SENT 7\nSENT 8\n");
+    T_EQ_STR(evs(&f), "SENT 8\n");
+    T_EQ_STR(outs(&f), "");                                 /* nothing left to ask for */
     /* acknowledging more than was sent is a protocol violation */
     snprintf(buf, sizeof(buf), "<a xmlns='urn:xmpp:sm:3' h='%d'/>", 6);
     T_ASSERT(feed(&f, buf, T0) < 0);
@@ -699,7 +686,7 @@ T_TEST(stream_management)
 
     /* <failed/> to <enable/>: plain mode, tokens 0 */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_EQ_INT(feed(&f, HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>PLAIN</mechanism>"
                   "</mechanisms></stream:features><success xmlns='" NS_SASL "'/>"
                   HDR "<stream:features><bind xmlns='urn:ietf:params:xml:ns:xmpp-bind'/><sm xmlns='urn:xmpp:sm:3'/>"
@@ -747,29 +734,29 @@ T_TEST(ping_and_login_timeouts)
 {
     struct fx f;
     online(&f, false, BOB);
-    T_EQ_INT(xmpp_ops.tick(f.s, T0 + 59999), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 59999)), 0);
     T_EQ_STR(outs(&f), "");
-    T_EQ_INT(xmpp_ops.tick(f.s, T0 + 60000), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 60000)), 0);
     T_EQ_STR(outs(&f), "<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>");
     clear(&f);
-    T_EQ_INT(xmpp_ops.tick(f.s, T0 + 61000), 0);       /* one ping at a time */
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 61000)), 0);       /* one ping at a time */
     T_EQ_STR(outs(&f), "");
     T_EQ_INT(feed(&f, "<iq type='result' id='ping1' from='a.test'/>", T0 + 62000), 0);
-    T_EQ_INT(xmpp_ops.tick(f.s, T0 + 62000 + 59000), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 62000 + 59000)), 0);
     T_EQ_STR(outs(&f), "");
-    T_EQ_INT(xmpp_ops.tick(f.s, T0 + 62000 + 60000), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 62000 + 60000)), 0);
     T_EQ_STR(outs(&f), "<iq type='get' id='ping2'><ping xmlns='urn:xmpp:ping'/></iq>");
-    T_EQ_INT(xmpp_ops.tick(f.s, T0 + 62000 + 60000 + 29999), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 62000 + 60000 + 29999)), 0);
     T_EQ_STR(evs(&f), "");
-    T_ASSERT(xmpp_ops.tick(f.s, T0 + 62000 + 60000 + 30000) < 0);
+    T_ASSERT(xmpp_ops.tick(f.s, AT(T0 + 62000 + 60000 + 30000)) < 0);
     T_EQ_STR(evs(&f), "STATE error ping timeout\n");
     fx_free(&f);
 
     fx_init(&f, "user@a.test", "pencil", IM_TLS_STARTTLS);
-    T_EQ_INT(xmpp_ops.start(f.s, T0), 0);
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
     T_EQ_INT(feed(&f, HDR, T0 + 1000), 0);
-    T_EQ_INT(xmpp_ops.tick(f.s, T0 + 29999), 0);
-    T_ASSERT(xmpp_ops.tick(f.s, T0 + 30000) < 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 29999)), 0);
+    T_ASSERT(xmpp_ops.tick(f.s, AT(T0 + 30000)) < 0);
     T_EQ_STR(evs(&f), "STATE error login timed out after 30 s\n");
     fx_free(&f);
 }
@@ -786,7 +773,7 @@ T_TEST(oversize_and_deep)
     buf[big] = 0;
     T_EQ_INT(feed(&f, "<message from='bob@b.test'><body>", T0), 0);
     for (size_t off = 0; off < big && rc == 0; off += 1000)
-        rc = xmpp_ops.input(f.s, (const uint8_t *)buf + off, big - off < 1000 ? big - off : 1000, T0);
+        rc = xmpp_ops.input(f.s, (const uint8_t *)buf + off, big - off < 1000 ? big - off : 1000, AT(T0));
     T_ASSERT(rc < 0);
     T_EQ_STR(evs(&f), "STATE error stanza over 256 KiB\n");
     fx_free(&f);
@@ -794,7 +781,7 @@ T_TEST(oversize_and_deep)
     /* an endless start tag is caught as well (expat would buffer it) */
     online(&f, false, BOB);
     memcpy(buf, "<message a='", 12);
-    T_ASSERT(xmpp_ops.input(f.s, (const uint8_t *)buf, big, T0) < 0);
+    T_ASSERT(xmpp_ops.input(f.s, (const uint8_t *)buf, big, AT(T0)) < 0);
     T_EQ_STR(evs(&f), "STATE error stanza over 256 KiB\n");
     fx_free(&f);
 
@@ -877,7 +864,154 @@ T_TEST(stamps)
     T_ASSERT(xmpp_parse_stamp("2024-12-31T23:59:59Zx", &ms) < 0);
 }
 
+/* ---- SCRAM's key derivation handed to the glue (io->kdf) ---------------- */
+
+/* The full STARTTLS login with the derivation taken by the glue: the login
+ * pauses after the server-first-message and writes exactly what the inline
+ * derivation writes once kdf_done brings the key. */
+T_TEST(scram_kdf_handed_off)
+{
+    struct fx f;
+    build_seg_tls();
+    fx_init(&f, "User@A.test", "pencil", IM_TLS_STARTTLS);
+    f.io.kdf = fx_kdf;
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
+    T_EQ_INT(feed(&f, seg_plain, T0), 0);
+    T_EQ_INT(xmpp_ops.tls_ready(f.s, 0, AT(T0)), 0);
+    const char *rest = strstr(seg_tls, "</challenge>") + strlen("</challenge>");
+    T_EQ_INT(xmpp_ops.input(f.s, (const uint8_t *)seg_tls, (size_t)(rest - seg_tls), AT(T0)), 0);
+    T_EQ_STR(evs(&f), "STARTTLS\nKDF 1 sha1 4096 pencil salt 12\n");
+    T_ASSERT(f.kdf_pending);
+    T_ASSERT(!strstr(outs(&f), "<response"));              /* paused */
+    /* meanwhile: whitespace and ticks are fine, a late answer is ignored */
+    T_EQ_INT(feed(&f, "\n  \n", T0 + 10), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + 100)), 0);
+    uint8_t junk[20] = { 0 };
+    T_EQ_INT(xmpp_ops.kdf_done(f.s, f.kdf_req + 1, 0, junk, sizeof(junk), AT(T0 + 150)), 0);
+    T_ASSERT(!strstr(outs(&f), "<response"));
+    T_EQ_INT(fx_kdf_answer(&f, 0, T0 + 200), 0);
+    char resp[256];
+    snprintf(resp, sizeof(resp), "<response xmlns='" NS_SASL "'>%s</response>", b64(CFINAL));
+    T_ASSERT(strstr(outs(&f), resp));
+    /* the same key again (a duplicate answer) changes nothing */
+    size_t before = f.out.len;
+    T_EQ_INT(xmpp_ops.kdf_done(f.s, f.kdf_req, 0, junk, sizeof(junk), AT(T0 + 250)), 0);
+    T_EQ_UINT(f.out.len, before);
+    T_EQ_INT(feed(&f, rest, T0 + 300), 0);
+    T_EQ_STR(evs(&f), "STARTTLS\nKDF 1 sha1 4096 pencil salt 12\n"
+             "CONTACTS 2: bob@b.test|Bob & Co|Friends,Work|unknown carol@a.test|||unknown\n"
+             "STATE online \n");
+    check_login_out(&f);                                    /* byte for byte the inline transcript */
+    fx_free(&f);
+}
+
+/* Up to the server-first-message over direct TLS, the derivation handed off. */
+static void
+to_challenge(struct fx *f, const char *password)
+{
+    char buf[2048];
+    fx_init(f, "user@a.test", password, IM_TLS_DIRECT);
+    f->io.kdf = fx_kdf;
+    T_EQ_INT(xmpp_ops.start(f->s, AT(T0)), 0);
+    snprintf(buf, sizeof(buf), HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1"
+             "</mechanism></mechanisms></stream:features><challenge xmlns='" NS_SASL "'>%s</challenge>",
+             b64(SFIRST));
+    clear(f);
+    T_EQ_INT(feed(f, buf, T0), 0);
+}
+
+T_TEST(scram_kdf_failures)
+{
+    struct fx f;
+
+    /* the glue refuses the work: the login ends (ERROR, retried) */
+    char buf[2048];
+    fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
+    f.io.kdf = fx_kdf;
+    f.kdf_refuse = -IM_ELIMIT;
+    snprintf(buf, sizeof(buf), HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1"
+             "</mechanism></mechanisms></stream:features><challenge xmlns='" NS_SASL "'>%s</challenge>",
+             b64(SFIRST));
+    T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
+    T_EQ_INT(feed(&f, buf, T0), -IM_ELIMIT);
+    T_ASSERT(strstr(evs(&f), "STATE error SCRAM: key derivation refused (rate limited)\n"));
+    T_ASSERT(!strstr(outs(&f), "<response"));
+    fx_free(&f);
+
+    /* the derivation fails */
+    to_challenge(&f, "pencil");
+    T_EQ_INT(fx_kdf_answer(&f, -ENOMEM, T0 + 5), -ENOMEM);
+    T_EQ_STR(evs(&f), "KDF 1 sha1 4096 pencil salt 12\nSTATE error SCRAM: key derivation failed "
+             "(Cannot allocate memory)\n");
+    T_ASSERT(!strstr(outs(&f), "<response"));
+    fx_free(&f);
+
+    /* a key of the wrong length */
+    to_challenge(&f, "pencil");
+    uint8_t key[IM_KDF_MAX_KEY] = { 0 };
+    T_ASSERT(xmpp_ops.kdf_done(f.s, f.kdf_req, 0, key, 32, AT(T0 + 5)) < 0);
+    T_ASSERT(strstr(evs(&f), "STATE error SCRAM: the derived key has the wrong length\n"));
+    fx_free(&f);
+
+    /* the server speaks before our response: another challenge is an error,
+     * a failure ends the login; a late key then changes nothing */
+    to_challenge(&f, "pencil");
+    T_ASSERT(feed(&f, "<challenge xmlns='" NS_SASL "'>AAAA</challenge>", T0 + 5) < 0);
+    T_ASSERT(strstr(evs(&f), "STATE error SASL challenge before our SCRAM response\n"));
+    fx_free(&f);
+    to_challenge(&f, "pencil");
+    T_ASSERT(feed(&f, "<failure xmlns='" NS_SASL "'><not-authorized/></failure>", T0 + 5) < 0);
+    T_ASSERT(strstr(evs(&f), "STATE auth_failed not-authorized\n"));
+    size_t before = f.out.len;
+    T_ASSERT(fx_kdf_answer(&f, 0, T0 + 10) < 0);            /* dead: returns its code, writes nothing */
+    T_EQ_UINT(f.out.len, before);
+    fx_free(&f);
+
+    /* the login timeout still runs while the key is awaited */
+    to_challenge(&f, "pencil");
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + XMPP_LOGIN_TIMEOUT_MS - 1)), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, AT(T0 + XMPP_LOGIN_TIMEOUT_MS)), -ETIMEDOUT);
+    T_ASSERT(strstr(evs(&f), "STATE error login timed out after 30 s\n"));
+    fx_free(&f);
+
+    /* destroyed while the request is pending: nothing to do for the adapter
+     * (the glue drops the late result); ASan checks nothing leaks */
+    to_challenge(&f, "pencil");
+    T_ASSERT(f.kdf_pending);
+    fx_free(&f);
+}
+
+/* The monotonic clock drives the timers; the wall clock only stamps messages. */
+T_TEST(clock_roles)
+{
+    struct fx f;
+    const uint64_t wall = 1800000000000ull;     /* the wall clock nowhere near the monotonic one */
+
+    online(&f, false, BOB);
+    T_EQ_INT(xmpp_ops.input(f.s, (const uint8_t *)"<message from='bob@b.test/r' type='chat'><body>x</body>"
+                            "</message>", 65, (struct im_time){ .mono_ms = T0 + 5, .wall_ms = wall }), 0);
+    T_EQ_STR(evs(&f), "MESSAGE bob@b.test/r ts=1800000000000 tok=0 [x]\n");
+    /* idle for the keepalive is measured on the monotonic clock: wall jumps do nothing */
+    T_EQ_INT(xmpp_ops.tick(f.s, (struct im_time){ .mono_ms = T0 + 5 + XMPP_PING_IDLE_MS - 1,
+                                                  .wall_ms = wall + 36000000 }), 0);
+    T_EQ_STR(outs(&f), "");
+    T_EQ_INT(xmpp_ops.tick(f.s, (struct im_time){ .mono_ms = T0 + 5 + XMPP_PING_IDLE_MS,
+                                                  .wall_ms = wall - 36000000 }), 0);
+    T_EQ_STR(outs(&f), "<iq type='get' id='ping1'><ping xmlns='urn:xmpp:ping'/></iq>");
+    fx_free(&f);
+
+    /* the login timeout too */
+    fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
+    T_EQ_INT(xmpp_ops.start(f.s, (struct im_time){ .mono_ms = 1000, .wall_ms = wall }), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, (struct im_time){ .mono_ms = 1000 + XMPP_LOGIN_TIMEOUT_MS - 1,
+                                                  .wall_ms = wall + 36000000 }), 0);
+    T_EQ_INT(xmpp_ops.tick(f.s, (struct im_time){ .mono_ms = 1000 + XMPP_LOGIN_TIMEOUT_MS, .wall_ms = 0 }),
+             -ETIMEDOUT);
+    fx_free(&f);
+}
+
 T_MAIN(T_RUN(login_starttls_scram_sha1), T_RUN(login_split_at_every_position), T_RUN(login_split_at_random),
+       T_RUN(scram_kdf_handed_off), T_RUN(scram_kdf_failures), T_RUN(clock_roles),
        T_RUN(auth_failure), T_RUN(scram_server_signature_mismatch), T_RUN(stream_errors),
        T_RUN(plain_refused_without_tls), T_RUN(roster_push_and_presence), T_RUN(incoming_messages),
        T_RUN(outgoing_escaping), T_RUN(stream_management), T_RUN(logout_acks_committed_stanzas),
