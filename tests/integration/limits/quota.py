@@ -8,6 +8,9 @@ namespace, with /usr/bin/python3.
     (1,000) and says so in its detail; `contacts` answers; the account and
     its list survive a restart; add_contact past the cap gets `limit` on
     every network (XMPP on the server, IRC and SIP on the kept lists).
+  - a hostile IRC server floods 1,000 CTCP requests: a bounded number of
+    answers wait in the account's queue, so the user's next message is not
+    stuck behind them (row 7).
   - 600 messages from a real XMPP user to an appliance user who does not
     acknowledge: the queue stops near max-queued-per-user (the server is
     not read, the account's detail says so, across a kill -9 and restart),
@@ -15,6 +18,7 @@ namespace, with /usr/bin/python3.
 """
 import json
 import os
+import socket
 import sys
 import tempfile
 import time
@@ -274,9 +278,63 @@ def drain(c, t):
         c.events.append(m)
 
 
+def ctcp_flood(work):
+    """A hostile IRC server (this test) floods the account with 1,000 CTCP
+    VERSION requests, then the user sends a message: the account's queue holds
+    a bounded number of answers, so the message is not stuck behind 1,000 of
+    them (control lines leave first)."""
+    log("# CTCP answers bounded (a hostile IRC server)")
+    lsock = socket.socket()
+    lsock.bind((SERVER_ADDR, 0))
+    lsock.listen(1)
+    port = lsock.getsockname()[1]
+    os.makedirs(os.path.join(work, "ctcp"), exist_ok=True)
+    d = Daemon(os.path.join(work, "ctcp"), PORT)
+    d.start()
+    d.add_user("ann", "ann-pw")
+    c = Client(port=PORT)
+    c.login("ann", "ann-pw")
+    a = c.call("link", network="irc", login="ann", password="", server=server(port), tls="none")["account"]
+    lsock.settimeout(30)
+    conn, _ = lsock.accept()
+    conn.settimeout(30)
+    buf = b""
+    while b"USER " not in buf:
+        data = conn.recv(4096)
+        check(bool(data), "the appliance registers with the server")
+        buf += data
+    flood = b":irc.test 001 ann :Welcome ann\r\n:irc.test 376 ann :End of MOTD\r\n"
+    flood += b"".join(b":m%d!m@h PRIVMSG ann :\x01VERSION\x01\r\n" % (i % 9) for i in range(1000))
+    conn.sendall(flood)
+    wait_online(c, a)
+    c.call("send", to={"account": a, "address": "bob"}, body="hello bob")
+    answers, got = 0, False
+    buf = b""
+    end = time.monotonic() + 60
+    while not got and time.monotonic() < end:
+        data = conn.recv(65536)
+        if not data:
+            break
+        buf += data
+        while b"\r\n" in buf:
+            line, buf = buf.split(b"\r\n", 1)
+            if b"\x01VERSION imfuse\x01" in line:
+                answers += 1
+            elif line.startswith(b"PRIVMSG bob :hello bob"):
+                got = True
+                break
+    check(got, "the user's message reaches the server after the flood")
+    check(answers <= 12, "only a bounded number of CTCP answers went before it: %d of 1000 requests" % answers)
+    conn.close()
+    lsock.close()
+    c.close()
+    check(stop_proc(d.p) == 0, "imfused exits 0")
+
+
 def main():
     work = tempfile.mkdtemp(prefix="imfuse-quota-")
     log("# work directory " + work)
+    ctcp_flood(work)
     links(work)
     pdir = os.path.join(work, "prosody")
     stop_at_end("prosody.sh", "prosody_stop %s" % pdir)
