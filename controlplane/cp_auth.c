@@ -13,6 +13,7 @@
 #include "im_common.h"
 #include "cp_crypto.h"
 #include "cp_auth.h"
+#include "cp_lru.h"
 
 #define SRC_BUCKETS 1024
 
@@ -397,7 +398,7 @@ cp_auth_source(const char *peer, char *out, size_t n)
 
 struct rl_ent {
     struct rl_ent *hnext;
-    struct rl_ent *newer, *older;           /* recency list */
+    struct cp_lru_link lru;                 /* recency list */
     unsigned failures;                      /* lockout kind */
     unsigned inflight;
     unsigned lockouts;
@@ -408,7 +409,7 @@ struct rl_ent {
 
 struct cp_ratelim {
     struct rl_ent *b[RL_BUCKETS];
-    struct rl_ent *newest, *oldest;
+    struct cp_lru lru;
     bool rate;
     unsigned max_failures;                  /* lockout: failures; rate: the burst */
     uint64_t base_lock;                     /* lockout: first lock; rate: ms per token */
@@ -446,9 +447,9 @@ cp_ratelim_free(struct cp_ratelim *rl)
 {
     if (!rl)
         return;
-    while (rl->newest) {
-        struct rl_ent *e = rl->newest;
-        rl->newest = e->older;
+    while (rl->lru.newest) {
+        struct rl_ent *e = CP_LRU_ENTRY(rl->lru.newest, struct rl_ent, lru);
+        rl->lru.newest = e->lru.older;
         free(e);
     }
     free(rl);
@@ -464,38 +465,12 @@ rl_find(struct cp_ratelim *rl, const char *key)
 }
 
 static void
-lru_unlink(struct cp_ratelim *rl, struct rl_ent *e)
-{
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        rl->newest = e->older;
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        rl->oldest = e->newer;
-    e->newer = e->older = NULL;
-}
-
-static void
-lru_push(struct cp_ratelim *rl, struct rl_ent *e)
-{
-    e->older = rl->newest;
-    e->newer = NULL;
-    if (rl->newest)
-        rl->newest->newer = e;
-    else
-        rl->oldest = e;
-    rl->newest = e;
-}
-
-static void
 rl_remove(struct cp_ratelim *rl, struct rl_ent *e)
 {
     struct rl_ent **pp = rl_find(rl, e->key);
     BUG_ON(*pp != e);
     *pp = e->hnext;
-    lru_unlink(rl, e);
+    cp_lru_unlink(&rl->lru, &e->lru);
     free(e);
     rl->entries--;
 }
@@ -514,12 +489,13 @@ rl_idle(const struct cp_ratelim *rl, const struct rl_ent *e, uint64_t now)
 void
 cp_ratelim_expire(struct cp_ratelim *rl, uint64_t now)
 {
-    struct rl_ent *e = rl->oldest;
-    for (unsigned i = 0; e && i < RL_SWEEP; i++) {
-        struct rl_ent *next = e->newer;
+    struct cp_lru_link *l = rl->lru.oldest;
+    for (unsigned i = 0; l && i < RL_SWEEP; i++) {
+        struct cp_lru_link *next = l->newer;
+        struct rl_ent *e = CP_LRU_ENTRY(l, struct rl_ent, lru);
         if (rl_idle(rl, e, now))
             rl_remove(rl, e);
-        e = next;
+        l = next;
     }
 }
 
@@ -529,17 +505,16 @@ rl_get(struct cp_ratelim *rl, const char *key, uint64_t now)
 {
     struct rl_ent **pp = rl_find(rl, key), *e = *pp;
     if (e) {
-        lru_unlink(rl, e);
-        lru_push(rl, e);
+        cp_lru_touch(&rl->lru, &e->lru);
         return e;
     }
     cp_ratelim_expire(rl, now);
-    if (rl->entries >= rl->max_entries && rl->oldest) {
+    if (rl->entries >= rl->max_entries && rl->lru.oldest) {
         /* full: the least recently used goes (one in flight only if all are) */
-        struct rl_ent *v = rl->oldest;
-        for (unsigned i = 0; v && v->inflight && i < RL_SWEEP; i++)
+        struct cp_lru_link *v = rl->lru.oldest;
+        for (unsigned i = 0; v && CP_LRU_ENTRY(v, struct rl_ent, lru)->inflight && i < RL_SWEEP; i++)
             v = v->newer;
-        rl_remove(rl, v ? v : rl->oldest);
+        rl_remove(rl, CP_LRU_ENTRY(v ? v : rl->lru.oldest, struct rl_ent, lru));
     }
     pp = rl_find(rl, key);              /* the chain may have changed */
     size_t n = strlen(key) + 1;
@@ -547,7 +522,7 @@ rl_get(struct cp_ratelim *rl, const char *key, uint64_t now)
         return NULL;
     memcpy(e->key, key, n);
     *pp = e;
-    lru_push(rl, e);
+    cp_lru_push(&rl->lru, &e->lru);
     rl->entries++;
     return e;
 }
@@ -604,8 +579,7 @@ cp_ratelim_end(struct cp_ratelim *rl, const char *key, uint64_t now_ms, bool ok,
     if (e->inflight)
         e->inflight--;
     if (!ok) {
-        lru_unlink(rl, e);
-        lru_push(rl, e);
+        cp_lru_touch(&rl->lru, &e->lru);
         rl_failure(rl, e, now_ms);
     } else if (reset) {
         e->failures = 0;

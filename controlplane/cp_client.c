@@ -48,19 +48,27 @@ bad(struct req *r, const char *key, const char *why)
     cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
 }
 
-/* Typed field access that answers bad_request itself; 0 present, 1 absent, -1 answered. */
+/* A getter's result turned into the field helpers' answer: 0 present, 1
+ * absent (and optional), -1 answered with bad_request. */
 static int
-str_field(struct req *r, const msgpack_object *map, const char *key, uint32_t min, uint32_t max,
-          bool required, struct im_str *out)
+field_result(struct req *r, const char *key, bool required, int rc, const char *why)
 {
-    const char *why;
-    int rc = cl_get_str(map, key, min, max, out, &why);
     if (rc == 0)
         return 0;
     if (rc == -IM_ENOTFOUND && !required)
         return 1;
     bad(r, key, rc == -IM_ENOTFOUND ? "is required" : why);
     return -1;
+}
+
+/* Typed field access that answers bad_request itself; 0 present, 1 absent, -1 answered. */
+static int
+str_field(struct req *r, const msgpack_object *map, const char *key, uint32_t min, uint32_t max,
+          bool required, struct im_str *out)
+{
+    const char *why = NULL;
+    int rc = cl_get_str(map, key, min, max, out, &why);
+    return field_result(r, key, required, rc, why);
 }
 
 /* str_field() for text that reaches an IM network: NUL refused (cl_get_text()). */
@@ -68,27 +76,17 @@ static int
 text_field(struct req *r, const msgpack_object *map, const char *key, uint32_t min, uint32_t max,
            bool required, struct im_str *out)
 {
-    const char *why;
+    const char *why = NULL;
     int rc = cl_get_text(map, key, min, max, out, &why);
-    if (rc == 0)
-        return 0;
-    if (rc == -IM_ENOTFOUND && !required)
-        return 1;
-    bad(r, key, rc == -IM_ENOTFOUND ? "is required" : why);
-    return -1;
+    return field_result(r, key, required, rc, why);
 }
 
 static int
 uint_field(struct req *r, const msgpack_object *map, const char *key, bool required, uint64_t *out)
 {
-    const char *why;
+    const char *why = NULL;
     int rc = cl_get_uint(map, key, out, &why);
-    if (rc == 0)
-        return 0;
-    if (rc == -IM_ENOTFOUND && !required)
-        return 1;
-    bad(r, key, rc == -IM_ENOTFOUND ? "is required" : why);
-    return -1;
+    return field_result(r, key, required, rc, why);
 }
 
 static char *

@@ -21,13 +21,14 @@
 
 #include "dp_chan.h"
 #include "cp_int.h"
+#include "cp_lru.h"
 
 #define KDF_BUCKETS 4096
 #define KDF_SOURCE  "kdf"               /* the pool's source of every derivation */
 
 struct kdf_ent {
     struct kdf_ent *hnext;
-    struct kdf_ent *newer, *older;
+    struct cp_lru_link lru;
     uint8_t id[32];
     uint8_t key[IM_KDF_MAX_KEY];
     uint8_t key_len;
@@ -36,7 +37,7 @@ struct kdf_ent {
 struct cp_kdf {
     uint8_t secret[32];                 /* the HMAC key of the cache's ids */
     struct kdf_ent *b[KDF_BUCKETS];
-    struct kdf_ent *newest, *oldest;
+    struct cp_lru lru;
     unsigned n;
     uint64_t hits, derived, failed;
 };
@@ -64,9 +65,9 @@ cp_kdf_free(struct cp_kdf *k)
 {
     if (!k)
         return;
-    while (k->newest) {
-        struct kdf_ent *e = k->newest;
-        k->newest = e->older;
+    while (k->lru.newest) {
+        struct kdf_ent *e = CP_LRU_ENTRY(k->lru.newest, struct kdf_ent, lru);
+        k->lru.newest = e->lru.older;
         ent_free(e);
     }
     im_wipe(k->secret, sizeof(k->secret));
@@ -109,32 +110,6 @@ id_bucket(const uint8_t id[32])
     return h % KDF_BUCKETS;
 }
 
-static void
-lru_unlink(struct cp_kdf *k, struct kdf_ent *e)
-{
-    if (e->newer)
-        e->newer->older = e->older;
-    else
-        k->newest = e->older;
-    if (e->older)
-        e->older->newer = e->newer;
-    else
-        k->oldest = e->newer;
-    e->newer = e->older = NULL;
-}
-
-static void
-lru_push(struct cp_kdf *k, struct kdf_ent *e)
-{
-    e->older = k->newest;
-    e->newer = NULL;
-    if (k->newest)
-        k->newest->newer = e;
-    else
-        k->oldest = e;
-    k->newest = e;
-}
-
 static struct kdf_ent *
 cache_find(struct cp_kdf *k, const uint8_t id[32])
 {
@@ -149,13 +124,13 @@ cache_put(struct cp_kdf *k, const uint8_t id[32], const uint8_t *key, size_t len
 {
     if (cache_find(k, id) || len > IM_KDF_MAX_KEY)
         return;
-    if (k->n >= CP_KDF_CACHE_MAX && k->oldest) {
-        struct kdf_ent *v = k->oldest;
+    if (k->n >= CP_KDF_CACHE_MAX && k->lru.oldest) {
+        struct kdf_ent *v = CP_LRU_ENTRY(k->lru.oldest, struct kdf_ent, lru);
         struct kdf_ent **pp = &k->b[id_bucket(v->id)];
         while (*pp != v)
             pp = &(*pp)->hnext;
         *pp = v->hnext;
-        lru_unlink(k, v);
+        cp_lru_unlink(&k->lru, &v->lru);
         ent_free(v);
         k->n--;
     }
@@ -168,7 +143,7 @@ cache_put(struct cp_kdf *k, const uint8_t id[32], const uint8_t *key, size_t len
     unsigned b = id_bucket(id);
     e->hnext = k->b[b];
     k->b[b] = e;
-    lru_push(k, e);
+    cp_lru_push(&k->lru, &e->lru);
     k->n++;
 }
 
@@ -219,8 +194,7 @@ cp_kdf_request(struct cp_core *c, const struct dp_msg *m)
     struct kdf_ent *e = cache_find(k, id);
     if (e) {
         k->hits++;
-        lru_unlink(k, e);
-        lru_push(k, e);
+        cp_lru_touch(&k->lru, &e->lru);
         answer(c, m->uid, m->account, m->u.kdf.sess, m->u.kdf.req, 0, e->key, e->key_len);
         im_wipe(id, sizeof(id));
         return;

@@ -225,3 +225,11 @@ class Daemon:
         p = self.ctl_cmd("user", "add", name, stdin=password + "\n")
         if p.returncode != 0:
             raise RuntimeError("imfusectl user add %s: %s" % (name, p.stderr))
+
+
+def start_daemon(work, name, port, cafile=None, config=None, extra=()):
+    """A fresh imfused with its own directory work/name, started (Daemon's arguments)."""
+    os.makedirs(os.path.join(work, name), exist_ok=True)
+    d = Daemon(os.path.join(work, name), port, cafile, config=config, extra=extra)
+    d.start()
+    return d

@@ -83,6 +83,26 @@ class Client:
                 return m
             self.events.append(m)
 
+    def pipeline(self, reqs, timeout=60.0):
+        """Send requests [(op, {fields})] in one write; their replies, in the
+        order of the requests (events are kept)."""
+        ids, data = [], b""
+        for op, f in reqs:
+            self.next_id += 1
+            ids.append(self.next_id)
+            data += Client.frame(dict(f, op=op, id=self.next_id))
+        self.send_raw(data)
+        got = {}
+        while len(got) < len(ids):
+            m = self.recv_frame(timeout)
+            if m is None:
+                raise ProtocolError("connection closed after %d of %d replies" % (len(got), len(ids)))
+            if "id" in m and m["op"] in ("ok", "error"):
+                got[m["id"]] = m
+            else:
+                self.events.append(m)
+        return [got[i] for i in ids]
+
     def call(self, op, **fields):
         """request() that raises unless the reply is ok."""
         r = self.request(op, **fields)

@@ -16,7 +16,6 @@ namespace, with /usr/bin/python3.
     not read, the account's detail says so, across a kill -9 and restart),
     and as the user acknowledges every message arrives, once and in order.
 """
-import json
 import os
 import socket
 import sys
@@ -25,8 +24,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import (HERE as LIB, Daemon, JsonPeer, account_state, check, lib, lib_out, log,  # noqa: E402
-                     run, stop_at_end, stop_proc)
+from harness import (HERE as LIB, JsonPeer, account_state, check, lib, lib_out, log, run,  # noqa: E402
+                     start_daemon, stop_at_end, stop_proc)
 from imclient import Client  # noqa: E402
 from testenv import SERVER_ADDR, server  # noqa: E402
 
@@ -41,40 +40,16 @@ def prosody(cmd):
     lib("prosody.sh", cmd)
 
 
-def batch(c, reqs):
-    """Send requests [(op, fields)] in one write; their replies in order of the requests."""
-    ids = []
-    data = b""
-    for op, f in reqs:
-        c.next_id += 1
-        f = dict(f, op=op, id=c.next_id)
-        ids.append(c.next_id)
-        data += Client.frame(f)
-    c.send_raw(data)
-    got = {}
-    while len(got) < len(ids):
-        m = c.recv_frame(60)
-        if m is None:
-            raise RuntimeError("connection closed")
-        if "id" in m and m["op"] in ("ok", "error"):
-            got[m["id"]] = m
-        else:
-            c.events.append(m)
-    return [got[i] for i in ids]
-
-
 def links(work):
     log("# accounts per user, sessions in total")
-    os.makedirs(os.path.join(work, "links"), exist_ok=True)
-    d = Daemon(os.path.join(work, "links"), PORT, config={"max-sessions": 40, "max-contacts-per-account": 50})
-    d.start()
+    d = start_daemon(work, "links", PORT, config={"max-sessions": 40, "max-contacts-per-account": 50})
     d.add_user("eve", "eve-pw")
     d.add_user("dan", "dan-pw")
     c = Client(port=PORT)
     check(c.login("eve", "eve-pw")["op"] == "ok", "eve logs in")
     got = []
     for k in range(0, 5000, 500):
-        got += batch(c, [("link", {"network": "irc", "login": "n%d" % i, "password": "", "server": server(1),
+        got += c.pipeline([("link", {"network": "irc", "login": "n%d" % i, "password": "", "server": server(1),
                                    "tls": "none"}) for i in range(k, k + 500)])
     ok = [r for r in got if r["op"] == "ok"]
     lim = [r for r in got if r["op"] == "error" and r["code"] == "limit"]
@@ -85,7 +60,7 @@ def links(work):
     c.close()
     c = Client(port=PORT)
     c.login("dan", "dan-pw")
-    got = batch(c, [("link", {"network": "sip", "login": "sip:d%d@x.test" % i, "password": "",
+    got = c.pipeline([("link", {"network": "sip", "login": "sip:d%d@x.test" % i, "password": "",
                               "server": server(1), "tls": "none"}) for i in range(10)])
     codes = [r.get("code", "ok") for r in got]
     check(codes == ["ok"] * 8 + ["limit"] * 2 and "max-sessions" in got[-1]["message"],
@@ -96,7 +71,7 @@ def links(work):
         c = Client(port=PORT)
         c.login(user, user + "-pw")
         acct = c.call("accounts")["accounts"][0]
-        got = batch(c, [("add_contact", {"account": acct["account"], "address": fmt % i}) for i in range(51)])
+        got = c.pipeline([("add_contact", {"account": acct["account"], "address": fmt % i}) for i in range(51)])
         codes = [r.get("code", "ok") for r in got]
         check(codes == ["ok"] * 50 + ["limit"] and "max-contacts-per-account" in got[-1]["message"],
               "kept list (%s): 50 contacts, the 51st gets limit naming max-contacts-per-account"
@@ -121,10 +96,7 @@ def roster_body():
 
 def roster_and_queue(work, pdir, cafile):
     log("# contacts per account, queued messages per user")
-    ddir = os.path.join(work, "q")
-    os.makedirs(ddir, exist_ok=True)
-    d = Daemon(ddir, PORT, cafile, config={"max-queued-per-user": QUEUE_MAX})
-    d.start()
+    d = start_daemon(work, "q", PORT, cafile, config={"max-queued-per-user": QUEUE_MAX})
     d.add_user("me", "me-pw")
     c = Client(port=PORT)
     check(c.login("me", "me-pw")["op"] == "ok", "me logs in")
@@ -288,9 +260,7 @@ def ctcp_flood(work):
     lsock.bind((SERVER_ADDR, 0))
     lsock.listen(1)
     port = lsock.getsockname()[1]
-    os.makedirs(os.path.join(work, "ctcp"), exist_ok=True)
-    d = Daemon(os.path.join(work, "ctcp"), PORT)
-    d.start()
+    d = start_daemon(work, "ctcp", PORT)
     d.add_user("ann", "ann-pw")
     c = Client(port=PORT)
     c.login("ann", "ann-pw")

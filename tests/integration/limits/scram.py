@@ -19,7 +19,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import Daemon, check, lib, lib_out, log, run, stop_at_end, stop_proc  # noqa: E402
+from harness import check, lib, lib_out, log, run, start_daemon, stop_at_end, stop_proc  # noqa: E402
 from imclient import Client  # noqa: E402
 from testenv import server  # noqa: E402
 
@@ -58,9 +58,7 @@ def main():
         prosody("prosody_adduser %s u%d cap.test pw-u%d" % (pdir, i, i))
     cafile = lib_out("prosody.sh", "prosody_cafile %s" % pdir)
 
-    os.makedirs(os.path.join(work, "d"), exist_ok=True)
-    d = Daemon(os.path.join(work, "d"), PORT, cafile)
-    d.start()
+    d = start_daemon(work, "d", PORT, cafile)
     d.add_user("me", "me-pw")
     c = Client(port=PORT)
     check(c.login("me", "me-pw")["op"] == "ok", "me logs in")
@@ -80,19 +78,10 @@ def main():
     # ---- 30 accounts at the cap, a client pinging meanwhile ----------------------
     pinger = Client(port=PORT)
     check(pinger.login("me", "me-pw")["op"] == "ok", "a second client logs in")
-    data = b""
-    for i in range(N):
-        c.next_id += 1
-        data += Client.frame({"op": "link", "id": c.next_id, "network": "xmpp", "login": "u%d@cap.test" % i,
-                              "password": "pw-u%d" % i, "server": server(XMPP_PORT), "tls": "starttls"})
-    c.send_raw(data)
-    ids = []
-    while len(ids) < N:
-        m = c.recv_frame(60)
-        if m is not None and m.get("op") == "ok" and "account" in m:
-            ids.append(m["account"])
-        elif m is not None and m.get("op") == "error":
-            check(False, "link refused: %r" % m)
+    rs = c.pipeline([("link", {"network": "xmpp", "login": "u%d@cap.test" % i, "password": "pw-u%d" % i,
+                               "server": server(XMPP_PORT), "tls": "starttls"}) for i in range(N)])
+    check(all(r["op"] == "ok" for r in rs), "30 accounts linked at once")
+    ids = [r["account"] for r in rs]
     pings = pings_ok = answered_pending = 0
     end = time.monotonic() + 240
     while time.monotonic() < end:

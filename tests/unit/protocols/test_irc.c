@@ -760,6 +760,23 @@ T_TEST(messages_out_split_all_prefixes)
 
 /* ---- pacing ----------------------------------------------------------------------- */
 
+/* A session of alice past the server's welcome at T0, writing into ref
+ * (cleared first). */
+static struct im_sess *
+welcomed(void)
+{
+    static const struct im_account_cfg cfg = { .account = 1, .login = "alice", .password = "", .host = "h",
+                                               .port = 1, .tls_name = "" };
+    static struct im_io io;
+    memset(&ref, 0, sizeof(ref));
+    io = (struct im_io){ .out = h_out, .event = h_event, .ud = &ref };
+    struct im_sess *s = irc_ops.create(&cfg, &io);
+    T_ASSERT(s);
+    T_EQ_INT(irc_ops.start(s, AT(T0)), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), AT(T0)), 0);
+    return s;
+}
+
 T_TEST(pacing_token_bucket)
 {
     struct setup su = { 0 };                  /* defaults: burst 5, 1 line / 1000 ms */
@@ -782,13 +799,7 @@ T_TEST(pacing_token_bucket)
 
     /* play the clock: one line per second, never faster, none lost, in order */
     struct rec *r = &ref;
-    memset(r, 0, sizeof(*r));
-    struct im_account_cfg cfg = { .account = 1, .login = "alice", .password = "", .host = "h", .port = 1,
-                                  .tls_name = "" };
-    struct im_io io = { .out = h_out, .event = h_event, .ud = r };
-    struct im_sess *s = irc_ops.create(&cfg, &io);
-    T_EQ_INT(irc_ops.start(s, AT(T0)), 0);
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), AT(T0)), 0);
+    struct im_sess *s = welcomed();
     /* the bucket refills with time: wait 10 s so that it is full */
     T_EQ_INT(irc_ops.tick(s, AT(T0 + 10000)), 0);
     size_t base = r->outn;
@@ -912,13 +923,7 @@ T_TEST(clock_roles)
 T_TEST(ctcp_flood_bounded)
 {
     struct rec *r = &ref;
-    memset(r, 0, sizeof(*r));
-    struct im_account_cfg cfg = { .account = 1, .login = "alice", .password = "", .host = "h", .port = 1,
-                                  .tls_name = "" };
-    struct im_io io = { .out = h_out, .event = h_event, .ud = r };
-    struct im_sess *s = irc_ops.create(&cfg, &io);
-    T_EQ_INT(irc_ops.start(s, AT(T0)), 0);
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), AT(T0)), 0);
+    struct im_sess *s = welcomed();
     static char flood[64 * 1000];
     size_t n = 0;
     for (int i = 0; i < 1000; i++)
