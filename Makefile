@@ -181,4 +181,43 @@ demo: deps all
 clean:
 	rm -rf build
 
+# ---- installing, the Debian package, the appliance image ----------------
+#   make install  binaries, unit, sysusers entry, default config (kept when
+#                 present), man pages; honours DESTDIR and PREFIX
+#   make deb      build/deb/imfuse_*.deb from this tree (tools/deb.sh)
+#   make image    build/image/: root.img, vmlinuz, initrd.img (images/build.sh; root)
+PREFIX      ?= /usr/local
+BINDIR      ?= $(PREFIX)/bin
+SBINDIR     ?= $(PREFIX)/sbin
+MANDIR      ?= $(PREFIX)/share/man
+MIBDIR      ?= $(PREFIX)/share/snmp/mibs
+SYSUSERSDIR ?= $(PREFIX)/lib/sysusers.d
+# the unit names /etc/imfuse (ConfigurationDirectory=), whatever the PREFIX
+SYSCONFDIR  ?= /etc
+UNITDIR     ?= $(if $(filter /usr,$(PREFIX)),/lib/systemd/system,$(PREFIX)/lib/systemd/system)
+INSTALL     ?= install
+
+.PHONY: install deb image
+install: all
+	$(INSTALL) -d $(DESTDIR)$(BINDIR) $(DESTDIR)$(SBINDIR) $(DESTDIR)$(UNITDIR) $(DESTDIR)$(SYSUSERSDIR) \
+	    $(DESTDIR)$(SYSCONFDIR)/imfuse $(DESTDIR)$(MANDIR)/man1 $(DESTDIR)$(MANDIR)/man5 $(DESTDIR)$(MANDIR)/man8
+	$(INSTALL) -m 0755 $(BUILD)/imfused $(BUILD)/imfusectl $(DESTDIR)$(SBINDIR)/
+	$(INSTALL) -m 0755 $(BUILD)/imfuse $(DESTDIR)$(BINDIR)/
+	sed 's|^ExecStart=/usr/sbin/|ExecStart=$(SBINDIR)/|' images/imfused.service >$(DESTDIR)$(UNITDIR)/imfused.service
+	chmod 0644 $(DESTDIR)$(UNITDIR)/imfused.service
+	$(INSTALL) -m 0644 images/imfuse.sysusers $(DESTDIR)$(SYSUSERSDIR)/imfuse.conf
+	[ -e $(DESTDIR)$(SYSCONFDIR)/imfuse/imfused.conf ] || \
+	    $(INSTALL) -m 0644 images/imfused.conf $(DESTDIR)$(SYSCONFDIR)/imfuse/imfused.conf
+	$(INSTALL) -m 0644 docs/man/imfuse.1 $(DESTDIR)$(MANDIR)/man1/
+	$(INSTALL) -m 0644 docs/man/imfused.conf.5 $(DESTDIR)$(MANDIR)/man5/
+	$(INSTALL) -m 0644 docs/man/imfused.8 docs/man/imfusectl.8 $(DESTDIR)$(MANDIR)/man8/
+	set -e; for m in $(wildcard mibs/*.txt); do \
+	    $(INSTALL) -D -m 0644 $$m $(DESTDIR)$(MIBDIR)/$$(basename $$m); done
+
+deb:
+	./tools/deb.sh
+
+image:
+	./images/build.sh
+
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

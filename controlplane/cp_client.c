@@ -25,6 +25,9 @@ struct req {
 #define MAX_UNIFIED         10000
 #define MAX_MEMBERS         64
 #define MAX_OPTIONS         32
+/* A stored unified list must fit a frame with what goes around it: the
+ * reply's {op, id, contacts} and the login's {user, device, unified}. */
+#define CP_UNIFIED_MAX_BYTES (CL_FRAME_MAX - 1024)
 #define USER_NAME_RULE      "must be 1-64 characters of a-z, 0-9, '.', '_' and '-'"
 
 bool
@@ -260,29 +263,196 @@ login_end(struct cp_core *c, const struct cp_auth_job *j, bool ok)
     cp_ratelim_end(c->rl_addr, k.src, now, ok, false);
 }
 
+/*
+ * The replay of the queue after login is paced by the connection: one batch
+ * at a time, each read from a read-only snapshot of what is committed and
+ * sent at once (DPM_DELIVERs to the connection, then DPM_REPLAY_END), the
+ * next asked for (CPM_REPLAY_NEXT) only when the client has drained the
+ * last.  Live deliveries skip a connection whose replay has not caught up:
+ * what is committed meanwhile is in the queue, so the replay reads it in
+ * seq order; once a batch reaches the end of the snapshot, everything
+ * committed later arrives live after the DPM_REPLAY_END, with higher seqs.
+ *
+ * So that a replaying connection still gets every message that was queued
+ * at its login (`queued` of them), an ack from another connection of the
+ * user removes only what every replaying connection has been sent; the rest
+ * of it waits on those sessions (ack_wait) and goes through as they move on
+ * or end.  Later logins start after the ack, so nothing acknowledged is
+ * replayed to them.  The wait is kept in memory: after a crash the messages
+ * it held come again (at least once, as the outbox's lazy deletes).
+ */
+#define CP_REPLAY_MSGS      512             /* messages per batch at most */
+#define CP_REPLAY_BYTES     (256u * 1024)   /* frame bytes per batch at most */
+
 struct replay_ctx {
     struct cp_core *c;
     uint32_t conn, gen;
+    uint64_t last;
+    size_t bytes;
+    unsigned n;
+    bool more;
 };
 
 static int
 replay_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
 {
     struct replay_ctx *rc = ud;
+    if (rc->n && (rc->n >= CP_REPLAY_MSGS || rc->bytes + n > CP_REPLAY_BYTES)) {
+        rc->more = true;
+        return 1;
+    }
     struct dp_msg d = { .type = DPM_DELIVER, .uid = uid, .conn = rc->conn, .gen = rc->gen };
     d.u.deliver.seq = seq;
     if (dp_msg_copy(&d, v, n) < 0)
         cp_oom(__func__);
     dp_chan_send_down(rc->c->ch, &d);
+    rc->last = seq;
+    rc->bytes += n;
+    rc->n++;
     return 0;
 }
 
+/* One batch of uid's queue after seq `after` to one connection, from the
+ * snapshot t, then its DPM_REPLAY_END. */
+static bool
+replay_batch(struct cp_core *c, struct cp_txn *t, uint32_t conn, uint32_t gen, uint64_t uid,
+             uint64_t *after)
+{
+    struct replay_ctx rc = { c, conn, gen, *after, 0, 0, false };
+    if (*after < UINT64_MAX)
+        (void)cp_blob_each(t, CP_DB_QUEUE, uid, *after + 1, replay_one, &rc);
+    struct dp_msg e = { .type = DPM_REPLAY_END, .conn = conn, .gen = gen, .uid = uid };
+    e.u.replay_end.last = rc.last;
+    e.u.replay_end.more = rc.more;
+    dp_chan_send_down(c->ch, &e);
+    *after = rc.last;
+    return rc.more;
+}
+
+static int
+count_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
+{
+    (*(uint64_t *)ud)++;
+    return 0;
+}
+
+static struct cp_session *
+session_find(struct cp_core *c, uint32_t conn, uint32_t gen)
+{
+    for (struct cp_session *s = c->sessions; s; s = s->next)
+        if (s->conn == conn && s->gen == gen)
+            return s;
+    return NULL;
+}
+
+/* The highest seq every replaying session of uid has been sent, up to seq. */
+static uint64_t
+replayed_by_all(struct cp_core *c, uint64_t uid, uint64_t seq)
+{
+    for (struct cp_session *s = c->sessions; s; s = s->next)
+        if (s->uid == uid && s->replaying && s->replay_at < seq)
+            seq = s->replay_at;
+    return seq;
+}
+
+/* Remove uid's queued messages up to upto in this turn (the queue quota
+ * follows the commit).  0 or the store's error. */
+static int
+queue_del(struct cp_core *c, struct cp_txn *t, uint64_t uid, uint64_t upto)
+{
+    uint64_t n, bytes;
+    int rc = cp_queue_del_upto(t, uid, upto, &n, &bytes);
+    if (rc == 0 && n)
+        cp_quota_queue(c, uid, -(int64_t)n, -(int64_t)bytes);
+    return rc;
+}
+
+/* An ack up to seq waiting for replays: remove what they all have now. */
+static void
+ack_apply(struct cp_core *c, uint64_t uid, uint64_t seq)
+{
+    uint64_t upto = replayed_by_all(c, uid, seq);
+    struct cp_txn *t = cp_txn(c);
+    if (upto && t)
+        (void)queue_del(c, t, uid, upto);
+}
+
+/* Where a new login of uid starts: after any ack still waiting on replays. */
+static uint64_t
+ack_floor(struct cp_core *c, uint64_t uid)
+{
+    uint64_t floor = 0;
+    for (struct cp_session *s = c->sessions; s; s = s->next)
+        if (s->uid == uid && s->replaying && s->ack_wait > floor)
+            floor = s->ack_wait;
+    return floor;
+}
+
+/* A session was sent up to last, and is done when !more. */
+static void
+session_replayed(struct cp_core *c, struct cp_session *s, uint64_t last, bool more)
+{
+    if (last > s->replay_at)
+        s->replay_at = last;
+    s->replaying = more;
+    if (s->ack_wait) {
+        uint64_t seq = s->ack_wait;
+        if (!more)
+            s->ack_wait = 0;
+        ack_apply(c, s->uid, seq);
+    }
+}
+
+void
+cp_client_session_end(struct cp_core *c, const struct dp_msg *m)
+{
+    struct cp_session *s = session_find(c, m->conn, m->gen);
+    uint64_t uid = s ? s->uid : 0, seq = s && s->replaying ? s->ack_wait : 0;
+    cp_session_del(c, m->conn, m->gen);
+    if (seq)
+        ack_apply(c, uid, seq);
+}
+
+void
+cp_client_replay_next(struct cp_core *c, const struct dp_msg *m)
+{
+    struct cp_session *s = session_find(c, m->conn, m->gen);
+    if (!s || s->uid != m->uid || !s->replaying)
+        return;                         /* logged out or gone meanwhile */
+    struct cp_txn *t = NULL;
+    int rc = cp_txn_begin(c->store, false, &t);
+    if (rc < 0) {
+        /* Nothing is lost (it stays queued): the client logs in again. */
+        LOG(IM_LOG_ERROR, "replay to uid %llu: cannot read the store: %s", (unsigned long long)m->uid,
+            cp_store_strerror(rc));
+        struct dp_msg d;
+        uint8_t *f;
+        size_t len;
+        memset(&d, 0, sizeof(d));
+        d.type = DPM_CONN_CLOSE;
+        d.conn = m->conn;
+        d.gen = m->gen;
+        if (cl_build_error(false, 0, CL_ERR_INTERNAL, "storage unavailable: log in again later", &f,
+                           &len) == 0) {
+            if (dp_msg_copy(&d, f, len) < 0)
+                cp_oom(__func__);
+            free(f);
+        }
+        dp_chan_send_down(c->ch, &d);
+        return;
+    }
+    uint64_t last = m->u.replay_next.after;
+    bool more = replay_batch(c, t, m->conn, m->gen, m->uid, &last);
+    cp_txn_abort(t);
+    session_replayed(c, s, last, more);
+}
+
 /*
- * The login's answer and its replay come from a read-only snapshot of what
- * is committed and leave at once: a login writes nothing, so it must not
- * wait for this turn's commit, nor be lost if that commit fails (a full
- * disk).  Messages this turn commits reach the new session after the
- * commit, like every delivery, with higher seqs than the replay's.
+ * The login's answer and its replay's first batch come from a read-only
+ * snapshot of what is committed and leave at once: a login writes nothing,
+ * so it must not wait for this turn's commit, nor be lost if that commit
+ * fails (a full disk).  Messages this turn commits reach the new session
+ * after the commit, like every delivery, with higher seqs than the replay's.
  */
 static void
 login_done(void *ctx, struct cp_auth_job *j)
@@ -307,31 +477,47 @@ login_done(void *ctx, struct cp_auth_job *j)
     }
     login_end(c, j, true);
 
-    uint64_t queued = 0;
-    (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
-    struct cl_enc e;
-    cl_enc_init(&e);
-    msgpack_pack_map(&e.pk, 3);
-    cl_pack_kstr(&e, "user", u.name);
-    cl_pack_kstr(&e, "device", j->device);
-    cl_pack_key(&e, "unified");
-    cp_pack_unified(c, t, u.uid, &e);
+    uint64_t queued = 0, start = ack_floor(c, u.uid);
+    if (start)
+        (void)cp_blob_each(t, CP_DB_QUEUE, u.uid, start + 1, count_one, &queued);
+    else
+        (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
     struct dp_msg ok = { .type = DPM_LOGIN_OK, .conn = j->conn, .gen = j->gen, .uid = u.uid };
     ok.u.login_ok.req = j->req_id;
     ok.u.login_ok.queued = queued;
-    if (dp_msg_set_frame(&ok, &e) < 0) {
+    for (int with_unified = 1; with_unified >= 0; with_unified--) {
+        struct cl_enc e;
+        cl_enc_init(&e);
+        msgpack_pack_map(&e.pk, with_unified ? 3 : 2);
+        cl_pack_kstr(&e, "user", u.name);
+        cl_pack_kstr(&e, "device", j->device);
+        if (with_unified) {
+            cl_pack_key(&e, "unified");
+            cp_pack_unified(c, t, u.uid, &e);
+        }
+        if (dp_msg_set_frame(&ok, &e) == 0)
+            break;
+        /* A list stored before set_unified checked its size: the user can
+         * still log in, without it (a smaller set_unified replaces it). */
+        c->plane_oversize++;
+        LOG(IM_LOG_ERROR, "login of %s: the stored unified list is over the frame limit: "
+            "logging in without it", j->user);
+    }
+    if (!ok.len) {
         cp_txn_abort(t);
-        LOG(IM_LOG_ERROR, "login of %s: the unified list is over the frame limit", j->user);
-        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL,
-                        "the unified contact list is too large to send");
+        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL, "out of memory, try again");
         return;
     }
     dp_chan_send_down(c->ch, &ok);
-
-    struct replay_ctx rc = { c, j->conn, j->gen };
-    (void)cp_blob_each(t, CP_DB_QUEUE, u.uid, 0, replay_one, &rc);
+    uint64_t last = start;
+    bool more = replay_batch(c, t, j->conn, j->gen, u.uid, &last);
     cp_txn_abort(t);
     cp_session_add(c, j->conn, j->gen, u.uid, u.name, j->peer, j->device);
+    struct cp_session *s = session_find(c, j->conn, j->gen);
+    if (s) {
+        s->replaying = more;
+        s->replay_at = last;
+    }
     LOG(IM_LOG_INFO, "user %s logged in from %s (%llu queued)", u.name, j->peer,
         (unsigned long long)queued);
 }
@@ -470,54 +656,60 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
         }
     }
 
-    /* The unified list rides along unless the frame would be over the
-     * limit with it; it then follows as a DPM_UNIFIED of its own.  The
-     * contact list always fits (max-contacts-per-account). */
-    bool with_unified = true;
+    /* The whole configuration; over the frame limit, without the unified
+     * list (the login brings it), then without the stored contacts too (the
+     * emulated login fetches them again). */
     struct dp_msg m = { .type = DPM_ACCOUNT_UP, .uid = a->uid, .account = a->account };
-again:;
-    struct cl_enc e;
-    cl_enc_init(&e);
-    msgpack_pack_map(&e.pk, 9 + (with_unified ? 1 : 0) + (with_contacts ? 1 : 0));
-    cl_pack_kstr(&e, "user", u.name);
-    cl_pack_kstr(&e, "network", a->network);
-    cl_pack_kstr(&e, "login", a->login);
-    cl_pack_kstrn(&e, "password", (const char *)pw, pwlen);
-    cl_pack_kstr(&e, "server", a->server);
-    cl_pack_kstr(&e, "tls", a->tls);
-    cl_pack_kstr(&e, "tls_name", tls_name);
-    cl_pack_kstr(&e, "name", a->name);
-    cl_pack_key(&e, "options");
-    if (have_opts)
-        msgpack_pack_object(&e.pk, om.root);
-    else
-        msgpack_pack_map(&e.pk, 0);
-    if (with_unified) {
-        cl_pack_key(&e, "unified");
-        cp_pack_unified(c, t, a->uid, &e);
-    }
-    if (with_contacts) {
-        cl_pack_key(&e, "contacts");
-        struct contacts_ctx cx = { &e, a->account, false };
-        (void)cp_blob_each(t, CP_DB_CONTACTS, a->uid, a->account, pack_contacts_blob, &cx);
-        if (!cx.found)
-            msgpack_pack_array(&e.pk, 0);
-    }
-    if (dp_msg_set_frame(&m, &e) < 0 && with_unified) {     /* e is wiped and released */
-        with_unified = false;
-        goto again;
+    int levels = with_contacts ? 3 : 2, used = -1;
+    for (int level = 0; level < levels && !m.len; level++) {
+        bool with_unified = level == 0, with_list = with_contacts && level < 2;
+        struct cl_enc e;
+        cl_enc_init(&e);
+        msgpack_pack_map(&e.pk, 9 + (with_unified ? 1 : 0) + (with_list ? 1 : 0));
+        cl_pack_kstr(&e, "user", u.name);
+        cl_pack_kstr(&e, "network", a->network);
+        cl_pack_kstr(&e, "login", a->login);
+        cl_pack_kstrn(&e, "password", (const char *)pw, pwlen);
+        cl_pack_kstr(&e, "server", a->server);
+        cl_pack_kstr(&e, "tls", a->tls);
+        cl_pack_kstr(&e, "tls_name", tls_name);
+        cl_pack_kstr(&e, "name", a->name);
+        cl_pack_key(&e, "options");
+        if (have_opts)
+            msgpack_pack_object(&e.pk, om.root);
+        else
+            msgpack_pack_map(&e.pk, 0);
+        if (with_unified) {
+            cl_pack_key(&e, "unified");
+            cp_pack_unified(c, t, a->uid, &e);
+        }
+        if (with_list) {
+            cl_pack_key(&e, "contacts");
+            struct contacts_ctx cx = { &e, a->account, false };
+            (void)cp_blob_each(t, CP_DB_CONTACTS, a->uid, a->account, pack_contacts_blob, &cx);
+            if (!cx.found)
+                msgpack_pack_array(&e.pk, 0);
+        }
+        if (dp_msg_set_frame(&m, &e) == 0) {
+            used = level;
+        } else {
+            c->plane_oversize++;
+            LOG(IM_LOG_WARN, "account %llu: its configuration%s is over the frame limit: %s",
+                (unsigned long long)a->account, level == 0 ? " with the unified list" :
+                level == 1 && with_list ? " with its stored contacts" : "",
+                level + 1 < levels ? "sent without" : "not started");
+        }
     }
     if (have_opts)
         cl_msg_free(&om);
     im_wipe(pw, pwlen);
     free(pw);
-    if (!m.len) {
-        LOG(IM_LOG_ERROR, "account %llu: its configuration is over the frame limit: not started",
-            (unsigned long long)a->account);
+    if (!m.len)
         return -IM_ETOOBIG;
-    }
     cp_after_commit(c, &m, NULL);
-    if (!with_unified) {
+    if (used > 0) {
+        /* the unified list follows on its own (the user's messages are
+         * tagged with it before any login brings it) */
         struct cl_enc ue;
         cl_enc_init(&ue);
         msgpack_pack_map(&ue.pk, 1);
@@ -953,10 +1145,6 @@ given_id_cmp(const void *a, const void *b)
     return x->contact < y->contact ? -1 : x->contact > y->contact;
 }
 
-/* Room kept in a frame beside the unified list (DPM_LOGIN_OK adds the user
- * and the device to it). */
-#define UNIFIED_FRAME_SPARE 256
-
 /*
  * set_unified: validated whole (no change on any error), members
  * normalised, duplicates found by sorting (O(n log n)), the members in all
@@ -1013,12 +1201,9 @@ op_set_unified(struct req *r)
     struct given_id *given = calloc(n + 1, sizeof(*given));
     struct norm_member *all = calloc(total + 1, sizeof(*all));
     struct norm_member **order = calloc(total + 1, sizeof(*order));
-    msgpack_sbuffer *blobs = calloc(n + 1, sizeof(*blobs));
-    struct cl_enc reply, down;
-    bool encs = false;
     uint32_t n_all = 0, n_given = 0;
     char msg[512];
-    if (!ids || !given || !all || !order || !blobs)
+    if (!ids || !given || !all || !order)
         cp_oom(__func__);
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *uc = &list->via.array.ptr[i], *members;
@@ -1120,19 +1305,15 @@ op_set_unified(struct req *r)
             goto bad_req;
         }
 
-    /* pass 2: the new list, built whole before anything is stored */
-    cl_enc_init(&reply);
-    cl_enc_init(&down);
-    encs = true;
-    msgpack_pack_map(&reply.pk, 3);
-    cl_pack_kstr(&reply, "op", "ok");
-    cl_pack_kuint(&reply, "id", r->id);
-    cl_pack_key(&reply, "contacts");
-    msgpack_pack_array(&reply.pk, n);
-    msgpack_pack_map(&down.pk, 1);
-    cl_pack_key(&down, "unified");
-    msgpack_pack_array(&down.pk, n);
-    uint64_t next_unified = u.next_unified;
+    /* pass 2: the new list, packed; it must fit a frame with room for the
+     * reply and the login around it, else nothing changes */
+    msgpack_sbuffer lsb;
+    msgpack_packer pk;
+    size_t *offs = calloc((size_t)n + 1, sizeof(*offs));
+    if (!offs)
+        cp_oom(__func__);
+    msgpack_sbuffer_init(&lsb);
+    msgpack_packer_init(&pk, &lsb, msgpack_sbuffer_write);
     uint32_t mi = 0;
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *uc = &list->via.array.ptr[i], *members;
@@ -1142,11 +1323,8 @@ op_set_unified(struct req *r)
         (void)cl_get_array(uc, "members", &members, &why);
         bool has_prefer = cl_get_uint(uc, "prefer", &prefer, &why) == 0;
         if (!ids[i])
-            ids[i] = next_unified++;
-        msgpack_sbuffer *sb = &blobs[i];
-        msgpack_packer pk;
-        msgpack_sbuffer_init(sb);
-        msgpack_packer_init(&pk, sb, msgpack_sbuffer_write);
+            ids[i] = u.next_unified++;
+        offs[i] = lsb.size;
         msgpack_pack_map(&pk, has_prefer ? 4 : 3);
         msgpack_pack_str_with_body(&pk, "id", 2);
         msgpack_pack_uint64(&pk, ids[i]);
@@ -1165,49 +1343,56 @@ op_set_unified(struct req *r)
             msgpack_pack_str_with_body(&pk, "prefer", 6);
             msgpack_pack_uint64(&pk, prefer);
         }
-        if (!sb->data)
-            cp_oom(__func__);
-        cl_enc_raw(&reply, sb->data, sb->size);
-        cl_enc_raw(&down, sb->data, sb->size);
     }
-    size_t flen;
-    if (!cl_enc_finish(&reply, &flen) || flen - 4 > CL_FRAME_MAX - UNIFIED_FRAME_SPARE) {
+    offs[n] = lsb.size;
+    if (!lsb.data && n)
+        cp_oom(__func__);
+    if (lsb.size > CP_UNIFIED_MAX_BYTES) {
         c->lim.unified++;
-        snprintf(msg, sizeof(msg), "the unified list would be over the %u-byte frame limit: "
-                 "use fewer or shorter contacts", CL_FRAME_MAX - UNIFIED_FRAME_SPARE);
+        snprintf(msg, sizeof(msg), "the unified list would take %zu bytes: over the %u bytes that fit a "
+                 "frame with the reply around it; nothing was changed", lsb.size, CP_UNIFIED_MAX_BYTES);
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_LIMIT, msg);
-        goto done;
+        goto pass2_done;
     }
 
     /* pass 3: replace the stored list */
     uint64_t del;
     rc = cp_blob_del_upto(t, CP_DB_UNIFIED, r->uid, UINT64_MAX, &del);
     for (uint32_t i = 0; i < n && rc >= 0; i++)
-        rc = cp_blob_put(t, CP_DB_UNIFIED, r->uid, ids[i], blobs[i].data, blobs[i].size);
-    u.next_unified = next_unified;
+        rc = cp_blob_put(t, CP_DB_UNIFIED, r->uid, ids[i], lsb.data + offs[i], offs[i + 1] - offs[i]);
     if (rc >= 0)
         rc = cp_user_put(t, &u);
     if (rc < 0) {
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
-        goto done;
+        goto pass2_done;
     }
-    encs = false;
+    struct cl_enc reply, down;
+    cl_enc_init(&reply);
+    msgpack_pack_map(&reply.pk, 3);
+    cl_pack_kstr(&reply, "op", "ok");
+    cl_pack_kuint(&reply, "id", r->id);
+    cl_pack_key(&reply, "contacts");
+    msgpack_pack_array(&reply.pk, n);
+    cl_enc_raw(&reply, lsb.data, lsb.size);
     cp_client_reply_durable(c, r->conn, r->gen, r->id, &reply);
+    cl_enc_init(&down);
+    msgpack_pack_map(&down.pk, 1);
+    cl_pack_key(&down, "unified");
+    msgpack_pack_array(&down.pk, n);
+    cl_enc_raw(&down, lsb.data, lsb.size);
     struct dp_msg dm = { .type = DPM_UNIFIED, .uid = r->uid };
-    (void)dp_msg_set_frame(&dm, &down);
-    cp_after_commit(c, &dm, NULL);
+    if (dp_msg_set_frame(&dm, &down) == 0)
+        cp_after_commit(c, &dm, NULL);
+    else
+        cp_oom("unified list to the dataplane");    /* fits: checked above */
+pass2_done:
+    msgpack_sbuffer_destroy(&lsb);
+    free(offs);
     goto done;
 
 bad_req:
     cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
 done:
-    if (encs) {
-        cl_enc_free(&reply);
-        cl_enc_free(&down);
-    }
-    for (uint32_t i = 0; i < n; i++)
-        msgpack_sbuffer_destroy(&blobs[i]);
-    free(blobs);
     free(ids);
     free(given);
     free(all);
@@ -1222,7 +1407,7 @@ op_ack(struct req *r)
 {
     struct cp_core *c = r->c;
     struct cp_user u;
-    uint64_t seq, n = 0, bytes = 0;
+    uint64_t seq;
     int rc;
 
     if (uint_field(r, &r->msg.root, "seq", true, &seq))
@@ -1239,13 +1424,18 @@ op_ack(struct req *r)
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
         return;
     }
-    rc = cp_queue_del_upto(t, r->uid, seq, &n, &bytes);
+    /* What a replaying connection of the user has not been sent yet stays
+     * until it has (see the replay above). */
+    uint64_t upto = replayed_by_all(c, r->uid, seq);
+    rc = upto ? queue_del(c, t, r->uid, upto) : 0;
     if (rc < 0) {
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
         return;
     }
-    if (n)
-        cp_quota_queue(c, r->uid, -(int64_t)n, -(int64_t)bytes);
+    if (upto < seq)
+        for (struct cp_session *s = c->sessions; s; s = s->next)
+            if (s->uid == r->uid && s->replaying && s->ack_wait < seq)
+                s->ack_wait = seq;
     cp_client_ok(c, r->conn, r->gen, r->id);
 }
 

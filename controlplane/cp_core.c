@@ -12,6 +12,7 @@
 #include "im_clock.h"
 #include "dp_chan.h"
 #include "cp_int.h"
+#include "cp_sd.h"
 
 #define CP_UP_BATCH     4096            /* dataplane messages per group commit */
 #define CP_RETRY_MS     1000            /* a failed commit's messages are tried again after */
@@ -141,7 +142,11 @@ void
 cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id, struct cl_enc *e)
 {
     struct dp_msg ok = { .type = DPM_CONN_SEND, .conn = conn, .gen = gen };
-    (void)dp_msg_set_frame(&ok, e);     /* too large: no payload, nothing written */
+    if (dp_msg_set_frame(&ok, e) < 0) {
+        /* too large to send: the client hears why instead of nothing */
+        c->plane_oversize++;
+        error_msg(&ok, conn, gen, id, CL_ERR_LIMIT, "the reply would pass the 1 MiB frame limit");
+    }
     struct cp_after *a = after_queue(c, &ok, NULL);
     a->fail_reply = true;               /* the error is made only if the commit fails */
     a->fail_conn = conn;
@@ -711,12 +716,15 @@ handle_up(struct cp_core *c, struct dp_msg *m)
     case CPM_RESOLVE:
         handle_resolve(c, m);
         break;
+    case CPM_REPLAY_NEXT:
+        cp_client_replay_next(c, m);
+        break;
     case CPM_KDF:
         cp_kdf_request(c, m);
         break;
     case CPM_CONN_CLOSED:
     case CPM_CONN_LOGOUT:
-        cp_session_del(c, m->conn, m->gen);
+        cp_client_session_end(c, m);
         break;
     default:
         break;
@@ -826,6 +834,7 @@ cp_core_run(struct cp_core *c, int sigfd)
             LOG(IM_LOG_ERROR, "poll: %s", strerror(errno));
             return -errno;
         }
+        cp_sd_watchdog();
         if (fds[0].revents & POLLIN) {
             struct signalfd_siginfo si;
             if (read(sigfd, &si, sizeof(si)) == sizeof(si)) {

@@ -7,25 +7,39 @@ PKGS="build-essential pkg-config clang libclang-rt-14-dev
       ca-certificates iproute2 openssl util-linux procps
       dpkg-dev libdpdk-dev dpdk libnl-3-dev libnl-route-3-dev ethtool
       prosody ejabberd python3-msgpack python3-slixmpp
-      ngircd inspircd atheme-services python3-irc kamailio kamailio-presence-modules jabberd2"
-missing=
+      ngircd inspircd atheme-services python3-irc kamailio kamailio-presence-modules jabberd2
+      libsystemd-dev"
+# Packaging, man pages and the appliance image (make deb, make image,
+# images/smoke.sh), installed without their recommendations (qemu's would
+# bring a desktop's worth).
+OPS_PKGS="debhelper dpkg-dev fakeroot lintian mandoc man-db mmdebstrap eatmydata e2fsprogs systemd
+      qemu-system-x86"
+is_missing() {
+    st=$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)
+    [ "$st" != installed ]
+}
+missing= ops_missing=
 for p in $PKGS; do
-    st=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$st" = installed ] || missing="$missing $p"
+    is_missing "$p" && missing="$missing $p"
+done
+for p in $OPS_PKGS; do
+    is_missing "$p" && ops_missing="$ops_missing $p"
 done
 # An expat from before Debian's security update (CVE-2023-52425, reparse
 # deferral) builds, but the update is wanted: upgrade it with the rest.
 if [ -r /usr/include/expat.h ] && ! grep -q XML_SetReparseDeferralEnabled /usr/include/expat.h; then
     missing="$missing libexpat1-dev libexpat1"
 fi
-if [ -n "$missing" ]; then
-    echo "make deps: installing:$missing"
+if [ -n "$missing$ops_missing" ]; then
+    echo "make deps: installing:$missing$ops_missing"
     if [ "$(id -u)" != 0 ]; then
-        echo "make deps: these packages are missing and installing them needs root:$missing" >&2
+        echo "make deps: these packages are missing and installing them needs root:$missing$ops_missing" >&2
         exit 1
     fi
     apt-get update -q >/dev/null
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+    [ -z "$missing" ] || DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null
+    [ -z "$ops_missing" ] ||
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $ops_missing >/dev/null
 fi
 # lwIP is compiled with the project's own options from Debian's source
 # package, fetched with apt into the build directory (never committed).

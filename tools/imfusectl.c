@@ -12,7 +12,8 @@
 #include "client/cl_ctl.h"
 #include "client/cl_json.h"
 
-#define CTL_DEFAULT_SOCKET  "./var/imfused.sock"
+#define CTL_DEFAULT_SOCKET  "./var/imfused.sock"     /* make run */
+#define CTL_SYSTEM_SOCKET   "/run/imfuse/imfused.sock"  /* the packaged unit */
 #define CTL_TIMEOUT_MS      10000
 #define CTL_PASSWORD_MAX    1024
 
@@ -51,7 +52,8 @@ usage(FILE *f)
     }
     fprintf(f,
         "  %-20s %s\n"
-        "The socket is -s SOCKET, else $IMFUSE_CONTROL, else " CTL_DEFAULT_SOCKET ".\n"
+        "The socket is -s SOCKET, else $IMFUSE_CONTROL, else " CTL_DEFAULT_SOCKET " when it exists,\n"
+        "else " CTL_SYSTEM_SOCKET " when /run/imfuse exists (the systemd unit's).\n"
         "Exit: 0 done, 1 error reply, 2 no connection or no reply in 10 s, 64 usage.\n",
         "raw JSON", "send any request (id added when absent), print the reply");
 }
@@ -366,7 +368,8 @@ main(int argc, char **argv)
     if (!c.sock)
         c.sock = getenv("IMFUSE_CONTROL");
     if (!c.sock || !*c.sock)
-        c.sock = CTL_DEFAULT_SOCKET;
+        c.sock = access(CTL_DEFAULT_SOCKET, F_OK) != 0 && access("/run/imfuse", F_OK) == 0 ?
+                 CTL_SYSTEM_SOCKET : CTL_DEFAULT_SOCKET;
     if (a.npos == 0) {
         rc = usage_error("no command given");
         goto out;

@@ -2,6 +2,7 @@
 #include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <unistd.h>
 
 #include "t.h"
@@ -96,6 +97,51 @@ T_TEST(file_errors_name_the_line)
     T_ASSERT(strstr(why, "line 1"));
     cp_config_free(&c);
     unlink(path);
+}
+
+/* A line longer than the reader's buffer is an error, never a silent cut
+ * (the rest would have been read as a line of its own). */
+T_TEST(file_long_line)
+{
+    struct cp_config c;
+    char why[512];
+    char *text = malloc(6000);
+    T_ASSERT(text != NULL);
+    int n = snprintf(text, 6000, "data = /x\nca-file = /");
+    memset(text + n, 'a', 5000);
+    strcpy(text + n + 5000, "\n");
+    char *path = write_conf(text);
+    char *argv[] = { "imfused", "--config", path, NULL };
+    T_ASSERT(parse(&c, why, 3, argv) < 0);
+    T_ASSERT(strstr(why, "line 2") && strstr(why, "longer than 4095 bytes"));
+    cp_config_free(&c);
+    unlink(path);
+    /* a last line without a newline is fine */
+    path = write_conf("data = /x\nlisten = 127.0.0.1:9");
+    char *argv2[] = { "imfused", "--config", path, NULL };
+    T_EQ_INT(parse(&c, why, 3, argv2), 0);
+    T_EQ_STR(c.listen, "127.0.0.1:9");
+    cp_config_free(&c);
+    unlink(path);
+    free(text);
+}
+
+/* The default config that the package installs (images/imfused.conf):
+ * data in the unit's StateDirectory, the control socket in its
+ * RuntimeDirectory, clients on loopback only. */
+T_TEST(shipped_config)
+{
+    struct cp_config c;
+    char why[512];
+    char *argv[] = { "imfused", "--config", "images/imfused.conf", NULL };
+    T_EQ_INT(parse(&c, why, 3, argv), 0);
+    T_EQ_STR(c.data, "/var/lib/imfuse");
+    T_EQ_STR(c.control, "/run/imfuse/imfused.sock");
+    T_EQ_STR(c.listen, "127.0.0.1:7700");
+    T_ASSERT(c.listen_tls == NULL);
+    T_ASSERT(!c.open_registration);
+    T_EQ_STR(c.io, "kernel");
+    cp_config_free(&c);
 }
 
 T_TEST(store_map_size)
@@ -273,8 +319,57 @@ T_TEST(dpdk_bad_values)
     T_ASSERT(strstr(why, "dpdk-port"));
 }
 
+/* The client connection limits: defaults, 0 where it means off, the file, bounds. */
+T_TEST(client_limits)
+{
+    struct cp_config c;
+    char why[512];
+    char *argv0[] = { "imfused", NULL };
+    T_EQ_INT(parse(&c, why, 1, argv0), 0);
+    T_EQ_INT(c.max_conns, 10000);
+    T_EQ_INT(c.max_conns_per_address, 100);
+    T_EQ_INT(c.prelogin_timeout, 30);
+    T_ASSERT(c.prelogin_memory == 32u << 20);
+    T_EQ_INT(c.tcp_keepalive, 60);
+    T_EQ_INT(c.idle_timeout, 0);
+    cp_config_free(&c);
+
+    char *path = write_conf("max-conns = 500\nmax-conns-per-address = 5\nprelogin-timeout = 10\n"
+                            "prelogin-memory = 8M\ntcp-keepalive = 0\nidle-timeout = 600\n");
+    char *argv1[] = { "imfused", "--config", path, "--max-conns", "700", NULL };
+    T_EQ_INT(parse(&c, why, 5, argv1), 0);
+    T_EQ_INT(c.max_conns, 700);             /* the flag wins */
+    T_EQ_INT(c.max_conns_per_address, 5);
+    T_EQ_INT(c.prelogin_timeout, 10);
+    T_ASSERT(c.prelogin_memory == 8u << 20);
+    T_EQ_INT(c.tcp_keepalive, 0);           /* 0: off, not the default */
+    T_EQ_INT(c.idle_timeout, 600);
+    cp_config_free(&c);
+    unlink(path);
+
+    static const struct { const char *key, *val, *words; } bad[] = {
+        { "max-conns", "0", "1 to 1000000" },
+        { "max-conns-per-address", "0", "1 to 1000000" },
+        { "prelogin-timeout", "0", "1 to 3600" },
+        { "prelogin-timeout", "3601", "1 to 3600" },
+        { "prelogin-memory", "100K", "1M to 16T" },
+        { "tcp-keepalive", "-1", "0 to 86400" },
+        { "idle-timeout", "forever", "0 to 2592000" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", bad[i].key);
+        char *argv[] = { "imfused", flag, (char *)bad[i].val, NULL };
+        why[0] = '\0';
+        if (parse(&c, why, 3, argv) == 0)
+            T_FAIL("%s = %s was accepted", bad[i].key, bad[i].val);
+        if (!strstr(why, bad[i].key) || !strstr(why, bad[i].words))
+            T_FAIL("%s = %s: \"%s\" lacks \"%s\"", bad[i].key, bad[i].val, why, bad[i].words);
+    }
+}
+
 /* The limits block: defaults, the config file, ranges named in the error. */
-T_TEST(limits)
+T_TEST(quota_limits)
 {
     struct cp_config c;
     char why[512];
@@ -317,5 +412,7 @@ T_TEST(limits)
     }
 }
 
-T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(store_map_size),
-       T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values), T_RUN(limits))
+T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(file_long_line),
+       T_RUN(shipped_config), T_RUN(store_map_size),
+       T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values), T_RUN(client_limits),
+       T_RUN(quota_limits))
