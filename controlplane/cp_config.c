@@ -71,7 +71,7 @@ static const struct opt_def opts[] = {
     { "register-per-address", OPT_UINT, OFF(register_per_address),
       "N  registrations per address and hour (default 10)", 1, 1000000 },
     { "max-accounts-per-user", OPT_UINT, OFF(max_accounts_per_user),
-      "N  linked accounts per user, 1-500 (default 32)", 1, CP_MAX_ACCOUNTS_CAP },
+      "N  linked accounts per user, 1-10000 (default 32)", 1, CP_MAX_ACCOUNTS_CAP },
     { "max-contacts-per-account", OPT_UINT, OFF(max_contacts_per_account),
       "N  contacts per account on every network, 1-1000 (default 1000)", 1, CP_MAX_CONTACTS_CAP },
     { "max-unified-members", OPT_UINT, OFF(max_unified_members),

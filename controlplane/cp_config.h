@@ -68,8 +68,8 @@ struct cp_config {
  * entries of the largest size the relay keeps (dataplane/dp_relay.h) fits in
  * one frame, with the rest of an account's configuration. */
 #define CP_MAX_CONTACTS_CAP     1000
-/* The largest max-accounts-per-user: the `accounts` reply fits in one frame. */
-#define CP_MAX_ACCOUNTS_CAP     500
+/* The largest max-accounts-per-user (`accounts` is read in pages past a frame). */
+#define CP_MAX_ACCOUNTS_CAP     10000
 
 /*
  * Parse argv (then the config file it names, flags winning).  Returns 0, 1

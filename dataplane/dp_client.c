@@ -760,9 +760,15 @@ dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m)
     const msgpack_object *unified = NULL;
     const char *why;
 
-    if (cl)
-        cl->auth_busy = false;
-    if (!cl || cl->user)
+    if (!cl) {
+        /* Closed while its login was checked: the controlplane has just
+         * counted a session for it, which this forgets again. */
+        struct dp_msg gone = { .type = CPM_CONN_CLOSED, .conn = m->conn, .gen = m->gen, .uid = m->uid };
+        dp_up(r, &gone, NULL);
+        return;
+    }
+    cl->auth_busy = false;
+    if (cl->user)
         return;
     if (dp_msg_decode(m, &pm) < 0) {
         dp_client_error(cl, true, m->u.login_ok.req, CL_ERR_INTERNAL, "malformed login from the controlplane");

@@ -400,7 +400,7 @@ T_TEST(quota_limits)
 
     static const struct { const char *k, *v, *range; } bad[] = {
         { "--max-contacts-per-account", "1001", "1 to 1000" },
-        { "--max-accounts-per-user", "0", "1 to 500" },
+        { "--max-accounts-per-user", "0", "1 to 10000" },
         { "--max-queued-bytes-per-user", "1K", "64K to 64G" },
         { "--max-queued-bytes-per-user", "65G", "64K to 64G" },
         { "--register-per-address", "-1", "1 to 1000000" },
