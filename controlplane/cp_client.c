@@ -273,13 +273,9 @@ login_end(struct cp_core *c, const struct cp_auth_job *j, bool ok)
  * seq order; once a batch reaches the end of the snapshot, everything
  * committed later arrives live after the DPM_REPLAY_END, with higher seqs.
  *
- * So that a replaying connection still gets every message that was queued
- * at its login (`queued` of them), an ack from another connection of the
- * user removes only what every replaying connection has been sent; the rest
- * of it waits on those sessions (ack_wait) and goes through as they move on
- * or end.  Later logins start after the ack, so nothing acknowledged is
- * replayed to them.  The wait is kept in memory: after a crash the messages
- * it held come again (at least once, as the outbox's lazy deletes).
+ * An ack from any connection removes its messages at once (its ok follows
+ * the commit, as the protocol says): a connection still replaying then skips
+ * them, since what another device acknowledged is read already.
  */
 #define CP_REPLAY_MSGS      512             /* messages per batch at most */
 #define CP_REPLAY_BYTES     (256u * 1024)   /* frame bytes per batch at most */
@@ -329,13 +325,6 @@ replay_batch(struct cp_core *c, struct cp_txn *t, uint32_t conn, uint32_t gen, u
     return rc.more;
 }
 
-static int
-count_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
-{
-    (*(uint64_t *)ud)++;
-    return 0;
-}
-
 static struct cp_session *
 session_find(struct cp_core *c, uint32_t conn, uint32_t gen)
 {
@@ -343,16 +332,6 @@ session_find(struct cp_core *c, uint32_t conn, uint32_t gen)
         if (s->conn == conn && s->gen == gen)
             return s;
     return NULL;
-}
-
-/* The highest seq every replaying session of uid has been sent, up to seq. */
-static uint64_t
-replayed_by_all(struct cp_core *c, uint64_t uid, uint64_t seq)
-{
-    for (struct cp_session *s = c->sessions; s; s = s->next)
-        if (s->uid == uid && s->replaying && s->replay_at < seq)
-            seq = s->replay_at;
-    return seq;
 }
 
 /* Remove uid's queued messages up to upto in this turn (the queue quota
@@ -367,50 +346,10 @@ queue_del(struct cp_core *c, struct cp_txn *t, uint64_t uid, uint64_t upto)
     return rc;
 }
 
-/* An ack up to seq waiting for replays: remove what they all have now. */
-static void
-ack_apply(struct cp_core *c, uint64_t uid, uint64_t seq)
-{
-    uint64_t upto = replayed_by_all(c, uid, seq);
-    struct cp_txn *t = cp_txn(c);
-    if (upto && t)
-        (void)queue_del(c, t, uid, upto);
-}
-
-/* Where a new login of uid starts: after any ack still waiting on replays. */
-static uint64_t
-ack_floor(struct cp_core *c, uint64_t uid)
-{
-    uint64_t floor = 0;
-    for (struct cp_session *s = c->sessions; s; s = s->next)
-        if (s->uid == uid && s->replaying && s->ack_wait > floor)
-            floor = s->ack_wait;
-    return floor;
-}
-
-/* A session was sent up to last, and is done when !more. */
-static void
-session_replayed(struct cp_core *c, struct cp_session *s, uint64_t last, bool more)
-{
-    if (last > s->replay_at)
-        s->replay_at = last;
-    s->replaying = more;
-    if (s->ack_wait) {
-        uint64_t seq = s->ack_wait;
-        if (!more)
-            s->ack_wait = 0;
-        ack_apply(c, s->uid, seq);
-    }
-}
-
 void
 cp_client_session_end(struct cp_core *c, const struct dp_msg *m)
 {
-    struct cp_session *s = session_find(c, m->conn, m->gen);
-    uint64_t uid = s ? s->uid : 0, seq = s && s->replaying ? s->ack_wait : 0;
     cp_session_del(c, m->conn, m->gen);
-    if (seq)
-        ack_apply(c, uid, seq);
 }
 
 void
@@ -442,9 +381,8 @@ cp_client_replay_next(struct cp_core *c, const struct dp_msg *m)
         return;
     }
     uint64_t last = m->u.replay_next.after;
-    bool more = replay_batch(c, t, m->conn, m->gen, m->uid, &last);
+    s->replaying = replay_batch(c, t, m->conn, m->gen, m->uid, &last);
     cp_txn_abort(t);
-    session_replayed(c, s, last, more);
 }
 
 /*
@@ -477,11 +415,8 @@ login_done(void *ctx, struct cp_auth_job *j)
     }
     login_end(c, j, true);
 
-    uint64_t queued = 0, start = ack_floor(c, u.uid);
-    if (start)
-        (void)cp_blob_each(t, CP_DB_QUEUE, u.uid, start + 1, count_one, &queued);
-    else
-        (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
+    uint64_t queued = 0;
+    (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
     struct dp_msg ok = { .type = DPM_LOGIN_OK, .conn = j->conn, .gen = j->gen, .uid = u.uid };
     ok.u.login_ok.req = j->req_id;
     ok.u.login_ok.queued = queued;
@@ -509,15 +444,13 @@ login_done(void *ctx, struct cp_auth_job *j)
         return;
     }
     dp_chan_send_down(c->ch, &ok);
-    uint64_t last = start;
+    uint64_t last = 0;
     bool more = replay_batch(c, t, j->conn, j->gen, u.uid, &last);
     cp_txn_abort(t);
     cp_session_add(c, j->conn, j->gen, u.uid, u.name, j->peer, j->device);
     struct cp_session *s = session_find(c, j->conn, j->gen);
-    if (s) {
+    if (s)
         s->replaying = more;
-        s->replay_at = last;
-    }
     LOG(IM_LOG_INFO, "user %s logged in from %s (%llu queued)", u.name, j->peer,
         (unsigned long long)queued);
 }
@@ -1424,18 +1357,11 @@ op_ack(struct req *r)
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
         return;
     }
-    /* What a replaying connection of the user has not been sent yet stays
-     * until it has (see the replay above). */
-    uint64_t upto = replayed_by_all(c, r->uid, seq);
-    rc = upto ? queue_del(c, t, r->uid, upto) : 0;
+    rc = queue_del(c, t, r->uid, seq);
     if (rc < 0) {
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
         return;
     }
-    if (upto < seq)
-        for (struct cp_session *s = c->sessions; s; s = s->next)
-            if (s->uid == r->uid && s->replaying && s->ack_wait < seq)
-                s->ack_wait = seq;
     cp_client_ok(c, r->conn, r->gen, r->id);
 }
 

@@ -83,8 +83,6 @@ struct cp_session {
     uint64_t since;
     /* the paced replay of the queue after login (cp_client.c) */
     bool replaying;                 /* more of the queue is to be read for it */
-    uint64_t replay_at;             /* the highest seq read for it so far */
-    uint64_t ack_wait;              /* an ack of another connection up to this seq waits for it */
 };
 
 /* What the controlplane knows of each stored account without reading the
