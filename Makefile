@@ -7,6 +7,7 @@
 #   make asan       the ASan/UBSan variant in build/asan
 #   make tsan       the ThreadSanitizer variant in build/tsan
 #   make fuzz       libFuzzer targets in build/fuzz
+#   make fuzz-run   every fuzzer for FUZZ_RUNS executions or FUZZ_TIME seconds, corpus kept
 #   make demo       a local prosody with two demo users beside the appliance
 #   make bench      imfuse vs BitlBee 3.6 on the same prosody: docs/BENCHMARKS.md
 #   make deps       install the Debian packages the project needs (root; quiet when present)
@@ -90,7 +91,7 @@ UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_TESTS))
 # Helper programs of the integration tests: tests/integration/<area>/<name>.c
 INTEG_PROGS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/*/*.c))
 
-.PHONY: all deps run test asan tsan fuzz demo bench clean unit FORCE
+.PHONY: all deps run test asan tsan fuzz fuzz-run demo bench clean unit FORCE
 all: $(BINS)
 unit: $(UNIT_BINS) $(INTEG_PROGS)
 
@@ -157,6 +158,14 @@ fuzz: | $(AFTER_DEPS)
 	    clang $(CPPFLAGS) -std=c11 -O1 -g $(PKG_CFLAGS) -fsanitize=fuzzer,address,undefined \
 	        -o $$out $$t build/fuzz/libimproto.a build/fuzz/libimcommon.a $(BASE_LDLIBS); \
 	done
+
+# Long fuzzing: every fuzzer (or FUZZERS="fuzz_xmpp ...") for FUZZ_RUNS
+# executions or FUZZ_TIME seconds, whichever first (default 10,000,000 or
+# 1200), its corpus kept and minimised in tests/fuzz/corpus/NAME; figures in
+# build/fuzz/run/summary.txt (tests/fuzz/run.sh).  `make test` keeps its
+# short runs (tests/list).
+fuzz-run: fuzz
+	FUZZ_RUNS=$(FUZZ_RUNS) FUZZ_TIME=$(FUZZ_TIME) nice ./tests/fuzz/run.sh $(FUZZERS)
 
 # ---- the two commands ---------------------------------------------------
 deps:

@@ -51,13 +51,11 @@ bad(struct req *r, const char *key, const char *why)
     cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
 }
 
-/* Typed field access that answers bad_request itself; 0 present, 1 absent, -1 answered. */
+/* A getter's result turned into the field helpers' answer: 0 present, 1
+ * absent (and optional), -1 answered with bad_request. */
 static int
-str_field(struct req *r, const msgpack_object *map, const char *key, uint32_t min, uint32_t max,
-          bool required, struct im_str *out)
+field_result(struct req *r, const char *key, bool required, int rc, const char *why)
 {
-    const char *why;
-    int rc = cl_get_str(map, key, min, max, out, &why);
     if (rc == 0)
         return 0;
     if (rc == -IM_ENOTFOUND && !required)
@@ -66,17 +64,32 @@ str_field(struct req *r, const msgpack_object *map, const char *key, uint32_t mi
     return -1;
 }
 
+/* Typed field access that answers bad_request itself; 0 present, 1 absent, -1 answered. */
+static int
+str_field(struct req *r, const msgpack_object *map, const char *key, uint32_t min, uint32_t max,
+          bool required, struct im_str *out)
+{
+    const char *why = NULL;
+    int rc = cl_get_str(map, key, min, max, out, &why);
+    return field_result(r, key, required, rc, why);
+}
+
+/* str_field() for text that reaches an IM network: NUL refused (cl_get_text()). */
+static int
+text_field(struct req *r, const msgpack_object *map, const char *key, uint32_t min, uint32_t max,
+           bool required, struct im_str *out)
+{
+    const char *why = NULL;
+    int rc = cl_get_text(map, key, min, max, out, &why);
+    return field_result(r, key, required, rc, why);
+}
+
 static int
 uint_field(struct req *r, const msgpack_object *map, const char *key, bool required, uint64_t *out)
 {
-    const char *why;
+    const char *why = NULL;
     int rc = cl_get_uint(map, key, out, &why);
-    if (rc == 0)
-        return 0;
-    if (rc == -IM_ENOTFOUND && !required)
-        return 1;
-    bad(r, key, rc == -IM_ENOTFOUND ? "is required" : why);
-    return -1;
+    return field_result(r, key, required, rc, why);
 }
 
 static char *
@@ -121,6 +134,7 @@ register_done(void *ctx, struct cp_auth_job *j)
     im_strlcpy(u.name, j->user, sizeof(u.name));
     im_strlcpy(u.hash, j->newhash, sizeof(u.hash));
     rc = cp_user_add(t, &u);
+    im_wipe(&u, sizeof(u));
     if (rc == -IM_EEXIST) {
         cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_EXISTS, "user exists");
         return;
@@ -133,14 +147,52 @@ register_done(void *ctx, struct cp_auth_job *j)
     cp_client_ok(c, j->conn, j->gen, j->req_id);
 }
 
+/* Hand a password job to the pool; false when it answered limit (the job is freed). */
+static bool
+auth_submit(struct req *r, struct cp_auth_job *j)
+{
+    struct cp_core *c = r->c;
+    const char *which = NULL;
+    char msg[200];
+    int rc = cp_auth_submit(c->auth, j, &which);
+    if (rc == 0)
+        return true;
+    if (rc == -ENOMEM)
+        cp_oom(__func__);
+    if (which && !strcmp(which, "per_source")) {
+        c->lim.auth_source++;
+        snprintf(msg, sizeof(msg), "too many logins and registrations in progress from your address "
+                 "(auth-pending-per-address %u): try again when they are answered",
+                 c->cfg->auth_pending_per_address);
+    } else {
+        c->lim.auth_total++;
+        snprintf(msg, sizeof(msg), "too many logins and registrations in progress (auth-pending-max %u): "
+                 "try again in a moment", c->cfg->auth_pending_max);
+    }
+    cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_LIMIT, msg);
+    if (j->password) {
+        im_wipe(j->password, j->pwlen);
+        free(j->password);
+    }
+    im_wipe(j, sizeof(*j));
+    free(j);
+    return false;
+}
+
+/*
+ * register always hashes the password, also for a name that exists (the
+ * answer is then `exists`, after the same work), so its time says nothing
+ * about which names exist.  Registrations are rate-limited per source.
+ */
 static void
 op_register(struct req *r)
 {
+    struct cp_core *c = r->c;
     struct im_str user, pw;
-    struct cp_user u;
+    char src[CP_AUTH_SRC_MAX], key[CP_AUTH_SRC_MAX + 2];
 
-    if (!r->c->cfg->open_registration) {
-        cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_UNSUPPORTED,
+    if (!c->cfg->open_registration) {
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_UNSUPPORTED,
                         "open registration is off: ask the operator for an account");
         return;
     }
@@ -151,11 +203,14 @@ op_register(struct req *r)
         bad(r, "user", USER_NAME_RULE);
         return;
     }
-    struct cp_txn *t = cp_txn(r->c);
-    char name[CP_NAME_MAX + 1];
-    snprintf(name, sizeof(name), "%.*s", (int)user.len, user.p);
-    if (t && cp_user_get(t, name, &u) == 0) {
-        cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_EXISTS, "user exists");
+    cp_auth_source(r->peer, src, sizeof(src));
+    snprintf(key, sizeof(key), "r:%s", src);
+    if (cp_ratelim_take(c->rl_register, key, im_mono_ms()) < 0) {
+        char msg[160];
+        c->lim.register_rate++;
+        snprintf(msg, sizeof(msg), "too many registrations from your address (register-per-address %u "
+                 "an hour): try again later", c->cfg->register_per_address);
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_LIMIT, msg);
         return;
     }
     struct cp_auth_job *j = calloc(1, sizeof(*j));
@@ -165,25 +220,47 @@ op_register(struct req *r)
     j->password = vdup(pw);
     j->pwlen = pw.len;
     j->done = register_done;
-    j->ctx = r->c;
+    j->ctx = c;
     j->conn = r->conn;
     j->gen = r->gen;
     j->req_id = r->id;
-    im_strlcpy(j->user, name, sizeof(j->user));
+    snprintf(j->user, sizeof(j->user), "%.*s", (int)user.len, user.p);
     im_strlcpy(j->peer, r->peer, sizeof(j->peer));
-    cp_auth_submit(r->c->auth, j);
+    im_strlcpy(j->source, src, sizeof(j->source));
+    (void)auth_submit(r, j);
 }
 
 /* ------------------------------------------------------------------------ */
 /* login                                                                     */
 
+/* The three lockout keys of a login: the user, the user from this source,
+ * the source (cp_auth_source(): an IPv4 address, an IPv6 /64). */
+struct login_keys {
+    char user[CP_NAME_MAX + 3];
+    char user_src[CP_NAME_MAX + CP_AUTH_SRC_MAX + 4];
+    char src[CP_AUTH_SRC_MAX + 2];
+};
+
 static void
-addr_key(char *out, size_t n, const char *peer)
+login_keys(struct login_keys *k, const char *user, const char *source)
 {
-    /* "a:" + the address without the port */
-    const char *colon = strrchr(peer, ':');
-    size_t len = colon ? (size_t)(colon - peer) : strlen(peer);
-    snprintf(out, n, "a:%.*s", (int)len, peer);
+    snprintf(k->user, sizeof(k->user), "u:%s", user);
+    snprintf(k->user_src, sizeof(k->user_src), "s:%s@%s", user, source);
+    snprintf(k->src, sizeof(k->src), "a:%s", source);
+}
+
+/* The login's attempt ends: a success clears the user's counts (not the
+ * source's: another user's success there says nothing), a failure counts
+ * against all three. */
+static void
+login_end(struct cp_core *c, const struct cp_auth_job *j, bool ok)
+{
+    struct login_keys k;
+    uint64_t now = im_mono_ms();
+    login_keys(&k, j->user, j->source);
+    cp_ratelim_end(c->rl_user, k.user, now, ok, true);
+    cp_ratelim_end(c->rl_user_src, k.user_src, now, ok, true);
+    cp_ratelim_end(c->rl_addr, k.src, now, ok, false);
 }
 
 /*
@@ -257,6 +334,18 @@ session_find(struct cp_core *c, uint32_t conn, uint32_t gen)
     return NULL;
 }
 
+/* Remove uid's queued messages up to upto in this turn (the queue quota
+ * follows the commit).  0 or the store's error. */
+static int
+queue_del(struct cp_core *c, struct cp_txn *t, uint64_t uid, uint64_t upto)
+{
+    uint64_t n, bytes;
+    int rc = cp_queue_del_upto(t, uid, upto, &n, &bytes);
+    if (rc == 0 && n)
+        cp_quota_queue(c, uid, -(int64_t)n, -(int64_t)bytes);
+    return rc;
+}
+
 void
 cp_client_session_end(struct cp_core *c, const struct dp_msg *m)
 {
@@ -309,28 +398,23 @@ login_done(void *ctx, struct cp_auth_job *j)
     struct cp_core *c = ctx;
     struct cp_txn *t = NULL;
     struct cp_user u;
-    char ukey[CP_NAME_MAX + 3], akey[80];
-    uint64_t now = im_mono_ms();
 
     int trc = cp_txn_begin(c->store, false, &t);
     if (trc < 0) {
+        login_end(c, j, true);          /* not the client's fault: no failure counted */
         LOG(IM_LOG_ERROR, "login of %s: cannot read the store: %s", j->user, cp_store_strerror(trc));
         cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL, "storage unavailable, try again");
         return;
     }
-    snprintf(ukey, sizeof(ukey), "u:%s", j->user);
-    addr_key(akey, sizeof(akey), j->peer);
     if (j->result < 0 || cp_user_get(t, j->user, &u) < 0 || u.uid != j->uid) {
         cp_txn_abort(t);
-        cp_ratelim_fail(c->rl_user, ukey, now);
-        cp_ratelim_fail(c->rl_addr, akey, now);
+        login_end(c, j, false);
         LOG(IM_LOG_INFO, "login of %s from %s failed", j->user, j->peer);
         c->logins_failed++;
         cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_AUTH_FAILED, "wrong user name or password");
         return;
     }
-    cp_ratelim_ok(c->rl_user, ukey);
-    cp_ratelim_ok(c->rl_addr, akey);
+    login_end(c, j, true);
 
     uint64_t queued = 0;
     (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
@@ -375,8 +459,10 @@ login_done(void *ctx, struct cp_auth_job *j)
 static void
 op_login(struct req *r)
 {
+    struct cp_core *c = r->c;
     struct im_str user, pw, device = { "", 0 };
-    char name[CP_NAME_MAX + 1], ukey[CP_NAME_MAX + 3], akey[80];
+    char name[CP_NAME_MAX + 1], src[CP_AUTH_SRC_MAX];
+    struct login_keys k;
     struct cp_user u;
     uint64_t now = im_mono_ms();
 
@@ -389,18 +475,26 @@ op_login(struct req *r)
         return;
     }
     snprintf(name, sizeof(name), "%.*s", (int)user.len, user.p);
-    snprintf(ukey, sizeof(ukey), "u:%s", name);
-    addr_key(akey, sizeof(akey), r->peer);
-    if (cp_ratelim_locked(r->c->rl_user, ukey, now) || cp_ratelim_locked(r->c->rl_addr, akey, now)) {
-        r->c->logins_locked++;
-        cp_client_error(r->c, r->conn, r->gen, r->id, CL_ERR_LIMIT,
-                        "too many failed logins: locked out for a while, try again later");
+    cp_auth_source(r->peer, src, sizeof(src));
+    login_keys(&k, name, src);
+    /* Every login counts from its submission: with failures and logins in
+     * flight together capped, no number of parallel guesses gets past it. */
+    if (!cp_ratelim_allows(c->rl_user, k.user, now) || !cp_ratelim_allows(c->rl_user_src, k.user_src, now) ||
+        !cp_ratelim_allows(c->rl_addr, k.src, now)) {
+        bool locked = cp_ratelim_locked(c->rl_user, k.user, now) ||
+                      cp_ratelim_locked(c->rl_user_src, k.user_src, now) ||
+                      cp_ratelim_locked(c->rl_addr, k.src, now);
+        c->lim.lockout++;
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_LIMIT, locked ?
+                        "too many failed logins: locked out for a while, try again later" :
+                        "too many logins of this user or from this address are being checked: "
+                        "wait for their answers");
         return;
     }
     struct cp_auth_job *j = calloc(1, sizeof(*j));
     if (!j)
         cp_oom(__func__);
-    struct cp_txn *t = cp_txn(r->c);
+    struct cp_txn *t = cp_txn(c);
     if (t && cp_user_get(t, name, &u) == 0) {
         im_strlcpy(j->hash, u.hash, sizeof(j->hash));
         j->uid = u.uid;
@@ -410,14 +504,19 @@ op_login(struct req *r)
     j->password = vdup(pw);
     j->pwlen = pw.len;
     j->done = login_done;
-    j->ctx = r->c;
+    j->ctx = c;
     j->conn = r->conn;
     j->gen = r->gen;
     j->req_id = r->id;
     im_strlcpy(j->user, name, sizeof(j->user));
     im_strlcpy(j->peer, r->peer, sizeof(j->peer));
+    im_strlcpy(j->source, src, sizeof(j->source));
     snprintf(j->device, sizeof(j->device), "%.*s", (int)device.len, device.p);
-    cp_auth_submit(r->c->auth, j);
+    if (!auth_submit(r, j))
+        return;
+    cp_ratelim_begin(c->rl_user, k.user, now);
+    cp_ratelim_begin(c->rl_user_src, k.user_src, now);
+    cp_ratelim_begin(c->rl_addr, k.src, now);
 }
 
 /* ------------------------------------------------------------------------ */
@@ -495,7 +594,7 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
      * list (the login brings it), then without the stored contacts too (the
      * emulated login fetches them again). */
     struct dp_msg m = { .type = DPM_ACCOUNT_UP, .uid = a->uid, .account = a->account };
-    int levels = with_contacts ? 3 : 2;
+    int levels = with_contacts ? 3 : 2, used = -1;
     for (int level = 0; level < levels && !m.len; level++) {
         bool with_unified = level == 0, with_list = with_contacts && level < 2;
         struct cl_enc e;
@@ -526,7 +625,9 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
             if (!cx.found)
                 msgpack_pack_array(&e.pk, 0);
         }
-        if (dp_msg_set_frame(&m, &e) < 0) {
+        if (dp_msg_set_frame(&m, &e) == 0) {
+            used = level;
+        } else {
             c->plane_oversize++;
             LOG(IM_LOG_WARN, "account %llu: its configuration%s is over the frame limit: %s",
                 (unsigned long long)a->account, level == 0 ? " with the unified list" :
@@ -541,6 +642,19 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
     if (!m.len)
         return -IM_ETOOBIG;
     cp_after_commit(c, &m, NULL);
+    if (used > 0) {
+        /* the unified list follows on its own (the user's messages are
+         * tagged with it before any login brings it) */
+        struct cl_enc ue;
+        cl_enc_init(&ue);
+        msgpack_pack_map(&ue.pk, 1);
+        cl_pack_key(&ue, "unified");
+        cp_pack_unified(c, t, a->uid, &ue);
+        struct dp_msg um = { .type = DPM_UNIFIED, .uid = a->uid };
+        if (dp_msg_set_frame(&um, &ue) == 0)
+            cp_after_commit(c, &um, NULL);
+    }
+    cp_quota_account_up(c, a->uid);
     return 0;
 }
 
@@ -592,9 +706,17 @@ options_field(struct req *r, const msgpack_object *map, uint8_t **out, size_t *o
     }
     for (uint32_t i = 0; i < o->via.map.size; i++) {
         const msgpack_object_kv *kv = &o->via.map.ptr[i];
+        if (kv->key.type != MSGPACK_OBJECT_STR || kv->key.via.str.size > 255) {
+            bad(r, "options", "keys must be strings of at most 255 bytes");
+            return -1;
+        }
         if (kv->val.type != MSGPACK_OBJECT_STR || kv->val.via.str.size > 1024 ||
             !im_utf8_valid(kv->val.via.str.ptr, kv->val.via.str.size)) {
             bad(r, "options", "values must be strings of at most 1024 bytes");
+            return -1;
+        }
+        if (memchr(kv->val.via.str.ptr, '\0', kv->val.via.str.size)) {
+            bad(r, "options", "values must not contain NUL");
             return -1;
         }
     }
@@ -612,7 +734,7 @@ static int
 tls_field(struct req *r, const msgpack_object *map, bool required, char out[16])
 {
     struct im_str tls;
-    int rc = str_field(r, map, "tls", 1, 15, required, &tls);
+    int rc = text_field(r, map, "tls", 1, 15, required, &tls);
     if (rc)
         return rc;
     if (!cl_view_eq(tls, "starttls") && !cl_view_eq(tls, "tls") && !cl_view_eq(tls, "none")) {
@@ -627,7 +749,7 @@ static int
 server_field(struct req *r, const msgpack_object *map, bool required, char out[262])
 {
     struct im_str server;
-    int rc = str_field(r, map, "server", 3, 261, required, &server);
+    int rc = text_field(r, map, "server", 3, 261, required, &server);
     if (rc)
         return rc;
     char buf[262], *host;
@@ -645,16 +767,16 @@ server_field(struct req *r, const msgpack_object *map, bool required, char out[2
 struct find_login {
     const char *network, *login;
     uint64_t found;
+    uint64_t n;                     /* the user's accounts */
 };
 
 static int
 find_login_cb(void *ud, const struct cp_account *a)
 {
     struct find_login *f = ud;
-    if (!strcmp(a->network, f->network) && !strcmp(a->login, f->login)) {
+    f->n++;
+    if (!strcmp(a->network, f->network) && !strcmp(a->login, f->login))
         f->found = a->account;
-        return 1;
-    }
     return 0;
 }
 
@@ -680,11 +802,11 @@ op_link(struct req *r)
 
     memset(&a, 0, sizeof(a));
     if (str_field(r, root, "network", 1, 15, true, &network) ||
-        str_field(r, root, "login", 1, 255, true, &login) ||
-        str_field(r, root, "password", 0, 1024, true, &pw) ||
+        text_field(r, root, "login", 1, 255, true, &login) ||
+        text_field(r, root, "password", 0, 1024, true, &pw) ||
         server_field(r, root, true, a.server) ||
         tls_field(r, root, true, a.tls) ||
-        str_field(r, root, "name", 0, 255, false, &name) < 0 ||
+        text_field(r, root, "name", 0, 255, false, &name) < 0 ||
         options_field(r, root, &a.options, &a.options_len) < 0)
         goto out;
     snprintf(a.network, sizeof(a.network), "%.*s", (int)network.len, network.p);
@@ -712,13 +834,30 @@ op_link(struct req *r)
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, "storage unavailable");
         goto out;
     }
-    struct find_login f = { a.network, a.login, 0 };
+    struct find_login f = { a.network, a.login, 0, 0 };
     (void)cp_account_each(t, r->uid, find_login_cb, &f);
     if (f.found) {
         char msg[128];
         snprintf(msg, sizeof(msg), "this %s login is linked already (account %llu)", a.network,
                  (unsigned long long)f.found);
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_EXISTS, msg);
+        goto out;
+    }
+    uint64_t total = 0;
+    if (f.n >= c->cfg->max_accounts_per_user ||
+        (cp_account_count(t, &total) == 0 && total >= c->cfg->max_sessions)) {
+        char msg[160];
+        bool mine = f.n >= c->cfg->max_accounts_per_user;
+        if (mine) {
+            c->lim.accounts++;
+            snprintf(msg, sizeof(msg), "max-accounts-per-user reached: %llu accounts linked, at most %u",
+                     (unsigned long long)f.n, c->cfg->max_accounts_per_user);
+        } else {
+            c->lim.sessions++;
+            snprintf(msg, sizeof(msg), "max-sessions reached: the appliance holds %llu emulated sessions, "
+                     "at most %u", (unsigned long long)total, c->cfg->max_sessions);
+        }
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_LIMIT, msg);
         goto out;
     }
     a.uid = r->uid;
@@ -759,7 +898,7 @@ op_update_account(struct req *r)
 
     memset(&a, 0, sizeof(a));
     if (uint_field(r, root, "account", true, &account) ||
-        (has_pw = str_field(r, root, "password", 0, 1024, false, &pw)) < 0 ||
+        (has_pw = text_field(r, root, "password", 0, 1024, false, &pw)) < 0 ||
         (has_server = server_field(r, root, false, server)) < 0 ||
         (has_tls = tls_field(r, root, false, tls)) < 0 ||
         (has_opts = options_field(r, root, &opts, &optslen)) < 0)
@@ -889,20 +1028,65 @@ uni_old_cb(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n)
     return 0;
 }
 
+/* ids is sorted (the store's cursor order): binary search. */
 static bool
-id_in(const uint64_t *ids, size_t n, uint64_t id)
+id_in_sorted(const uint64_t *ids, size_t n, uint64_t id)
 {
-    for (size_t i = 0; i < n; i++)
-        if (ids[i] == id)
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (ids[mid] == id)
             return true;
+        if (ids[mid] < id)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
     return false;
 }
 
 struct norm_member {
     uint64_t account;
+    uint32_t contact, member;       /* where it was given */
     char address[256];
 };
 
+static int
+member_cmp(const void *a, const void *b)
+{
+    const struct norm_member *x = *(const struct norm_member *const *)a;
+    const struct norm_member *y = *(const struct norm_member *const *)b;
+    if (x->account != y->account)
+        return x->account < y->account ? -1 : 1;
+    int c = strcmp(x->address, y->address);
+    if (c)
+        return c;
+    /* equal: in the order given, so the second one is reported */
+    return x->contact != y->contact ? (x->contact < y->contact ? -1 : 1) :
+           x->member < y->member ? -1 : x->member > y->member;
+}
+
+struct given_id {
+    uint64_t id;
+    uint32_t contact;
+};
+
+static int
+given_id_cmp(const void *a, const void *b)
+{
+    const struct given_id *x = a, *y = b;
+    if (x->id != y->id)
+        return x->id < y->id ? -1 : 1;
+    return x->contact < y->contact ? -1 : x->contact > y->contact;
+}
+
+/*
+ * set_unified: validated whole (no change on any error), members
+ * normalised, duplicates found by sorting (O(n log n)), the members in all
+ * and the stored list's size capped (max-unified-members; the list must fit
+ * a frame, for the reply, `unified` and the login that carries it), then
+ * the stored list replaced in this turn's transaction.
+ */
 static void
 op_set_unified(struct req *r)
 {
@@ -922,6 +1106,23 @@ op_set_unified(struct req *r)
         bad(r, "contacts", "at most 10000 unified contacts");
         return;
     }
+    /* the members in all, counted before anything is allocated for them */
+    uint64_t total = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        const msgpack_object *members;
+        if (list->via.array.ptr[i].type == MSGPACK_OBJECT_MAP &&
+            cl_get_array(&list->via.array.ptr[i], "members", &members, &why) == 0 &&
+            members->via.array.size <= MAX_MEMBERS)
+            total += members->via.array.size;
+    }
+    if (total > c->cfg->max_unified_members) {
+        char msg[160];
+        c->lim.unified++;
+        snprintf(msg, sizeof(msg), "max-unified-members: the list has %llu members, at most %u",
+                 (unsigned long long)total, c->cfg->max_unified_members);
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_LIMIT, msg);
+        return;
+    }
     struct cp_txn *t = cp_txn(c);
     if (!t || cp_user_get_uid(t, r->uid, &u) < 0) {
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, "storage unavailable");
@@ -930,12 +1131,14 @@ op_set_unified(struct req *r)
     struct uni_old old = { NULL, 0, 0 };
     (void)cp_blob_each(t, CP_DB_UNIFIED, r->uid, 0, uni_old_cb, &old);
 
-    /* pass 1: validate everything, normalise members, assign ids */
+    /* pass 1: validate everything, normalise members, check ids */
     uint64_t *ids = calloc(n + 1, sizeof(*ids));
-    struct norm_member *all = calloc((size_t)n * MAX_MEMBERS + 1, sizeof(*all));
-    uint32_t n_all = 0;
+    struct given_id *given = calloc(n + 1, sizeof(*given));
+    struct norm_member *all = calloc(total + 1, sizeof(*all));
+    struct norm_member **order = calloc(total + 1, sizeof(*order));
+    uint32_t n_all = 0, n_given = 0;
     char msg[512];
-    if (!ids || !all)
+    if (!ids || !given || !all || !order)
         cp_oom(__func__);
     for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *uc = &list->via.array.ptr[i], *members;
@@ -951,18 +1154,14 @@ op_set_unified(struct req *r)
             goto bad_req;
         }
         if (rc == 0) {
-            if (!id_in(old.ids, old.n, id)) {
+            if (!id_in_sorted(old.ids, old.n, id)) {
                 snprintf(msg, sizeof(msg), "contacts[%u].id: no unified contact %llu", i,
                          (unsigned long long)id);
                 cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_NOT_FOUND, msg);
                 goto done;
             }
-            if (id_in(ids, i, id)) {
-                snprintf(msg, sizeof(msg), "contacts[%u].id: %llu is listed twice", i,
-                         (unsigned long long)id);
-                goto bad_req;
-            }
             ids[i] = id;
+            given[n_given++] = (struct given_id){ id, i };
         }
         if ((rc = cl_get_str(uc, "name", 1, 255, &name, &why)) < 0) {
             snprintf(msg, sizeof(msg), "contacts[%u].name: %s", i, rc == -IM_ENOTFOUND ? "is required" : why);
@@ -987,13 +1186,17 @@ op_set_unified(struct req *r)
             const msgpack_object *mo = &members->via.array.ptr[j];
             struct norm_member *nm = &all[n_all];
             struct im_str addr;
-            struct cp_account acc;
             if (mo->type != MSGPACK_OBJECT_MAP ||
                 (rc = cl_get_uint(mo, "account", &nm->account, &why)) < 0 ||
                 (rc = cl_get_str(mo, "address", 1, 255, &addr, &why)) < 0) {
                 snprintf(msg, sizeof(msg), "contacts[%u].members[%u]: must be {account: uint, address: str}", i, j);
                 goto bad_req;
             }
+            if (memchr(addr.p, '\0', addr.len)) {
+                snprintf(msg, sizeof(msg), "contacts[%u].members[%u].address: must not contain NUL", i, j);
+                goto bad_req;
+            }
+            struct cp_account acc;
             if (cp_account_get(t, r->uid, nm->account, &acc) < 0) {
                 snprintf(msg, sizeof(msg), "contacts[%u].members[%u]: no account %llu", i, j,
                          (unsigned long long)nm->account);
@@ -1009,12 +1212,9 @@ op_set_unified(struct req *r)
                          ops ? why : "unsupported network");
                 goto bad_req;
             }
-            for (uint32_t k = 0; k < n_all; k++)
-                if (all[k].account == nm->account && !strcmp(all[k].address, nm->address)) {
-                    snprintf(msg, sizeof(msg), "contacts[%u].members[%u]: %s is listed twice", i, j,
-                             nm->address);
-                    goto bad_req;
-                }
+            nm->contact = i;
+            nm->member = j;
+            order[n_all] = nm;
             if (has_prefer && prefer == nm->account)
                 prefer_ok = true;
             n_all++;
@@ -1024,6 +1224,21 @@ op_set_unified(struct req *r)
             goto bad_req;
         }
     }
+    /* an id kept twice, a member listed twice: found by sorting */
+    qsort(given, n_given, sizeof(*given), given_id_cmp);
+    for (uint32_t k = 1; k < n_given; k++)
+        if (given[k].id == given[k - 1].id) {
+            snprintf(msg, sizeof(msg), "contacts[%u].id: %llu is listed twice", given[k].contact,
+                     (unsigned long long)given[k].id);
+            goto bad_req;
+        }
+    qsort(order, n_all, sizeof(*order), member_cmp);
+    for (uint32_t k = 1; k < n_all; k++)
+        if (order[k]->account == order[k - 1]->account && !strcmp(order[k]->address, order[k - 1]->address)) {
+            snprintf(msg, sizeof(msg), "contacts[%u].members[%u]: %s is listed twice", order[k]->contact,
+                     order[k]->member, order[k]->address);
+            goto bad_req;
+        }
 
     /* pass 2: the new list, packed; it must fit a frame with room for the
      * reply and the login around it, else nothing changes */
@@ -1068,6 +1283,7 @@ op_set_unified(struct req *r)
     if (!lsb.data && n)
         cp_oom(__func__);
     if (lsb.size > CP_UNIFIED_MAX_BYTES) {
+        c->lim.unified++;
         snprintf(msg, sizeof(msg), "the unified list would take %zu bytes: over the %u bytes that fit a "
                  "frame with the reply around it; nothing was changed", lsb.size, CP_UNIFIED_MAX_BYTES);
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_LIMIT, msg);
@@ -1113,7 +1329,9 @@ bad_req:
     cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
 done:
     free(ids);
+    free(given);
     free(all);
+    free(order);
     free(old.ids);
 }
 
@@ -1124,7 +1342,7 @@ op_ack(struct req *r)
 {
     struct cp_core *c = r->c;
     struct cp_user u;
-    uint64_t seq, n = 0;
+    uint64_t seq;
     int rc;
 
     if (uint_field(r, &r->msg.root, "seq", true, &seq))
@@ -1141,7 +1359,7 @@ op_ack(struct req *r)
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
         return;
     }
-    rc = cp_blob_del_upto(t, CP_DB_QUEUE, r->uid, seq, &n);
+    rc = queue_del(c, t, r->uid, seq);
     if (rc < 0) {
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
         return;
@@ -1183,6 +1401,8 @@ cp_client_request(struct cp_core *c, struct dp_msg *m)
     }
     if (cl_msg_decode(&r.msg, body, len) < 0) {
         LOG(IM_LOG_ERROR, "undecodable %s request from the dataplane", op->name);
+        if (r.conn)                     /* the connection waits for an answer (and may hold a login) */
+            cp_client_error(c, r.conn, r.gen, 0, CL_ERR_INTERNAL, "request lost between the planes");
         return;
     }
     r.id = r.msg.id;

@@ -61,6 +61,27 @@ static const struct opt_def opts[] = {
     { "dpdk-max-conns",    OPT_UINT, OFF(dpdk_max_conns), "N    io dpdk: TCP connections at most, 1-1000000 (default 10000)", 1, 1000000 },
     { "dpdk-local-ports",  OPT_STR,  OFF(dpdk_local_ports), "LO-HI io dpdk: local ports of outbound connections (default 32768-65535)", 0, 0 },
     { "dpdk-tap-kernel",   OPT_STR,  OFF(dpdk_tap_kernel), "A/N  io dpdk: address/prefix of a TAP port's kernel side (set with netlink)", 0, 0 },
+    /* ---- authentication limits and quotas (defaults in limit_defaults()) ---- */
+    { "login-failures-per-address", OPT_UINT, OFF(login_failures_per_address),
+      "N  failed logins from one address (IPv6: /64) before it is locked out (default 20)", 1, 1000000 },
+    { "auth-pending-per-address", OPT_UINT, OFF(auth_pending_per_address),
+      "N  logins and registrations being checked at once per address (default 16)", 1, 1000000 },
+    { "auth-pending-max", OPT_UINT, OFF(auth_pending_max),
+      "N  logins and registrations being checked at once in total (default 256)", 1, 1000000 },
+    { "register-per-address", OPT_UINT, OFF(register_per_address),
+      "N  registrations per address and hour (default 10)", 1, 1000000 },
+    { "max-accounts-per-user", OPT_UINT, OFF(max_accounts_per_user),
+      "N  linked accounts per user, 1-10000 (default 32)", 1, CP_MAX_ACCOUNTS_CAP },
+    { "max-contacts-per-account", OPT_UINT, OFF(max_contacts_per_account),
+      "N  contacts per account on every network, 1-1000 (default 1000)", 1, CP_MAX_CONTACTS_CAP },
+    { "max-unified-members", OPT_UINT, OFF(max_unified_members),
+      "N  members in a user's unified list, all contacts together (default 10000)", 1, 640000 },
+    { "max-queued-per-user", OPT_UINT, OFF(max_queued_per_user),
+      "N  received messages waiting for a user's ack (default 10000)", 1, 100000000 },
+    { "max-queued-bytes-per-user", OPT_SIZE, OFF(max_queued_bytes_per_user),
+      "SIZE  their bytes, e.g. 64M (default 64M, 64K-64G)", 64ul << 10, 64ul << 30 },
+    { "max-sessions", OPT_UINT, OFF(max_sessions),
+      "N  linked accounts (emulated sessions) in total (default 10000)", 1, 10000000 },
     /* operations: SNMP and alarms (cp_snmp.c, cp_ops.c) */
     { "snmp-agentx",       OPT_STR,  OFF(snmp_agentx), "SOCKET the AgentX master's socket (snmpd's agentXSocket): serve IMFUSE-MIB (default off)", 0, 0 },
     { "account-storm",     OPT_UINT, OFF(account_storm), "N    more than N accounts leaving online within a minute is a storm (warning, SNMP notification; default 50)", 1, 1000000 },
@@ -82,6 +103,32 @@ is_secret(const char *key)
     return false;
 }
 
+/* The defaults of the limits block (a key not given is 0 here). */
+static void
+limit_defaults(struct cp_config *c)
+{
+    if (!c->login_failures_per_address)
+        c->login_failures_per_address = 20;
+    if (!c->auth_pending_per_address)
+        c->auth_pending_per_address = 16;
+    if (!c->auth_pending_max)
+        c->auth_pending_max = 256;
+    if (!c->register_per_address)
+        c->register_per_address = 10;
+    if (!c->max_accounts_per_user)
+        c->max_accounts_per_user = 32;
+    if (!c->max_contacts_per_account)
+        c->max_contacts_per_account = CP_MAX_CONTACTS_CAP;
+    if (!c->max_unified_members)
+        c->max_unified_members = 10000;
+    if (!c->max_queued_per_user)
+        c->max_queued_per_user = 10000;
+    if (!c->max_queued_bytes_per_user)
+        c->max_queued_bytes_per_user = 64ull << 20;
+    if (!c->max_sessions)
+        c->max_sessions = 10000;
+}
+
 static const struct opt_def *
 opt_find(const char *name)
 {
@@ -89,6 +136,23 @@ opt_find(const char *name)
         if (!strcmp(opts[i].name, name))
             return &opts[i];
     return NULL;
+}
+
+/* "64K", "1M", "16T": a size as the config would spell it (the largest exact suffix). */
+static const char *
+size_text(uint64_t v, char *buf, size_t n)
+{
+    static const char units[] = "KMGT";
+    int u = -1;
+    while (u < 3 && v >= 1024 && v % 1024 == 0) {
+        v /= 1024;
+        u++;
+    }
+    if (u < 0)
+        snprintf(buf, n, "%llu", (unsigned long long)v);
+    else
+        snprintf(buf, n, "%llu%c", (unsigned long long)v, units[u]);
+    return buf;
 }
 
 /* Set one option from text; set[] records what the command line gave. */
@@ -117,6 +181,8 @@ opt_set(struct cp_config *c, const struct opt_def *o, const char *val, char *why
     }
     case OPT_SIZE: {
         char *end;
+        uint64_t lo = o->max ? o->min : 1ull << 20, hi = o->max ? o->max : 16ull << 40;
+        char los[24], his[24];
         errno = 0;
         unsigned long long v = strtoull(val, &end, 10);
         unsigned shift = 0;
@@ -126,10 +192,10 @@ opt_set(struct cp_config *c, const struct opt_def *o, const char *val, char *why
         case 'g': case 'G': shift = 30; end++; break;
         case 't': case 'T': shift = 40; end++; break;
         }
-        if (!*val || *val == '-' || *end || errno || v > (16ull << 40) >> shift ||
-            (v << shift) < (1ull << 20) || (v << shift) > (16ull << 40)) {
-            snprintf(why, whysz, "%s: expected a size from 1M to 16T (bytes, or with K, M, G or T), got \"%s\"",
-                     o->name, val);
+        if (!*val || *val == '-' || *end || errno || v > hi >> shift || (v << shift) < lo ||
+            (v << shift) > hi) {
+            snprintf(why, whysz, "%s: expected a size from %s to %s (bytes, or with K, M, G or T), got \"%s\"",
+                     o->name, size_text(lo, los, sizeof(los)), size_text(hi, his, sizeof(his)), val);
             return -IM_EINVAL;
         }
         *(uint64_t *)field = (uint64_t)v << shift;
@@ -395,6 +461,7 @@ parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
         c->workers = 1;
     if (!c->account_storm)
         c->account_storm = 50;
+    limit_defaults(c);
     if (!c->control) {
         size_t n = strlen(c->data) + sizeof("/imfused.sock");
         if (!(c->control = malloc(n)))
@@ -464,22 +531,6 @@ int
 cp_config_reread(const struct cp_config *cur, struct cp_config *out, char *why, size_t whysz)
 {
     return cp_config_parse(out, cur->argc, cur->argv, why, whysz);
-}
-
-/* A size as the config would spell it: the largest exact suffix. */
-static void
-size_text(uint64_t v, char *buf, size_t sz)
-{
-    static const char suf[] = "KMGT";
-    int k = -1;
-    while (k < 3 && v && !(v & 1023)) {
-        v >>= 10;
-        k++;
-    }
-    if (k < 0)
-        snprintf(buf, sz, "%llu", (unsigned long long)v);
-    else
-        snprintf(buf, sz, "%llu%c", (unsigned long long)v, suf[k]);
 }
 
 static void

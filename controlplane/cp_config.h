@@ -52,6 +52,19 @@ struct cp_config {
     bool dpdk_gw_auto, dpdk_spin;
     uint16_t dpdk_lport_lo, dpdk_lport_hi;
 
+    /* Authentication limits and quotas (docs/OPERATIONS.md "Limits"); a key
+     * not given gets its default (cp_config.c, the limits block). */
+    unsigned login_failures_per_address;    /* failed logins from a source before its lockout */
+    unsigned auth_pending_per_address;      /* password checks waiting or running per source */
+    unsigned auth_pending_max;              /* ... in total */
+    unsigned register_per_address;          /* registrations per source and hour */
+    unsigned max_accounts_per_user;
+    unsigned max_contacts_per_account;      /* every network; at most CP_MAX_CONTACTS_CAP */
+    unsigned max_unified_members;           /* members of a user's unified list, all contacts */
+    unsigned max_queued_per_user;           /* messages waiting for the user's ack */
+    uint64_t max_queued_bytes_per_user;     /* ... and their bytes */
+    unsigned max_sessions;                  /* emulated sessions (linked accounts) in total */
+
     /* operations (SNMP, alarms; cp_snmp.c, cp_ops.c) */
     char *snmp_agentx;          /* --snmp-agentx SOCKET: the AgentX master's socket; NULL: off */
     unsigned account_storm;     /* --account-storm N: more than N accounts leaving online in a
@@ -70,6 +83,13 @@ enum cp_config_origin {
     CP_CFG_FILE,                /* the config file */
     CP_CFG_RUNTIME,             /* set while running (imfusectl log-level) */
 };
+
+/* The largest max-contacts-per-account: a full `contacts` list of that many
+ * entries of the largest size the relay keeps (dataplane/dp_relay.h) fits in
+ * one frame, with the rest of an account's configuration. */
+#define CP_MAX_CONTACTS_CAP     1000
+/* The largest max-accounts-per-user (`accounts` is read in pages past a frame). */
+#define CP_MAX_ACCOUNTS_CAP     10000
 
 /*
  * Parse argv (then the config file it names, flags winning).  Returns 0, 1

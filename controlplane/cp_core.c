@@ -254,6 +254,7 @@ commit_turn(struct cp_core *c)
     }
     c->turn_msgs = c->turn_outbox = 0;
     cid_turn_end(c, ok);
+    cp_quota_turn_end(c, ok);
     while (c->after) {
         struct cp_after *a = c->after;
         c->after = a->next;
@@ -513,6 +514,7 @@ handle_msg_in(struct cp_core *c, struct dp_msg *m)
         return;
     }
     c->turn_msgs++;
+    cp_quota_queue(c, m->uid, 1, m->len);
     struct dp_msg d = { .type = DPM_DELIVER, .uid = m->uid, .account = m->account };
     d.u.deliver.seq = seq;
     d.u.deliver.token = m->u.msg_in.token;
@@ -742,6 +744,9 @@ handle_up(struct cp_core *c, struct dp_msg *m)
     case CPM_REPLAY_NEXT:
         cp_client_replay_next(c, m);
         break;
+    case CPM_KDF:
+        cp_kdf_request(c, m);
+        break;
     case CPM_CONN_CLOSED:
     case CPM_CONN_LOGOUT:
         cp_client_session_end(c, m);
@@ -817,6 +822,8 @@ cp_core_start(struct cp_core *c)
     rc = cp_account_each(c->txn, 0, start_account, c);
     if (rc == 0)
         rc = cp_outbox_each(c->txn, start_outbox, c);
+    if (rc == 0)
+        rc = cp_quota_load(c, c->txn);
     cp_txn_abort(c->txn);
     c->txn = NULL;
     cid_turn_end(c, true);              /* the outbox's cids are durable already */

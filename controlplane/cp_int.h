@@ -54,6 +54,28 @@ struct cp_after {
 
 #define CP_AFTER_KEEP   4096        /* free after-commit items kept for reuse */
 
+/* How often a limit refused something (controlplane side; imfusectl stats). */
+struct cp_limit_stats {
+    uint64_t lockout;           /* login: user, user from source, or source locked or busy */
+    uint64_t auth_source;       /* login/register: auth-pending-per-address reached */
+    uint64_t auth_total;        /* login/register: auth-pending-max reached */
+    uint64_t register_rate;     /* register: register-per-address reached */
+    uint64_t accounts;          /* link: max-accounts-per-user reached */
+    uint64_t sessions;          /* link: max-sessions reached */
+    uint64_t unified;           /* set_unified: max-unified-members or the frame limit */
+    uint64_t queue_full;        /* a user's queue reached max-queued-per-user or -bytes */
+};
+
+struct cp_quota;
+
+/* Login lockouts: a user (from anywhere, and from one source) after 5
+ * failures for 30 s; a source after login-failures-per-address for 60 s;
+ * both doubling per further lockout up to 15 min (cp_auth.h). */
+#define CP_LOCK_USER_FAILURES   5
+#define CP_LOCK_USER_MS         (30 * 1000)
+#define CP_LOCK_ADDR_MS         (60 * 1000)
+#define CP_RATELIM_ENTRIES      262144  /* per limiter; the least recently used goes first */
+
 struct cp_session {
     struct cp_session *next;
     uint32_t conn, gen;
@@ -102,7 +124,12 @@ struct cp_core {
     struct cp_auth *auth;
     struct cp_resolver *resolver;
     struct cp_rpc *rpc;
-    struct cp_ratelim *rl_user, *rl_addr;
+    struct cp_ratelim *rl_user, *rl_addr;   /* login lockouts: per user, per source */
+    struct cp_ratelim *rl_user_src;         /* per (user, source): not reset from elsewhere */
+    struct cp_ratelim *rl_register;         /* registrations per source (a rate) */
+    struct cp_limit_stats lim;              /* limits hit (imfusectl stats) */
+    struct cp_quota *quota;                 /* per-user queue counts (cp_quota.c) */
+    struct cp_kdf *kdf;                     /* IM servers' key derivations and their cache (cp_kdf.c) */
 
     struct cp_txn *txn;              /* the write transaction of this loop turn */
     struct cp_after *after, *after_tail;
@@ -137,7 +164,6 @@ struct cp_core {
     struct cp_reload *reload;           /* what the last reload loaded (TLS files) */
     uint64_t start_ms;                  /* mono ms at start-up (uptime) */
     uint64_t logins_failed;             /* logins refused: wrong user name or password */
-    uint64_t logins_locked;             /* logins refused: the user or address was locked out */
     uint64_t acct_left_online;          /* account states that changed from online to another */
 };
 
@@ -268,6 +294,41 @@ int cp_core_run(struct cp_core *c, int sigfd);
 void cp_core_drain(struct cp_core *c);
 /* Free the in-memory tables (not the store, channel or pool). */
 void cp_core_free(struct cp_core *c);
+
+/*
+ * Per-user queue quotas (cp_quota.c): the count and bytes of each user's
+ * queued messages, kept in memory, exact across acks, failed commits and
+ * restarts; a user at max-queued-per-user or max-queued-bytes-per-user has
+ * its IM servers' input paused (DPM_QUEUE_FULL) until acks make room.
+ */
+struct cp_quota *cp_quota_new(const struct cp_config *cfg);
+void cp_quota_free(struct cp_quota *q);
+/* Count every stored queue (start-up); tells the dataplane about full ones. */
+int cp_quota_load(struct cp_core *c, struct cp_txn *t);
+/* This turn changed uid's queue by count messages of bytes (negative: an ack). */
+void cp_quota_queue(struct cp_core *c, uint64_t uid, int64_t count, int64_t bytes);
+/* The turn's commit ended: apply its changes (ok) or forget them; tell the
+ * dataplane about users whose queue became full or has room again. */
+void cp_quota_turn_end(struct cp_core *c, bool ok);
+/* The user is deleted in this turn: its counts go with the commit. */
+void cp_quota_user_del(struct cp_core *c, uint64_t uid);
+/* A DPM_ACCOUNT_UP of uid was queued: repeat the pause behind it if full. */
+void cp_quota_account_up(struct cp_core *c, uint64_t uid);
+/* Users whose queue is full now. */
+void cp_quota_stats(const struct cp_core *c, uint64_t *full_users);
+/* uid's committed counts; true when its queue is full. */
+bool cp_quota_get(const struct cp_core *c, uint64_t uid, uint64_t *count, uint64_t *bytes);
+
+/*
+ * IM servers' key derivations (cp_kdf.c): CPM_KDF is answered from a cache
+ * of derived keys or by the auth pool, always with one DPM_KDF_DONE.
+ */
+#define CP_KDF_CACHE_MAX    65536       /* derived keys kept; the least recently used goes */
+struct cp_kdf;
+struct cp_kdf *cp_kdf_new(void);
+void cp_kdf_free(struct cp_kdf *k);
+void cp_kdf_request(struct cp_core *c, const struct dp_msg *m);
+void cp_kdf_stats(const struct cp_core *c, uint64_t *hits, uint64_t *derived, uint64_t *entries);
 
 /* user name syntax: 1-64 bytes of [a-z0-9._-] */
 bool cp_user_name_ok(const char *s, size_t n);

@@ -285,12 +285,19 @@ main(int argc, char **argv)
         IM_LOG(IM_LOG_ERROR, "imfused", "%s", why);
         goto out;
     }
-    core.auth = cp_auth_new(2);
+    struct cp_auth_caps caps = { .per_source = cfg.auth_pending_per_address, .total = cfg.auth_pending_max };
+    core.auth = cp_auth_new(2, &caps);
     core.resolver = cp_resolver_new();
-    core.rl_user = cp_ratelim_new(5, 30 * 1000);
-    core.rl_addr = cp_ratelim_new(20, 60 * 1000);
+    core.rl_user = cp_ratelim_new(CP_LOCK_USER_FAILURES, CP_LOCK_USER_MS, CP_RATELIM_ENTRIES);
+    core.rl_user_src = cp_ratelim_new(CP_LOCK_USER_FAILURES, CP_LOCK_USER_MS, CP_RATELIM_ENTRIES);
+    core.rl_addr = cp_ratelim_new(cfg.login_failures_per_address, CP_LOCK_ADDR_MS, CP_RATELIM_ENTRIES);
+    core.rl_register = cp_ratelim_new_rate(cfg.register_per_address,
+                                           3600 * 1000 / cfg.register_per_address, CP_RATELIM_ENTRIES);
+    core.quota = cp_quota_new(&cfg);
+    core.kdf = cp_kdf_new();
     core.ch = dp_chan_new(16384);       /* 4 MiB of 256-byte slots each way; overflow beyond */
-    if (!core.auth || !core.resolver || !core.rl_user || !core.rl_addr || !core.ch) {
+    if (!core.auth || !core.resolver || !core.rl_user || !core.rl_user_src || !core.rl_addr ||
+        !core.rl_register || !core.quota || !core.kdf || !core.ch) {
         IM_LOG(IM_LOG_ERROR, "imfused", "out of memory");
         goto out;
     }
@@ -321,6 +328,7 @@ main(int argc, char **argv)
            "prelogin-memory %llu bytes, tcp-keepalive %u s, idle-timeout %u s", lim.max_conns,
            lim.max_conns_per_addr, lim.prelogin_timeout_ms / 1000, (unsigned long long)lim.prelogin_memory,
            lim.keepalive_idle_s, lim.idle_timeout_ms / 1000);
+    dp_relay_set_quotas(relay, &(struct dp_relay_quotas){ .max_contacts = cfg.max_contacts_per_account });
     if (*cfg.listen && listen_on(relay, cfg.listen, false) < 0)
         goto out;
     if (cfg.listen_tls && listen_on(relay, cfg.listen_tls, true) < 0)
@@ -375,7 +383,11 @@ out:
     cp_auth_free(core.auth);
     cp_resolver_free(core.resolver);
     cp_ratelim_free(core.rl_user);
+    cp_ratelim_free(core.rl_user_src);
     cp_ratelim_free(core.rl_addr);
+    cp_ratelim_free(core.rl_register);
+    cp_quota_free(core.quota);
+    cp_kdf_free(core.kdf);
     dp_chan_free(core.ch);
     if (core.store)
         cp_store_close(core.store);

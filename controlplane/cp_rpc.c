@@ -271,7 +271,9 @@ cmd_user_hash(struct rpc_req *q, bool passwd)
     j->gen = q->gen;
     j->req_id = q->id;
     im_strlcpy(j->user, buf, sizeof(j->user));
-    cp_auth_submit(q->r->c->auth, j);
+    j->uncapped = true;                 /* the operator's: never refused (source "") */
+    if (cp_auth_submit(q->r->c->auth, j, NULL) < 0)
+        cp_oom(__func__);
 }
 
 static void cmd_user_add(struct rpc_req *q) { cmd_user_hash(q, false); }
@@ -293,6 +295,7 @@ cmd_user_del(struct rpc_req *q)
     struct dp_msg m = { .type = DPM_USER_DEL, .uid = u.uid };
     cp_after_commit(c, &m, NULL);
     cp_state_del_user(c, u.uid);
+    cp_quota_user_del(c, u.uid);
     LOG(IM_LOG_INFO, "operator: user %s deleted", u.name);
     reply_ok(q, true);
 }
@@ -758,6 +761,8 @@ conn_close(struct cp_rpc *r, unsigned i)
         close(k->fd);
     if (k->rx_fd >= 0)
         close(k->rx_fd);
+    if (k->rx)
+        im_wipe(k->rx, k->rx_len);
     free(k->rx);
     free(k->tx);
     memset(k, 0, sizeof(*k));
@@ -916,6 +921,7 @@ conn_read(struct cp_rpc *r, unsigned i)
     }
     memmove(k->rx, k->rx + off, k->rx_len - off);
     k->rx_len -= off;
+    im_wipe(k->rx + k->rx_len, off);    /* what the move left behind (passwords) */
 }
 
 void

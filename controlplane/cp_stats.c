@@ -53,6 +53,45 @@ accounts_by_state(struct cp_core *c, struct cp_stats *out)
         }
 }
 
+/* The limits (docs/OPERATIONS.md "Limits"): each one's value (a gauge) and
+ * how often it refused something. */
+static void
+limits(struct cp_core *c, const struct dp_relay_stats *st, struct cp_stats *out)
+{
+    const struct cp_config *g = c->cfg;
+    uint64_t queue_full_users = 0, kdf_hits, kdf_derived, kdf_entries;
+    cp_quota_stats(c, &queue_full_users);
+    cp_kdf_stats(c, &kdf_hits, &kdf_derived, &kdf_entries);
+    G("max_accounts_per_user", g->max_accounts_per_user);
+    C("limit_accounts", c->lim.accounts);
+    G("max_sessions", g->max_sessions);
+    C("limit_sessions", c->lim.sessions);
+    G("max_contacts_per_account", g->max_contacts_per_account);
+    C("limit_contacts", st->limit_contacts);
+    G("max_unified_members", g->max_unified_members);
+    C("limit_unified", c->lim.unified);
+    G("max_queued_per_user", g->max_queued_per_user);
+    G("max_queued_bytes_per_user", g->max_queued_bytes_per_user);
+    C("limit_queue_full", c->lim.queue_full);
+    G("queue_full_users", queue_full_users);
+    G("accounts_paused", st->accounts_paused);
+    G("login_failures_per_address", g->login_failures_per_address);
+    C("limit_lockout", c->lim.lockout);
+    G("auth_pending_per_address", g->auth_pending_per_address);
+    C("limit_auth_address", c->lim.auth_source);
+    G("auth_pending_max", g->auth_pending_max);
+    C("limit_auth_total", c->lim.auth_total);
+    G("register_per_address", g->register_per_address);
+    C("limit_register", c->lim.register_rate);
+    C("limit_auth_busy", st->limit_auth_busy);
+    C("kdf_requests", st->kdf_requests);
+    C("kdf_derived", kdf_derived);
+    C("kdf_cache_hits", kdf_hits);
+    G("kdf_cache_entries", kdf_entries);
+    G("ratelimit_entries", cp_ratelim_entries(c->rl_user) + cp_ratelim_entries(c->rl_user_src) +
+                           cp_ratelim_entries(c->rl_addr) + cp_ratelim_entries(c->rl_register));
+}
+
 void
 cp_stats_collect(struct cp_core *c, struct cp_stats *out)
 {
@@ -84,7 +123,7 @@ cp_stats_collect(struct cp_core *c, struct cp_stats *out)
     C("clients_dropped", st.clients_dropped);
     C("logins_ok", st.logins_ok);
     C("logins_failed", c->logins_failed);
-    C("logins_locked", c->logins_locked);
+    C("logins_locked", c->lim.lockout);     /* = limit_lockout, the MIB's name */
     G("sessions", n_sessions);
     C("frames_in", st.frames_in);
     C("frames_bad", st.frames_bad);
@@ -111,6 +150,7 @@ cp_stats_collect(struct cp_core *c, struct cp_stats *out)
     G("store_accounts", ss.accounts);
     G("store_queued", ss.queued);
     G("auth_pending", cp_auth_pending(c->auth));
+    C("auth_jobs", cp_auth_submitted(c->auth));
     C("dp_oom", st.oom);
     C("dp_up_dropped", st.up_dropped);
     /* client connections and their limits */
@@ -157,6 +197,7 @@ cp_stats_collect(struct cp_core *c, struct cp_stats *out)
     C("tcp_retransmits", ws.tcp_retransmits);
     C("tcp_refused", ws.tcp_refused);
     C("tcp_drops", ws.tcp_drops);
+    limits(c, &st, out);
 }
 
 bool

@@ -707,12 +707,13 @@ int cp_user_put(struct cp_txn *t, const struct cp_user *u)
 }
 
 /* Delete every key of uid in a (uid, k) database with k <= upto. */
-static int del_range(struct cp_txn *t, MDB_dbi dbi, uint64_t uid, uint64_t upto, uint64_t *count)
+static int del_range(struct cp_txn *t, MDB_dbi dbi, uint64_t uid, uint64_t upto, uint64_t *count,
+                     uint64_t *bytes)
 {
     struct st_key16 kb;
     MDB_cursor *c;
     MDB_val k = key16(&kb, uid, 0), v;
-    uint64_t n = 0;
+    uint64_t n = 0, b = 0;
     int rc = st_code(mdb_cursor_open(t->txn, dbi, &c));
 
     if (rc)
@@ -728,6 +729,7 @@ static int del_range(struct cp_txn *t, MDB_dbi dbi, uint64_t uid, uint64_t upto,
         /* Copy the key first (it points into the page the delete changes),
          * then re-seek from it: the next key is the first >= it. */
         memcpy(kb.b, k.mv_data, 16);
+        b += v.mv_size;
         if ((rc = st_code(mdb_cursor_del(c, 0))))
             break;
         n++;
@@ -739,6 +741,8 @@ static int del_range(struct cp_txn *t, MDB_dbi dbi, uint64_t uid, uint64_t upto,
         rc = 0;
     if (count)
         *count = n;
+    if (bytes)
+        *bytes = b;
     return rc;
 }
 
@@ -761,13 +765,13 @@ int cp_user_del(struct cp_txn *t, const char *name)
     if (rc == -IM_ENOTFOUND)
         rc = 0;                 /* tolerate a missing reverse entry */
     if (!rc)
-        rc = del_range(t, t->s->accounts, u.uid, UINT64_MAX, NULL);
+        rc = del_range(t, t->s->accounts, u.uid, UINT64_MAX, NULL, NULL);
     if (!rc)
-        rc = del_range(t, t->s->contacts, u.uid, UINT64_MAX, NULL);
+        rc = del_range(t, t->s->contacts, u.uid, UINT64_MAX, NULL, NULL);
     if (!rc)
-        rc = del_range(t, t->s->unified, u.uid, UINT64_MAX, NULL);
+        rc = del_range(t, t->s->unified, u.uid, UINT64_MAX, NULL, NULL);
     if (!rc)
-        rc = del_range(t, t->s->queue, u.uid, UINT64_MAX, NULL);
+        rc = del_range(t, t->s->queue, u.uid, UINT64_MAX, NULL, NULL);
     if (!rc)
         rc = cp_outbox_del_uid(t, u.uid, NULL);
     return st_fail_hard(t, rc);
@@ -989,7 +993,29 @@ int cp_blob_del_upto(struct cp_txn *t, enum cp_blob_db db, uint64_t uid, uint64_
         return t->err;
     if (!blob_db_ok(db) || !uid)
         return -IM_EINVAL;
-    return st_fail_hard(t, del_range(t, blob_dbi(t, db), uid, upto, n));
+    return st_fail_hard(t, del_range(t, blob_dbi(t, db), uid, upto, n, NULL));
+}
+
+int cp_account_count(struct cp_txn *t, uint64_t *n)
+{
+    MDB_stat ms;
+    *n = 0;
+    if (t->err)
+        return t->err;
+    int rc = st_code(mdb_stat(t->txn, t->s->accounts, &ms));
+    if (!rc)
+        *n = ms.ms_entries;
+    return rc;
+}
+
+int cp_queue_del_upto(struct cp_txn *t, uint64_t uid, uint64_t upto, uint64_t *n, uint64_t *bytes)
+{
+    *n = *bytes = 0;
+    if (t->err)
+        return t->err;
+    if (!uid)
+        return -IM_EINVAL;
+    return st_fail_hard(t, del_range(t, t->s->queue, uid, upto, n, bytes));
 }
 
 int cp_blob_each(struct cp_txn *t, enum cp_blob_db db, uint64_t uid, uint64_t from, cp_blob_fn *fn, void *ud)

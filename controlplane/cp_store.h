@@ -129,6 +129,8 @@ int cp_account_del(struct cp_txn *t, uint64_t uid, uint64_t account);
 typedef int cp_account_fn(void *ud, const struct cp_account *a);
 /* uid 0: every user's accounts.  In (uid, account) order. */
 int cp_account_each(struct cp_txn *t, uint64_t uid, cp_account_fn *fn, void *ud);
+/* Accounts of every user (the transaction's own changes included). */
+int cp_account_count(struct cp_txn *t, uint64_t *n);
 /* Free options and sealed and zero them; the struct itself is the caller's. */
 void cp_account_free(struct cp_account *a);
 
@@ -138,6 +140,8 @@ int cp_blob_put(struct cp_txn *t, enum cp_blob_db db, uint64_t uid, uint64_t k, 
 int cp_blob_del(struct cp_txn *t, enum cp_blob_db db, uint64_t uid, uint64_t k);
 /* Delete every key of uid with k <= upto (upto UINT64_MAX: all); *n (may be NULL) gets the count. */
 int cp_blob_del_upto(struct cp_txn *t, enum cp_blob_db db, uint64_t uid, uint64_t upto, uint64_t *n);
+/* cp_blob_del_upto() of the queue that also sums the deleted values' bytes. */
+int cp_queue_del_upto(struct cp_txn *t, uint64_t uid, uint64_t upto, uint64_t *n, uint64_t *bytes);
 typedef int cp_blob_fn(void *ud, uint64_t uid, uint64_t k, const void *v, size_t n);
 /* Keys of uid with k >= from, in order.  uid 0: all users, every key from the start (from ignored). */
 int cp_blob_each(struct cp_txn *t, enum cp_blob_db db, uint64_t uid, uint64_t from, cp_blob_fn *fn, void *ud);

@@ -8,10 +8,12 @@
 #include <string.h>
 #include <arpa/inet.h>
 
+#include "dp_chan.h"
 #include "dp_worker.h"
 #include "dp_relay_int.h"
 
 static void account_connect(struct dp_account *a, uint64_t now);
+static void account_session_result(struct dp_account *a, int rc);
 static void account_flush_queue(struct dp_account *a);
 
 /* The time as adapters are given it: the worker's clocks (monotonic for
@@ -71,7 +73,14 @@ static void
 account_state(struct dp_account *a, enum im_account_state st, const char *detail)
 {
     a->state = st;
-    im_strlcpy(a->detail, detail ? detail : "", sizeof(a->detail));
+    if ((!detail || !*detail) && a->read_paused)
+        detail = a->user->queue_detail;         /* paused: say so while it lasts */
+    if ((!detail || !*detail) && a->contacts_offered) {
+        snprintf(a->detail, sizeof(a->detail), "contact list cut to %u of %u contacts "
+                 "(max-contacts-per-account %u)", a->n_contacts, a->contacts_offered, a->r->quota.max_contacts);
+    } else {
+        im_strlcpy(a->detail, detail ? detail : "", sizeof(a->detail));
+    }
     event_account(a);
     struct cl_enc e;
     cl_enc_init(&e);
@@ -197,19 +206,33 @@ contact_fill(struct dp_relay *r, struct dp_contact *c, struct im_str addr, struc
              const struct im_str *groups, uint32_t n_groups, enum im_presence pres)
 {
     c->presence = pres;
+    if (name.len > DP_CONTACT_NAME_MAX)
+        name.len = (uint32_t)im_utf8_trim(name.p, DP_CONTACT_NAME_MAX);
     if (!(c->address = dp_strdup(r, addr)) || !(c->name = dp_strdup(r, name)))
         return false;
-    c->groups = calloc(n_groups + 1, sizeof(char *));
+    c->groups = calloc((n_groups < DP_CONTACT_GROUPS_MAX ? n_groups : DP_CONTACT_GROUPS_MAX) + 1,
+                       sizeof(char *));
     if (!c->groups) {
         dp_relay_oom(r, "contact groups");
         return false;
     }
-    for (uint32_t j = 0; j < n_groups; j++) {
+    uint32_t bytes = 0;
+    for (uint32_t j = 0; j < n_groups && c->n_groups < DP_CONTACT_GROUPS_MAX; j++) {
+        if (bytes + groups[j].len > DP_CONTACT_GROUP_BYTES)
+            continue;                   /* past the entry's budget: left out */
         if (!(c->groups[c->n_groups] = dp_strdup(r, groups[j])))
             return false;
+        bytes += groups[j].len;
         c->n_groups++;
     }
     return true;
+}
+
+/* Whether a contact of this address can be kept (DP_CONTACT_ADDR_MAX). */
+static bool
+contact_addr_ok(struct im_str addr)
+{
+    return addr.len >= 1 && addr.len <= DP_CONTACT_ADDR_MAX;
 }
 
 /* Load a stored contact list (array of entries) into the account. */
@@ -222,18 +245,19 @@ contacts_load(struct dp_account *a, const msgpack_object *arr)
     a->n_contacts = 0;
     if (!arr || arr->type != MSGPACK_OBJECT_ARRAY)
         return;
-    struct dp_contact *list = calloc(arr->via.array.size + 1, sizeof(*list));
+    uint32_t max = r->quota.max_contacts;
+    struct dp_contact *list = calloc((arr->via.array.size < max ? arr->via.array.size : max) + 1, sizeof(*list));
     if (!list) {
         dp_relay_oom(r, "contact list");
         return;
     }
     uint32_t n = 0;
-    for (uint32_t i = 0; i < arr->via.array.size; i++) {
+    for (uint32_t i = 0; i < arr->via.array.size && n < max; i++) {
         const msgpack_object *o = &arr->via.array.ptr[i], *groups;
         struct im_str addr, name = { "", 0 }, *g = NULL;
         uint32_t ng = 0;
         const char *why;
-        if (o->type != MSGPACK_OBJECT_MAP || cl_get_str(o, "address", 1, DP_ADDR_MAX, &addr, &why))
+        if (o->type != MSGPACK_OBJECT_MAP || cl_get_str(o, "address", 1, DP_CONTACT_ADDR_MAX, &addr, &why))
             continue;
         (void)cl_get_str(o, "name", 0, 1024, &name, &why);
         bool ok = true;
@@ -259,6 +283,8 @@ contacts_load(struct dp_account *a, const msgpack_object *arr)
     }
     a->contacts = list;
     a->n_contacts = n;
+    if (n == max && arr->via.array.size > max)
+        a->contacts_offered = arr->via.array.size;
 }
 
 struct dp_contact *
@@ -275,25 +301,41 @@ dp_contact_find(struct dp_account *a, const char *address)
 static void
 contacts_from_adapter(struct dp_account *a, const struct im_contact *list, uint32_t n)
 {
-    struct dp_contact *nc = calloc(n + 1, sizeof(*nc));
+    uint32_t max = a->r->quota.max_contacts, k = 0, offered = 0;
+    struct dp_contact *nc = calloc((n < max ? n : max) + 1, sizeof(*nc));
     if (!nc) {
         dp_relay_oom(a->r, "contact list");
         return;
     }
     for (uint32_t i = 0; i < n; i++) {
         const struct im_contact *ic = &list[i];
-        if (!contact_fill(a->r, &nc[i], ic->address, ic->name, ic->groups, ic->n_groups, ic->presence)) {
-            contacts_free(nc, i + 1);
+        if (!contact_addr_ok(ic->address))
+            continue;
+        offered++;
+        if (k == max)
+            continue;                   /* over the cap: counted, not kept */
+        if (!contact_fill(a->r, &nc[k], ic->address, ic->name, ic->groups, ic->n_groups, ic->presence)) {
+            contacts_free(nc, k + 1);
             return;
         }
-        for (uint32_t j = 0; j < a->n_contacts && nc[i].presence == IM_PRES_UNKNOWN; j++)
-            if (!strcmp(a->contacts[j].address, nc[i].address))
-                nc[i].presence = a->contacts[j].presence;
+        for (uint32_t j = 0; j < a->n_contacts && nc[k].presence == IM_PRES_UNKNOWN; j++)
+            if (!strcmp(a->contacts[j].address, nc[k].address))
+                nc[k].presence = a->contacts[j].presence;
+        k++;
     }
     contacts_free(a->contacts, a->n_contacts);
     a->contacts = nc;
-    a->n_contacts = n;
+    a->n_contacts = k;
+    uint32_t was = a->contacts_offered;
+    a->contacts_offered = offered > k ? offered : 0;
+    if (a->contacts_offered) {
+        STAT_ADD(a->r, limit_contacts, 1);
+        DP_LOG(IM_LOG_WARN, "account %llu: the server's contact list has %u entries: kept %u "
+               "(max-contacts-per-account)", (unsigned long long)a->id, offered, k);
+    }
     contacts_changed(a);
+    if (a->contacts_offered != was)
+        account_state(a, a->state, NULL);   /* the detail says it (or no more) */
 }
 
 /* ------------------------------------------------------------------------ */
@@ -314,6 +356,21 @@ account_schedule_retry(struct dp_account *a, uint64_t now, const char *why)
     snprintf(d, sizeof(d), "retrying in %u.%u s%s%s", delay / 1000, (delay % 1000) / 100,
              why && *why ? ": " : "", why ? why : "");
     account_state(a, IM_ACC_OFFLINE, d);
+}
+
+/* Stop or resume reading the account's connection (the user's queue). */
+static void
+account_read_paused(struct dp_account *a, bool paused)
+{
+    if (a->read_paused == paused)
+        return;
+    a->read_paused = paused;
+    if (paused)
+        STAT_ADD(a->r, accounts_paused, 1);
+    else
+        STAT_SUB(a->r, accounts_paused, 1);
+    if (a->conn)
+        dp_conn_pause(a->conn, paused);
 }
 
 /* Drop the session's connection; its on_close finishes the job. */
@@ -384,18 +441,68 @@ acct_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
     struct dp_account *a = dp_conn_ud(c);
     if (!a->sess)
         return;
-    int rc = a->ops->input(a->sess, p, n, acct_now(a));
-    if (rc < 0) {
-        if (a->state != IM_ACC_ERROR && a->state != IM_ACC_AUTH_FAILED) {
-            char d[128];
-            snprintf(d, sizeof(d), "protocol error: %s", im_strerror(rc));
-            account_state(a, IM_ACC_ERROR, d);
-        }
-        if (a->state == IM_ACC_AUTH_FAILED)
-            dp_conn_close(c);
-        else
-            account_drop_conn(a, rc);
+    account_session_result(a, a->ops->input(a->sess, p, n, acct_now(a)));
+}
+
+/* A session hook that takes input (input, kdf_done) returned rc: on an
+ * error the session ends (auth_failed: closed politely, not retried). */
+static void
+account_session_result(struct dp_account *a, int rc)
+{
+    if (rc >= 0 || !a->conn)
+        return;
+    if (a->state != IM_ACC_ERROR && a->state != IM_ACC_AUTH_FAILED) {
+        char d[128];
+        snprintf(d, sizeof(d), "protocol error: %s", im_strerror(rc));
+        account_state(a, IM_ACC_ERROR, d);
     }
+    if (a->state == IM_ACC_AUTH_FAILED)
+        dp_conn_close(a->conn);
+    else
+        account_drop_conn(a, rc);
+}
+
+/*
+ * io->kdf: SCRAM's PBKDF2 goes up to the controlplane's auth pool
+ * (CPM_KDF), never runs here; DPM_KDF_DONE brings the key back to the
+ * same session (dp_account_kdf_done).  One at a time per account: a new
+ * session's request while an old one's is out is refused (the login
+ * fails and is retried), so the pool never holds more than one per account.
+ */
+static int
+acct_io_kdf(void *ud, uint64_t req, const struct im_kdf_params *p)
+{
+    struct dp_account *a = ud;
+    if (a->kdf_busy)
+        return -EBUSY;
+    struct dp_msg m = { .type = CPM_KDF, .uid = a->user->uid, .account = a->id };
+    m.u.kdf.req = req;
+    m.u.kdf.sess = a->sess_gen;
+    int rc = dp_msg_set_kdf(&m, p);
+    if (rc < 0) {
+        if (rc == -ENOMEM)
+            dp_relay_oom(a->r, "key derivation request");
+        return rc;
+    }
+    dp_chan_send_up(a->r->ch, &m);
+    a->kdf_busy = true;
+    STAT_ADD(a->r, kdf_requests, 1);
+    return 0;
+}
+
+void
+dp_account_kdf_done(struct dp_relay *r, const struct dp_msg *m)
+{
+    struct dp_account *a = dp_account_find(r, m->account);
+    if (!a || a->user->uid != m->uid)
+        return;
+    a->kdf_busy = false;
+    if (!a->sess || a->sess_gen != m->u.kdf.sess)
+        return;                         /* the session that asked is gone */
+    const uint8_t *key = dp_msg_bytes(m);
+    int status = m->u.kdf.status < 0 ? m->u.kdf.status : key ? 0 : -IM_EINVAL;
+    account_session_result(a, a->ops->kdf_done(a->sess, m->u.kdf.req, status, status ? NULL : key,
+                                                status ? 0 : m->len, acct_now(a)));
 }
 
 static void
@@ -429,6 +536,7 @@ acct_on_close(struct dp_conn *c, int reason)
     uint64_t now = dp_worker_now(a->r->w);
 
     a->conn = NULL;
+    account_read_paused(a, false);
     if (a->sess) {
         a->ops->destroy(a->sess);
         a->sess = NULL;
@@ -482,6 +590,7 @@ dp_account_detach(struct dp_account *a, bool polite)
             dp_conn_abort(a->conn, 0);
         a->conn = NULL;
     }
+    account_read_paused(a, false);
     a->online = false;
     a->tls_pending = false;
     a->resolving = false;
@@ -566,6 +675,13 @@ account_connect(struct dp_account *a, uint64_t now)
     int err = 0;
 
     a->next_try = 0;
+    if (a->user->queue_full) {
+        /* No new session while the user's queue is full: what it would
+         * read could not be queued.  dp_account_queue_full() starts it. */
+        a->held = true;
+        account_state(a, IM_ACC_OFFLINE, a->user->queue_detail);
+        return;
+    }
     const char *ip = a->host;
     if (!is_ip_literal(a->host)) {
         if (a->ip_i >= a->n_ips) {
@@ -575,6 +691,7 @@ account_connect(struct dp_account *a, uint64_t now)
         ip = a->ips[a->ip_i];
     }
     a->opened = false;
+    a->sess_gen++;
     a->sess = a->ops->create(&a->cfg, &a->io);
     if (!a->sess) {
         account_schedule_retry(a, now, "out of memory");
@@ -1022,7 +1139,7 @@ dp_account_up(struct dp_relay *r, const struct dp_msg *m)
         .tls_name = a->tls_name, .options = a->opts, .n_options = a->n_opts,
     };
     a->io = (struct im_io){ .out = acct_io_out, .event = acct_io_event, .local_addr = acct_io_local,
-                            .kdf = NULL, .rng = NULL, .ud = a };
+                            .kdf = acct_io_kdf, .rng = NULL, .ud = a };
     a->backoff = 0;
     a->online = false;
     if (!cfg_ok) {
@@ -1040,6 +1157,53 @@ dp_account_up(struct dp_relay *r, const struct dp_msg *m)
     a->cfg.host = a->host;
     a->cfg.port = (uint16_t)port;
     account_connect(a, dp_worker_now(r->w));
+}
+
+/* ------------------------------------------------------------------------ */
+/* the user's queue is full, or has room again                               */
+
+void
+dp_account_queue_full(struct dp_relay *r, const struct dp_msg *m)
+{
+    struct dp_user *u = dp_user_find(r, m->uid);
+    struct cl_msg pm;
+    struct im_str d = { "", 0 };
+    const char *why;
+
+    if (!u)
+        return;                         /* no accounts here: nothing to read */
+    bool had = dp_msg_decode(m, &pm) == 0;
+    if (had)
+        (void)cl_get_str(&pm.root, "detail", 0, 1024, &d, &why);
+    u->queue_full = m->u.queue.full != 0;
+    snprintf(u->queue_detail, sizeof(u->queue_detail), "%.*s", (int)d.len, d.p);
+    if (had)
+        cl_msg_free(&pm);
+    uint64_t now = dp_worker_now(r->w);
+    for (struct dp_account *a = u->accounts; a; a = a->unext) {
+        if (u->queue_full) {
+            if (a->online) {
+                /* the session stays; its server is not read (back-pressure) */
+                account_read_paused(a, true);
+                account_state(a, a->state, u->queue_detail);
+            } else if (a->conn || a->resolving || a->next_try) {
+                /* not logged in yet (or waiting to retry): no session now */
+                dp_account_detach(a, false);
+                a->next_try = 0;
+                a->held = true;
+                account_state(a, IM_ACC_OFFLINE, u->queue_detail);
+            }
+            continue;
+        }
+        account_read_paused(a, false);
+        if (a->held) {
+            a->held = false;
+            if (a->ops && !a->sess && !a->conn && !a->resolving && a->state != IM_ACC_AUTH_FAILED)
+                account_connect(a, now);
+        } else {
+            account_state(a, a->state, NULL);   /* the pause's detail goes */
+        }
+    }
 }
 
 /* ------------------------------------------------------------------------ */
@@ -1067,11 +1231,14 @@ dp_op_contact(struct dp_client *cl, const struct cl_msg *req, bool add)
     const char *why;
     int rc;
 
-    if ((rc = cl_get_uint(&req->root, "account", &account, &why)) != 0 ||
-        (rc = cl_get_str(&req->root, "address", 1, 255, &addr, &why)) != 0 ||
-        (add && (rc = cl_get_str(&req->root, "name", 0, 255, &name, &why)) == -IM_EINVAL)) {
-        dp_client_error(cl, true, req->id, CL_ERR_BAD_REQUEST,
-                        rc == -IM_ENOTFOUND ? "account and address are required" : why);
+    const char *key = "account";
+    if ((rc = cl_get_uint(&req->root, key, &account, &why)) != 0 ||
+        (rc = cl_get_text(&req->root, (key = "address"), 1, 255, &addr, &why)) != 0 ||
+        (add && (rc = cl_get_text(&req->root, (key = "name"), 0, 255, &name, &why)) == -IM_EINVAL)) {
+        char msg[128] = "account and address are required";
+        if (rc != -IM_ENOTFOUND)
+            snprintf(msg, sizeof(msg), "%s: %s", key, why);
+        dp_client_error(cl, true, req->id, CL_ERR_BAD_REQUEST, msg);
         return;
     }
     struct dp_account *a = dp_user_account(cl->user, account);
@@ -1091,6 +1258,14 @@ dp_op_contact(struct dp_client *cl, const struct cl_msg *req, bool add)
     struct dp_contact *c = dp_contact_find(a, address);
     if (!add && !c) {
         dp_client_error(cl, true, req->id, CL_ERR_NOT_FOUND, "no such contact");
+        return;
+    }
+    if (add && !c && a->n_contacts >= r->quota.max_contacts) {
+        char msg[160];
+        STAT_ADD(r, limit_contacts, 1);
+        snprintf(msg, sizeof(msg), "max-contacts-per-account reached: the account has %u contacts, at most %u",
+                 a->n_contacts, r->quota.max_contacts);
+        dp_client_error(cl, true, req->id, CL_ERR_LIMIT, msg);
         return;
     }
     if (a->ops->add_contact) {

@@ -327,6 +327,12 @@ dp_admit_tick(struct dp_relay *r, uint64_t now)
         pre_del(cl);
         if (cl->closing)
             continue;
+        if (cl->auth_busy) {
+            /* Its login (or register) is being checked: the answer decides,
+             * the connection gets another timeout to log in after it. */
+            pre_add(cl);
+            continue;
+        }
         STAT_ADD(r, prelogin_timeouts, 1);
         DP_LOG(IM_LOG_DEBUG, "client %s: not logged in within %u ms (prelogin-timeout): closing",
                dp_conn_peer(cl->c), r->lim.prelogin_timeout_ms);

@@ -403,10 +403,12 @@ forward(struct dp_client *cl, const struct cl_op *op, uint64_t id, const uint8_t
     memcpy(d, body, len);
     memcpy(d + len, peer, pl + 1);
     dp_chan_send_up(r->ch, &m);
+    if (op->one_at_a_time)
+        cl->auth_busy = true;           /* until its answer comes down */
 }
 
-/* One decoded frame from a client. */
-static void
+/* One decoded frame from a client; returns its op's row (NULL: unknown). */
+static const struct cl_op *
 client_request(struct dp_client *cl, const struct cl_msg *req, const uint8_t *body, uint32_t len)
 {
     const struct cl_op *op = cl_op_find(req->op);
@@ -416,20 +418,27 @@ client_request(struct dp_client *cl, const struct cl_msg *req, const uint8_t *bo
         snprintf(msg, sizeof(msg), "unknown op \"%.*s\"", (int)(req->op.len > 64 ? 64 : req->op.len),
                  req->op.p);
         dp_client_error(cl, true, req->id, CL_ERR_UNSUPPORTED, msg);
-        return;
+        return NULL;
     }
     if (op->login == CL_LOGIN_FORBIDDEN && cl->user) {
         dp_client_error(cl, true, req->id, CL_ERR_BAD_REQUEST, "already logged in");
-        return;
+        return op;
     }
     if (op->login == CL_LOGIN_REQUIRED && !cl->user) {
         dp_client_error(cl, true, req->id, CL_ERR_NOT_LOGGED_IN, "log in first");
-        return;
+        return op;
+    }
+    if (op->one_at_a_time && cl->auth_busy) {
+        STAT_ADD(cl->r, limit_auth_busy, 1);
+        dp_client_error(cl, true, req->id, CL_ERR_LIMIT,
+                        "a login or register is in progress on this connection: one at a time");
+        return op;
     }
     if (op->plane == CL_PLANE_DATA)
         dp_op_handlers[op->id](cl, req);
     else
         forward(cl, op, req->id, body, len);
+    return op;
 }
 
 /* ------------------------------------------------------------------------ */
@@ -441,6 +450,7 @@ client_process(struct dp_client *cl)
 {
     struct dp_relay *r = cl->r;
     size_t off = 0;
+    bool secret = false;                /* a frame with a password was consumed */
 
     /* Frames stay buffered while the client's own output is backed up. */
     while (!cl->closing && !cl->out_full) {
@@ -478,12 +488,10 @@ client_process(struct dp_client *cl)
             dp_client_close(cl);
             return;
         }
-        client_request(cl, &req, body, blen);
-        const struct cl_op *op = cl_op_find(req.op);
+        const struct cl_op *op = client_request(cl, &req, body, blen);
         if (op && op->secret) {
-            /* a password: gone from the decoded copy and the receive buffer */
-            cl_msg_wipe(&req);
-            im_wipe((uint8_t *)body, blen);
+            cl_msg_wipe(&req);          /* a password: gone from the decoded copy */
+            secret = true;              /* and from the receive buffer, below */
         }
         cl_msg_free(&req);
         off += (size_t)n;
@@ -493,6 +501,8 @@ client_process(struct dp_client *cl)
     if (off) {
         memmove(cl->rx, cl->rx + off, cl->rx_len - off);
         cl->rx_len -= off;
+        if (secret)
+            im_wipe(cl->rx + cl->rx_len, off);  /* what the move left behind */
     }
     if (cl->rx_len == 0 && cl->rx_cap > DP_RX_KEEP)
         client_rx_free(cl);
@@ -523,13 +533,20 @@ cl_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
                                       "(prelogin-memory): yours holds the largest partial frame");
             return;
         }
-        uint8_t *nb = realloc(cl->rx, cap);
+        /* not realloc: the old buffer may hold part of a password */
+        uint8_t *nb = malloc(cap);
         if (!nb) {
             dp_admit_rx_set(cl, cl->rx_cap);
             dp_relay_oom(cl->r, "client receive buffer");
             dp_client_error(cl, false, 0, CL_ERR_INTERNAL, "out of memory");
             dp_client_close(cl);
             return;
+        }
+        if (cl->rx_len)
+            memcpy(nb, cl->rx, cl->rx_len);
+        if (cl->rx) {
+            im_wipe(cl->rx, cl->rx_len);
+            free(cl->rx);
         }
         cl->rx = nb;
         cl->rx_cap = cap;
@@ -572,6 +589,8 @@ cl_on_drain(struct dp_conn *c)
 static void
 client_free(struct dp_client *cl)
 {
+    if (cl->rx)
+        im_wipe(cl->rx, cl->rx_len);    /* a frame cut short may hold a password */
     free(cl->rx);
     free(cl);
 }
@@ -721,6 +740,20 @@ dp_clients_free(struct dp_relay *r)
 /* commands from the controlplane                                            */
 
 void
+dp_client_frame_down(struct dp_relay *r, const struct dp_msg *m)
+{
+    struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
+    if (!cl)
+        return;
+    if (!cl->user)
+        cl->auth_busy = false;          /* before login, the answer to the login or register */
+    if (m->len)
+        dp_client_write(cl, dp_msg_bytes(m), m->len);
+    if (m->type == DPM_CONN_CLOSE)
+        dp_client_close(cl);
+}
+
+void
 dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m)
 {
     struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
@@ -729,10 +762,23 @@ dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m)
     const msgpack_object *unified = NULL;
     const char *why;
 
-    if (!cl || cl->user || dp_msg_decode(m, &pm) < 0)
+    if (!cl) {
+        /* Closed while its login was checked: the controlplane has just
+         * counted a session for it, which this forgets again. */
+        struct dp_msg gone = { .type = CPM_CONN_CLOSED, .conn = m->conn, .gen = m->gen, .uid = m->uid };
+        dp_up(r, &gone, NULL);
         return;
+    }
+    cl->auth_busy = false;
+    if (cl->user)
+        return;
+    if (dp_msg_decode(m, &pm) < 0) {
+        dp_client_error(cl, true, m->u.login_ok.req, CL_ERR_INTERNAL, "malformed login from the controlplane");
+        return;
+    }
     if (cl_get_str(&pm.root, "user", 1, 64, &user, &why)) {
         cl_msg_free(&pm);
+        dp_client_error(cl, true, m->u.login_ok.req, CL_ERR_INTERNAL, "malformed login from the controlplane");
         return;
     }
     char name[65];

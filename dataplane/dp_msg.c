@@ -135,3 +135,47 @@ dp_msg_client_req(const struct dp_msg *m, const uint8_t **body, uint32_t *len, c
     *peer = (const char *)d + n;
     return 0;
 }
+
+#define KDF_HDR 8                       /* hash, iterations, salt length, password length */
+
+int
+dp_msg_set_kdf(struct dp_msg *m, const struct im_kdf_params *p)
+{
+    if (p->salt_len > 255 || p->password_len > 65535)
+        return -IM_EINVAL;
+    uint8_t *d = dp_msg_alloc(m, KDF_HDR + p->salt_len + p->password_len);
+    if (!d)
+        return -ENOMEM;
+    uint32_t it = p->iterations;
+    uint16_t pl = (uint16_t)p->password_len;
+    d[0] = (uint8_t)p->hash;
+    memcpy(d + 1, &it, 4);
+    d[5] = (uint8_t)p->salt_len;
+    memcpy(d + 6, &pl, 2);
+    if (p->salt_len)
+        memcpy(d + KDF_HDR, p->salt, p->salt_len);
+    if (p->password_len)
+        memcpy(d + KDF_HDR + p->salt_len, p->password, p->password_len);
+    return 0;
+}
+
+int
+dp_msg_kdf(const struct dp_msg *m, struct im_kdf_params *p)
+{
+    const uint8_t *d = dp_msg_bytes(m);
+    uint32_t it;
+    uint16_t pl;
+    if (!d || m->len < KDF_HDR)
+        return -IM_EINVAL;
+    memcpy(&it, d + 1, 4);
+    memcpy(&pl, d + 6, 2);
+    if ((size_t)KDF_HDR + d[5] + pl != m->len)
+        return -IM_EINVAL;
+    p->hash = (enum im_kdf_hash)d[0];
+    p->iterations = it;
+    p->salt = d + KDF_HDR;
+    p->salt_len = d[5];
+    p->password = (const char *)d + KDF_HDR + d[5];
+    p->password_len = pl;
+    return 0;
+}

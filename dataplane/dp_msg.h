@@ -21,6 +21,11 @@
  *           ("ip:port", NUL-terminated).  Read it with dp_msg_client_req().
  *   IDS     CPM_OUT_DONE only: len / 8 message ids (uint64_t, host order; the
  *           planes are one process).
+ *   KDF     CPM_KDF only: a key derivation's parameters (im_kdf.h): hash (1
+ *           byte), iterations (4, host order), salt length (1), password
+ *           length (2, host order), the salt, the password.  Made with
+ *           dp_msg_set_kdf(), read with dp_msg_kdf(), which checks the layout.
+ *   KEY     DPM_KDF_DONE only: the derived key's bytes (none on failure).
  * Ownership of the payload passes with the message: whoever takes a message
  * from a ring releases it with dp_msg_release(), and a copy that takes over a
  * message is made with dp_msg_move().  Payloads are made only by
@@ -45,6 +50,7 @@
 #include <stdint.h>
 
 #include "im_common.h"
+#include "im_kdf.h"
 
 struct cl_msg;
 struct cl_enc;
@@ -54,7 +60,8 @@ struct cl_enc;
 
 enum dp_msg_type {
     /* ---- controlplane -> dataplane ------------------------------------- */
-    /* conn,gen.  WIRE: a complete client frame to write. */
+    /* conn,gen.  WIRE: a complete client frame to write.  Before login it
+     * is the answer to the connection's login or register in flight. */
     DPM_CONN_SEND = 1,
     /* conn,gen.  WIRE (optional): a last frame; then close the connection. */
     DPM_CONN_CLOSE,
@@ -101,6 +108,13 @@ enum dp_msg_type {
      * every message committed before this one was replayed, and live
      * deliveries (with higher seqs) follow in the ring. */
     DPM_REPLAY_END,
+    /* uid, account; u.kdf.  KEY: the answer to the CPM_KDF of that session
+     * (u.kdf.sess) and request (u.kdf.req); u.kdf.status 0 or negative. */
+    DPM_KDF_DONE,
+    /* uid; u.queue.  FRAME {detail}: the user's queue of unacknowledged
+     * messages is full (stop reading the user's IM servers; detail says why
+     * in each account's detail) or has room again (full 0: read them). */
+    DPM_QUEUE_FULL,
 
     /* ---- dataplane -> controlplane ------------------------------------- */
     /* conn,gen, uid (0 before login); u.client_req.  REQ. */
@@ -129,6 +143,9 @@ enum dp_msg_type {
      * user's queue for this connection: the messages with seq > after, as
      * DPM_DELIVERs addressed to it, then DPM_REPLAY_END. */
     CPM_REPLAY_NEXT,
+    /* uid, account; u.kdf (sess, req).  KDF: derive a key for the account's
+     * session sess (SCRAM's PBKDF2) off the dataplane; DPM_KDF_DONE answers. */
+    CPM_KDF,
 };
 
 struct dp_msg {
@@ -177,6 +194,14 @@ struct dp_msg {
         struct {
             uint64_t after;     /* the highest seq the connection got */
         } replay_next;
+        struct {
+            uint32_t full;      /* 1: full, 0: room again */
+        } queue;
+        struct {
+            uint64_t req;       /* the adapter's request number */
+            uint32_t sess;      /* the account's session it is for (a stale answer is dropped) */
+            int32_t status;     /* DPM_KDF_DONE: 0 or a negative code */
+        } kdf;
     } u;
     void *data;                 /* a heap payload, or NULL (inline or none) */
     uint8_t inl[DP_MSG_INLINE]; /* an inline payload of len bytes when data is NULL */
@@ -219,6 +244,12 @@ bool dp_msg_secret(const struct dp_msg *m);
 int dp_msg_decode(const struct dp_msg *m, struct cl_msg *out);
 /* Whether m carries a well-formed FRAME payload (length checked, not decoded). */
 bool dp_msg_has_frame(const struct dp_msg *m);
+/* Give m a KDF payload of p (copied).  0, or -IM_EINVAL (a salt over 255 or
+ * a password over 65535 bytes), -ENOMEM. */
+int dp_msg_set_kdf(struct dp_msg *m, const struct im_kdf_params *p);
+/* The parameters of a KDF payload (views into m).  0, or -IM_EINVAL when the
+ * layout is broken. */
+int dp_msg_kdf(const struct dp_msg *m, struct im_kdf_params *p);
 /* The parts of a REQ payload (views into m->data).  0, or -IM_EINVAL when
  * the layout is broken. */
 int dp_msg_client_req(const struct dp_msg *m, const uint8_t **body, uint32_t *len,

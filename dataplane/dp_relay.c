@@ -307,14 +307,9 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
 {
     switch ((enum dp_msg_type)m->type) {
     case DPM_CONN_SEND:
-    case DPM_CONN_CLOSE: {
-        struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
-        if (cl && m->len)
-            dp_client_write(cl, dp_msg_bytes(m), m->len);
-        if (cl && m->type == DPM_CONN_CLOSE)
-            dp_client_close(cl);
+    case DPM_CONN_CLOSE:
+        dp_client_frame_down(r, m);
         break;
-    }
     case DPM_LOGIN_OK:
         dp_client_login_ok(r, m);
         break;
@@ -347,6 +342,12 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
         break;
     case DPM_RESOLVED:
         dp_account_resolved(r, m);
+        break;
+    case DPM_QUEUE_FULL:
+        dp_account_queue_full(r, m);
+        break;
+    case DPM_KDF_DONE:
+        dp_account_kdf_done(r, m);
         break;
     case DPM_USER_DEL:
         user_del(r, m->uid);
@@ -408,6 +409,7 @@ dp_relay_new(struct dp_worker *w, struct dp_chan *ch)
     r->ch = ch;
     r->rng = im_now_ms() ^ 0x9e3779b97f4a7c15ULL;
     r->lim = (struct dp_client_limits)DP_CLIENT_LIMITS_DEFAULT;
+    r->quota.max_contacts = 1000;
     dp_worker_set_hooks(w, relay_poll, relay_tick, r);
     dp_worker_set_pending(w, dp_chan_down_pending, ch);
     return r;
@@ -417,6 +419,12 @@ void
 dp_relay_set_limits(struct dp_relay *r, const struct dp_client_limits *l)
 {
     r->lim = *l;
+}
+
+void
+dp_relay_set_quotas(struct dp_relay *r, const struct dp_relay_quotas *q)
+{
+    r->quota = *q;
 }
 
 void

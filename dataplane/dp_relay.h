@@ -49,7 +49,11 @@ struct dp_chan;
     X(replays_paced)        /* replay batches asked for after the first (paced by on_drain) */ \
     X(replies_limit)        /* replies answered `limit`: over the frame limit */ \
     X(events_too_big)       /* events not sent: over the frame limit */ \
-    X(contacts_cut)         /* contact lists cut to fit the frame limit */
+    X(contacts_cut)         /* contact lists cut to fit the frame limit */ \
+    X(limit_auth_busy)      /* login/register refused: another one in flight on the connection */ \
+    X(limit_contacts)       /* contacts refused or lists cut at max-contacts-per-account */ \
+    X(accounts_paused)      /* accounts not read now: their user's queue is full (gauge) */ \
+    X(kdf_requests)         /* key derivations (SCRAM) handed to the controlplane */
 
 /* Counters of one worker, written by it only, read by anyone (relaxed). */
 struct dp_relay_stats {
@@ -93,6 +97,13 @@ int dp_relay_listen(struct dp_relay *r, const char *host, uint16_t port, bool tl
 void dp_relay_stop_listening(struct dp_relay *r);
 /* The port of the n-th listener (0 when there is none): tests listen on port 0. */
 uint16_t dp_relay_listen_port(const struct dp_relay *r, unsigned n);
+
+/* The quotas the relay enforces (from the config; the worker not running
+ * yet, or on its thread).  dp_relay_new() starts with max_contacts 1000. */
+struct dp_relay_quotas {
+    uint32_t max_contacts;              /* max-contacts-per-account, every network */
+};
+void dp_relay_set_quotas(struct dp_relay *r, const struct dp_relay_quotas *q);
 
 /* Snapshot of the counters (safe from any thread). */
 void dp_relay_stats_read(const struct dp_relay *r, struct dp_relay_stats *out);

@@ -50,6 +50,14 @@
 #define DP_PRELOGIN_LOWAT   (4u * 1024)
 #define DP_LOG_EVERY_MS     10000           /* a limit's log line at most this often */
 #define DP_CLOSE_GRACE_MS   5000            /* a closing client that cannot flush is aborted then */
+/* What the relay keeps of a contact, so that a full list of
+ * max-contacts-per-account entries always fits one frame
+ * (controlplane/cp_config.h CP_MAX_CONTACTS_CAP): longer addresses are left
+ * out, names cut on a character boundary, groups past the budget dropped. */
+#define DP_CONTACT_ADDR_MAX     255
+#define DP_CONTACT_NAME_MAX     255
+#define DP_CONTACT_GROUPS_MAX   8
+#define DP_CONTACT_GROUP_BYTES  255         /* of all the contact's group names */
 
 struct dp_user;
 struct dp_account;
@@ -80,6 +88,7 @@ struct dp_client {
     bool replay_wait;                   /* the next batch is asked for at on_drain */
     uint64_t replay_last;               /* the highest seq replayed so far */
     uint64_t live_after;                /* live deliveries up to this seq came in the replay */
+    bool auth_busy;                     /* a login or register awaits its answer */
 };
 
 /* One entry of an account's contact list. */
@@ -124,6 +133,8 @@ struct dp_user {
     uint32_t n_unified;
     uint8_t *unified_raw;               /* the msgpack array as stored */
     size_t unified_raw_len;
+    bool queue_full;                    /* its queue is full: its IM servers are not read */
+    char queue_detail[256];             /* why, for the accounts' detail */
 };
 
 struct dp_account {
@@ -143,6 +154,7 @@ struct dp_account {
     char detail[256];
     struct dp_contact *contacts;
     uint32_t n_contacts;
+    uint32_t contacts_offered;          /* entries in the list last cut to the cap (0: not cut) */
     /* the server's addresses (IP literals from the controlplane's resolver) */
     char ips[DP_IPS_MAX][DP_IP_LEN];
     uint32_t n_ips, ip_i;               /* tried in order; ip_i == n_ips: resolve again */
@@ -150,12 +162,16 @@ struct dp_account {
     bool resolving;
     /* the emulated session */
     struct im_sess *sess;
+    uint32_t sess_gen;                  /* names the session across the planes (CPM_KDF) */
+    bool kdf_busy;                      /* a CPM_KDF awaits its DPM_KDF_DONE (one at a time) */
     struct dp_conn *conn;
     bool opened;                        /* the connection came up */
     bool online;
     bool tls_pending;
     uint64_t next_try;                  /* mono ms; 0 = not scheduled */
     uint32_t backoff;
+    bool held;                          /* not connected while the user's queue is full */
+    bool read_paused;                   /* its connection is not read (the queue is full) */
     /* ordered send queue: [head, unsent) handed to the session, [unsent, ..) waiting */
     struct dp_out *q_head, *q_tail, *q_unsent;
     uint32_t q_len;
@@ -192,6 +208,7 @@ struct dp_relay {
     uint64_t next_idle_check;           /* mono ms */
     uint64_t log_at[8];                 /* when each limit was last logged (enum dp_admit_log) */
     uint64_t accept_paused_seen;        /* the worker's accept_paused last logged */
+    struct dp_relay_quotas quota;       /* what the relay enforces of the quotas */
     struct dp_relay_live st;
 };
 
@@ -255,6 +272,8 @@ void dp_client_pause(struct dp_client *cl, bool paused);
 void dp_user_broadcast(struct dp_relay *r, struct dp_user *u, struct cl_enc *e);
 /* DPM_LOGIN_OK, DPM_DELIVER. */
 void dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m);
+/* DPM_CONN_SEND / DPM_CONN_CLOSE: write the frame (and close). */
+void dp_client_frame_down(struct dp_relay *r, const struct dp_msg *m);
 void dp_client_deliver(struct dp_relay *r, const struct dp_msg *m);
 /* Whether the dataplane serves op (the table's DATA rows; for the checks). */
 bool dp_client_serves(enum cl_op_id op);
@@ -311,6 +330,10 @@ void dp_account_tick(struct dp_account *a, uint64_t now);
 void dp_account_detach(struct dp_account *a, bool polite);
 /* Pause cl until a's queue is below DP_QUEUE_RESUME. */
 void dp_account_pause_client(struct dp_account *a, struct dp_client *cl);
+/* DPM_KDF_DONE: hand the derived key to the session that asked. */
+void dp_account_kdf_done(struct dp_relay *r, const struct dp_msg *m);
+/* DPM_QUEUE_FULL: stop or resume reading the user's IM servers. */
+void dp_account_queue_full(struct dp_relay *r, const struct dp_msg *m);
 /* add_contact / remove_contact. */
 void dp_op_contact(struct dp_client *cl, const struct cl_msg *req, bool add);
 struct dp_contact *dp_contact_find(struct dp_account *a, const char *address);

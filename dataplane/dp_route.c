@@ -142,7 +142,7 @@ dp_op_send(struct dp_client *cl, const struct cl_msg *req)
                         rc == -IM_ENOTFOUND ? "to is required" : "to must be a map");
         return;
     }
-    if ((rc = cl_get_str(&req->root, "body", 1, 65536, &body, &why)) != 0) {
+    if ((rc = cl_get_text(&req->root, "body", 1, 65536, &body, &why)) != 0) {
         char msg[128];
         snprintf(msg, sizeof(msg), "body: %s", rc == -IM_ENOTFOUND ? "is required" : why);
         dp_client_error(cl, true, req->id, CL_ERR_BAD_REQUEST, msg);
@@ -178,7 +178,13 @@ dp_op_send(struct dp_client *cl, const struct cl_msg *req)
         a = dp_user_account(u, pick->account);
         im_strlcpy(address, pick->address, sizeof(address));
     } else if (rc == -IM_ENOTFOUND && cl_get_uint(to, "account", &account, &why) == 0 &&
-               cl_get_str(to, "address", 1, 255, &addr, &why) == 0) {
+               (rc = cl_get_text(to, "address", 1, 255, &addr, &why)) != -IM_ENOTFOUND) {
+        if (rc < 0) {
+            char msg[128];
+            snprintf(msg, sizeof(msg), "to.address: %s", why);
+            dp_client_error(cl, true, req->id, CL_ERR_BAD_REQUEST, msg);
+            return;
+        }
         a = dp_user_account(u, account);
         if (!a) {
             dp_client_error(cl, true, req->id, CL_ERR_NOT_FOUND, "no such account");

@@ -420,6 +420,18 @@ cl_get_str(const msgpack_object *map, const char *key, uint32_t minlen, uint32_t
 }
 
 int
+cl_get_text(const msgpack_object *map, const char *key, uint32_t minlen, uint32_t maxlen,
+            struct im_str *out, const char **why)
+{
+    int rc = cl_get_str(map, key, minlen, maxlen, out, why);
+    if (rc == 0 && out->len && memchr(out->p, '\0', out->len)) {
+        *why = "must not contain NUL";
+        return -IM_EINVAL;
+    }
+    return rc;
+}
+
+int
 cl_get_uint(const msgpack_object *map, const char *key, uint64_t *out, const char **why)
 {
     const msgpack_object *v;
@@ -520,9 +532,9 @@ cl_view_eq(struct im_str v, const char *s)
 
 /* ---- encoding ----------------------------------------------------------- */
 
-/* msgpack_sbuffer_write() reports OOM by returning -1, which the packer
- * ignores: the encoder remembers it, stops writing, and cl_enc_finish()
- * fails, so a frame is never silently truncated.  Writes past the frame
+/* A write that runs out of memory returns -1, which the packer ignores: the
+ * encoder remembers it, stops writing, and cl_enc_finish() fails, so a frame
+ * is never silently truncated.  Writes past the frame
  * limit stop early too: an oversized frame never holds more than the limit. */
 static int
 enc_write(void *data, const char *buf, size_t len)
@@ -534,10 +546,28 @@ enc_write(void *data, const char *buf, size_t len)
         e->failed = e->too_big = true;
         return -1;
     }
-    if (msgpack_sbuffer_write(&e->buf, buf, len)) {
-        e->failed = true;
-        return -1;
+    if (e->buf.alloc - e->buf.size < len) {
+        /* Grow by hand, not realloc: the old buffer is wiped before it is
+         * freed (a frame may carry a password). */
+        size_t cap = e->buf.alloc ? e->buf.alloc * 2 : MSGPACK_SBUFFER_INIT_SIZE;
+        while (cap < e->buf.size + len)
+            cap *= 2;
+        char *nb = malloc(cap);
+        if (!nb) {
+            e->failed = true;
+            return -1;
+        }
+        if (e->buf.size)
+            memcpy(nb, e->buf.data, e->buf.size);
+        if (e->buf.data) {
+            im_wipe(e->buf.data, e->buf.size);
+            free(e->buf.data);
+        }
+        e->buf.data = nb;
+        e->buf.alloc = cap;
     }
+    memcpy(e->buf.data + e->buf.size, buf, len);
+    e->buf.size += len;
     return 0;
 }
 

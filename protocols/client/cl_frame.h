@@ -77,6 +77,11 @@ int cl_frame_decode(struct cl_msg *m, const uint8_t *p, size_t n);
  */
 int cl_get_str(const msgpack_object *map, const char *key, uint32_t minlen, uint32_t maxlen,
                struct im_str *out, const char **why);
+/* cl_get_str() for text that goes to an IM network or names something there
+ * (addresses, bodies, logins, servers, account passwords): a NUL byte, which
+ * no network can carry, is -IM_EINVAL too ("must not contain NUL"). */
+int cl_get_text(const msgpack_object *map, const char *key, uint32_t minlen, uint32_t maxlen,
+                struct im_str *out, const char **why);
 int cl_get_uint(const msgpack_object *map, const char *key, uint64_t *out, const char **why);
 int cl_get_bool(const msgpack_object *map, const char *key, bool *out, const char **why);
 int cl_get_map(const msgpack_object *map, const char *key, const msgpack_object **out, const char **why);

@@ -57,6 +57,8 @@ struct cl_op {
     enum cl_plane plane;
     enum cl_login_rule login;
     bool secret;                /* carries a password: every copy of the frame is wiped */
+    bool one_at_a_time;         /* at most one outstanding per connection: another one
+                                 * before its answer gets `limit` (login, register) */
     const char *path;           /* where it goes, for readers: handler and plane messages */
 };
 

@@ -26,8 +26,9 @@
  * IRC_ISON_BUSY_MS (30 s) so that they do not slow a burst down.
  *
  * Messages: PRIVMSG to our nick (channels are ignored); CTCP ACTION <-> a
- * body "/me ..."; CTCP VERSION and PING are answered with a NOTICE, other
- * CTCP ignored; formatting codes stripped.  A NOTICE from a watched nick is
+ * body "/me ..."; CTCP VERSION and PING are answered with a NOTICE (at most
+ * IRC_MAX_CTCP_QUEUED answers wait in the queue: a flood of requests is not
+ * answered until it drained), other CTCP ignored; formatting codes stripped.  A NOTICE from a watched nick is
  * a chat message; any other NOTICE (services, the server) is IM_EV_NOTICE.
  * Outgoing bodies are cut at newlines and into lines that fit 512 bytes as
  * the server relays them (":nick!user@host PRIVMSG target :text\r\n", with
@@ -136,6 +137,7 @@ struct im_sess {
     int64_t tokens;                     /* ms of credit; <= burst * interval */
     uint64_t tokens_at;
     struct im_buf ctl, msgs;            /* at most IRC_MAX_QUEUE bytes each */
+    uint32_t ctcp_out;                  /* CTCP answers in ctl (0 again once it drained) */
 
     /* watch list */
     struct watch *watch;
@@ -463,6 +465,8 @@ flush_queues(struct im_sess *s)
 {
     refill(s);
     for (;;) {
+        if (fifo_empty(&s->ctl))
+            s->ctcp_out = 0;
         struct im_buf *f = !fifo_empty(&s->ctl) ? &s->ctl : !fifo_empty(&s->msgs) ? &s->msgs : NULL;
         if (!f)
             return 0;
@@ -1024,11 +1028,16 @@ on_privmsg(struct im_sess *s, const struct irc_line *l, bool is_notice)
             bl = 4 + al;
         } else {
             int rc = 0;
+            free(body);
+            if (s->ctcp_out >= IRC_MAX_CTCP_QUEUED)
+                return 0;                           /* a flood of CTCP requests: not answered */
             if (!is_notice && cl >= 7 && !strncmp(c, "VERSION", 7) && (cl == 7 || c[7] == ' '))
                 rc = sendf_ctl(s, 1, "NOTICE %.*s :\001VERSION imfuse\001", (int)l->nick_len, l->nick);
             else if (!is_notice && cl >= 4 && !strncmp(c, "PING", 4) && (cl == 4 || c[4] == ' ') && cl < 400)
                 rc = sendf_ctl(s, 1, "NOTICE %.*s :\001%.*s\001", (int)l->nick_len, l->nick, (int)cl, c);
-            free(body);
+            else
+                return 0;
+            s->ctcp_out++;
             return rc ? rc : flush_queues(s);
         }
     } else {

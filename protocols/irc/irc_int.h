@@ -28,6 +28,7 @@ extern const struct im_proto_ops irc_ops;
 #define IRC_MAX_ALT_NICKS       50              /* nick-in-use retries before giving up */
 #define IRC_MAX_QUEUE           (128u << 20)    /* bytes of one send queue: the relay's 1024
                                                  * queued messages of 64 KiB, cut into lines */
+#define IRC_MAX_CTCP_QUEUED     4               /* CTCP answers waiting in the queue */
 
 /*
  * Fold an IRC nick to its canonical lower case (rfc1459: A-Z -> a-z and

@@ -999,6 +999,9 @@ sasl_challenge(struct im_sess *s, const struct xnode *n)
     if (s->scram.step == SCRAM_STEP_FIRST) {
         rc = scram_server_first(&s->scram, d, len);
         free(d);
+        if (rc == -IM_ELIMIT)
+            return fail(s, IM_ACC_ERROR, rc, "SCRAM: the server asks for %lu iterations of PBKDF2, more than "
+                        "the %u imfuse allows: refused", (unsigned long)s->scram.iter, SCRAM_MAX_ITER);
         if (rc)
             return fail(s, IM_ACC_ERROR, rc, "SCRAM: malformed server-first-message");
         return scram_derive(s);

@@ -136,15 +136,20 @@ scram_server_first(struct scram_ctx *sc, const char *sf, size_t sflen)
     for (size_t i = 0; i < rl; i++)
         if (r[i] < 0x21 || r[i] > 0x7e || r[i] == ',')
             return -IM_EPROTO;
-    if (il == 0 || il > 7)
+    if (il == 0)
         return -IM_EPROTO;
     for (size_t i = 0; i < il; i++) {
         if (it[i] < '0' || it[i] > '9')
             return -IM_EPROTO;
-        iter = iter * 10 + (unsigned long)(it[i] - '0');
+        if (iter <= UINT32_MAX)
+            iter = iter * 10 + (unsigned long)(it[i] - '0');
     }
-    if (iter < SCRAM_MIN_ITER || iter > SCRAM_MAX_ITER)
+    if (iter < SCRAM_MIN_ITER)
         return -IM_EPROTO;
+    if (iter > SCRAM_MAX_ITER) {
+        sc->iter = iter > UINT32_MAX ? UINT32_MAX : (uint32_t)iter;
+        return -IM_ELIMIT;              /* the server chooses the work: bounded */
+    }
     if (sl == 0 || mbedtls_base64_decode(sc->salt, sizeof(sc->salt), &saltlen, (const unsigned char *)s, sl) ||
         saltlen == 0)
         return -IM_EPROTO;

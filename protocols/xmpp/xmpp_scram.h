@@ -42,7 +42,8 @@ enum scram_hash {
 #define SCRAM_MAX_CFB       600         /* client-first-message-bare */
 #define SCRAM_MAX_SF        2048        /* server-first-message */
 #define SCRAM_MAX_SALT      128         /* decoded salt */
-#define SCRAM_MAX_ITER      1000000u    /* refuse absurd iteration counts */
+#define SCRAM_MAX_ITER      100000u     /* PBKDF2 iterations a server may ask for (the
+                                         * server chooses the work: more is refused) */
 #define SCRAM_MIN_ITER      1u
 
 enum scram_step {
@@ -89,8 +90,10 @@ int scram_client_first(struct scram_ctx *sc, enum scram_hash h, const char *user
  * Check the server-first-message (sf, sflen bytes) and keep it: the server
  * nonce must extend ours, the salt decode (at most SCRAM_MAX_SALT bytes) and
  * the iteration count be within [SCRAM_MIN_ITER, SCRAM_MAX_ITER].  Returns
- * 0 (step KEY), -IM_EPROTO (malformed or an "e=" error), -IM_ETOOBIG (over
- * SCRAM_MAX_SF bytes), or -IM_EINVAL when called out of order.
+ * 0 (step KEY), -IM_EPROTO (malformed or an "e=" error), -IM_ELIMIT (a count
+ * over SCRAM_MAX_ITER: sc->iter holds it, saturated at UINT32_MAX),
+ * -IM_ETOOBIG (over SCRAM_MAX_SF bytes), or -IM_EINVAL when called out of
+ * order.
  */
 int scram_server_first(struct scram_ctx *sc, const char *sf, size_t sflen);
 

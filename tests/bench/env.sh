@@ -83,8 +83,11 @@ benv_start() {
     done
     for p in "${pids[@]}"; do wait "$p" || return 1; done
 
+    # every bench client comes from one address: the per-address limits are
+    # raised as for a carrier's NAT (docs/OPERATIONS.md, Limits)
     "$BENV_BUILD/imfused" --data "$w/imfused/data" --listen "$BENV_IMFUSE" \
         --control "$w/imfused/ctl.sock" --ca-file "$BENV_CA" --log-level warn \
+        --auth-pending-per-address 1000 --login-failures-per-address 1000 \
         > "$w/imfused/imfused.log" 2>&1 &
     benv_imfused_pid=$!
     BENV_IMFUSED_PID=$benv_imfused_pid

@@ -3,7 +3,8 @@
  *
  * Input starting with a 0x00 byte (every valid frame does: L <= 1 MiB) is a
  * client byte stream: each frame found by cl_frame_split() is decoded, every
- * getter is called on every key (recursively into nested maps and arrays),
+ * getter is called on every key (recursively into nested maps and arrays;
+ * cl_get_text() must refuse exactly the strings with a NUL),
  * and the message is written as JSON, which must parse back and re-write to
  * the same text.  Any other input is JSON text for cl_json_parse(), whose
  * output must unpack, write as JSON and parse again to the same bytes.
@@ -56,6 +57,11 @@ exercise_key(const msgpack_object *map, const char *key, int depth)
         char *d = cl_strdup(s);
         CHECK(d && strlen(d) <= s.len);
         free(d);
+        /* text for a network: refused exactly when it holds a NUL */
+        bool nul = s.len && memchr(s.p, 0, s.len);
+        struct im_str t;
+        rc = cl_get_text(map, key, 0, UINT32_MAX, &t, &why);
+        CHECK(nul ? rc == -IM_EINVAL && why : rc == 0 && t.len == s.len);
         rc = cl_get_str(map, key, 1, 64, &s, &why);
         CHECK(rc == 0 ? s.len >= 1 && s.len <= 64 : rc == -IM_EINVAL);
     }

@@ -341,7 +341,9 @@ def main():
         prosody('prosody_set_roster %s r%d a.test "$(cat %s)"' % (pdir, k, body))
     cafile = lib_out("prosody.sh", "prosody_cafile %s" % pdir)
 
-    d = Imfused(work, "replies", PORT, {}, extra=["--ca-file", cafile])
+    # quotas raised for this test's sizes (a 20,000-message backlog, 1,300 accounts)
+    d = Imfused(work, "replies", PORT, {"max-queued-per-user": 100000, "max-queued-bytes-per-user": "1G",
+                                        "max-accounts-per-user": 2000}, extra=["--ca-file", cafile])
     d.start()
     d.adduser("u", "u-pw")
     sections = a.only.split(",") if a.only else ("replay", "contacts", "unified", "accounts")

@@ -165,9 +165,10 @@ class Daemon:
     """imfused on the appliance address (testenv.py) and port, started under
     APPLIANCE_WRAP, its data and control socket under work.
     listen_tls=(port, certfile, keyfile) adds the TLS client listener;
-    extra: more flags (e.g. ["--snmp-agentx", SOCKET])."""
+    config {key: value} is written to work/imfused.conf and given with
+    --config; extra is more command-line arguments."""
 
-    def __init__(self, work, port, cafile=None, listen_tls=None, extra=()):
+    def __init__(self, work, port, cafile=None, listen_tls=None, config=None, extra=()):
         self.data = os.path.join(work, "var")
         self.ctl = os.path.join(self.data, "imfused.sock")
         self.port = port
@@ -175,6 +176,12 @@ class Daemon:
         self.listen_tls = listen_tls
         self.extra = list(extra)
         self.logpath = os.path.join(work, "imfused.log")
+        self.conf = None
+        if config:
+            self.conf = os.path.join(work, "imfused.conf")
+            with open(self.conf, "w") as f:
+                for k, v in config.items():
+                    f.write("%s = %s\n" % (k, v))
         self.p = None
 
     def start(self):
@@ -187,6 +194,8 @@ class Daemon:
         if self.listen_tls:
             port, cert, key = self.listen_tls
             argv += ["--listen-tls", hostport(APPLIANCE_ADDR, port), "--tls-cert", cert, "--tls-key", key]
+        if self.conf:
+            argv += ["--config", self.conf]
         argv += self.extra
         self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
@@ -204,3 +213,23 @@ class Daemon:
     def ctl_cmd(self, *args, stdin=None):
         return subprocess.run([os.path.join(BUILD, "imfusectl"), "-s", self.ctl] + list(args),
                               input=stdin, capture_output=True, text=True, timeout=30)
+
+    def stats(self):
+        """imfusectl --json stats, as a dict."""
+        p = self.ctl_cmd("--json", "stats")
+        if p.returncode != 0:
+            raise RuntimeError("imfusectl stats: " + p.stderr)
+        return json.loads(p.stdout)["stats"]
+
+    def add_user(self, name, password):
+        p = self.ctl_cmd("user", "add", name, stdin=password + "\n")
+        if p.returncode != 0:
+            raise RuntimeError("imfusectl user add %s: %s" % (name, p.stderr))
+
+
+def start_daemon(work, name, port, cafile=None, config=None, extra=()):
+    """A fresh imfused with its own directory work/name, started (Daemon's arguments)."""
+    os.makedirs(os.path.join(work, name), exist_ok=True)
+    d = Daemon(os.path.join(work, name), port, cafile, config=config, extra=extra)
+    d.start()
+    return d

@@ -16,8 +16,9 @@ class ProtocolError(Exception):
 
 
 class Client:
-    def __init__(self, host=APPLIANCE_ADDR, port=7700, timeout=15.0, tls_ctx=None, tls_name=None):
-        self.sock = socket.create_connection((host, port), timeout=timeout)
+    def __init__(self, host=APPLIANCE_ADDR, port=7700, timeout=15.0, tls_ctx=None, tls_name=None, src=None):
+        self.sock = socket.create_connection((host, port), timeout=timeout,
+                                             source_address=(src, 0) if src else None)
         if tls_ctx is not None:
             self.sock = tls_ctx.wrap_socket(self.sock, server_hostname=tls_name)
         self.sock.settimeout(timeout)
@@ -34,6 +35,12 @@ class Client:
 
     def send_raw(self, data):
         self.sock.sendall(data)
+
+    @staticmethod
+    def frame(obj):
+        """The bytes of one frame (for pipelining several in one write)."""
+        body = msgpack.packb(obj, use_bin_type=True)
+        return struct.pack(">I", len(body)) + body
 
     def recv_frame(self, timeout=None):
         deadline = time.monotonic() + (timeout if timeout is not None else self.timeout)
@@ -75,6 +82,26 @@ class Client:
                     raise ProtocolError("reply for id %r while waiting for %r" % (m["id"], rid))
                 return m
             self.events.append(m)
+
+    def pipeline(self, reqs, timeout=60.0):
+        """Send requests [(op, {fields})] in one write; their replies, in the
+        order of the requests (events are kept)."""
+        ids, data = [], b""
+        for op, f in reqs:
+            self.next_id += 1
+            ids.append(self.next_id)
+            data += Client.frame(dict(f, op=op, id=self.next_id))
+        self.send_raw(data)
+        got = {}
+        while len(got) < len(ids):
+            m = self.recv_frame(timeout)
+            if m is None:
+                raise ProtocolError("connection closed after %d of %d replies" % (len(got), len(ids)))
+            if "id" in m and m["op"] in ("ok", "error"):
+                got[m["id"]] = m
+            else:
+                self.events.append(m)
+        return [got[i] for i in ids]
 
     def call(self, op, **fields):
         """request() that raises unless the reply is ok."""

@@ -18,6 +18,8 @@
 #   PROSODY_REQUIRE_TLS=0     c2s_require_encryption = false (default true)
 #   PROSODY_LOG_LEVEL=L       lowest level logged to WORKDIR/prosody.log (default debug: every
 #                             stanza; the bench uses warn, debug logging costs more than routing)
+#   PROSODY_ITERATIONS="VHOST=N ..."  default_iteration_count = N in VHOST: the SCRAM
+#                             iterations of users registered there (prosody's default 10000)
 #
 # Everything lives in WORKDIR (config, certs, data, log, pid).  Run as root:
 # the config says run_as_root = true.  Functions return non-zero with a
@@ -77,6 +79,9 @@ prosody_start() {
         for h in "${hosts[@]}"; do
             echo "VirtualHost \"$h\""
             echo "    ssl = { key = \"$w/certs/$h.key\"; certificate = \"$w/certs/$h.crt\" }"
+            for it in ${PROSODY_ITERATIONS:-}; do
+                if [ "${it%%=*}" = "$h" ]; then echo "    default_iteration_count = ${it#*=}"; fi
+            done
         done
     } > "$w/prosody.cfg.lua"
     prosody --config "$w/prosody.cfg.lua" -F > "$w/prosody.out" 2>&1 &

@@ -450,7 +450,51 @@ T_TEST(client_limits)
     }
 }
 
+/* The limits block: defaults, the config file, ranges named in the error. */
+T_TEST(quota_limits)
+{
+    struct cp_config c;
+    char why[512];
+    char *argv0[] = { "imfused", NULL };
+    T_EQ_INT(parse(&c, why, 1, argv0), 0);
+    T_EQ_INT(c.login_failures_per_address, 20);
+    T_EQ_INT(c.auth_pending_per_address, 16);
+    T_EQ_INT(c.auth_pending_max, 256);
+    T_EQ_INT(c.register_per_address, 10);
+    T_EQ_INT(c.max_accounts_per_user, 32);
+    T_EQ_INT(c.max_contacts_per_account, CP_MAX_CONTACTS_CAP);
+    T_EQ_INT(c.max_unified_members, 10000);
+    T_EQ_INT(c.max_queued_per_user, 10000);
+    T_EQ_UINT(c.max_queued_bytes_per_user, 64ull << 20);
+    T_EQ_INT(c.max_sessions, 10000);
+    cp_config_free(&c);
+
+    char *path = write_conf("max-accounts-per-user = 4\nmax-queued-bytes-per-user = 1M\n"
+                            "auth-pending-per-address = 500\nmax-sessions = 7\n");
+    char *argv[] = { "imfused", "--config", path, "--max-sessions", "9", NULL };
+    T_EQ_INT(parse(&c, why, 5, argv), 0);
+    T_EQ_INT(c.max_accounts_per_user, 4);
+    T_EQ_UINT(c.max_queued_bytes_per_user, 1ull << 20);
+    T_EQ_INT(c.auth_pending_per_address, 500);
+    T_EQ_INT(c.max_sessions, 9);                    /* the flag wins */
+    cp_config_free(&c);
+    unlink(path);
+
+    static const struct { const char *k, *v, *range; } bad[] = {
+        { "--max-contacts-per-account", "1001", "1 to 1000" },
+        { "--max-accounts-per-user", "0", "1 to 10000" },
+        { "--max-queued-bytes-per-user", "1K", "64K to 64G" },
+        { "--max-queued-bytes-per-user", "65G", "64K to 64G" },
+        { "--register-per-address", "-1", "1 to 1000000" },
+    };
+    for (size_t i = 0; i < IM_ARRAY_SIZE(bad); i++) {
+        char *av[] = { "imfused", (char *)bad[i].k, (char *)bad[i].v, NULL };
+        T_ASSERT(parse(&c, why, 3, av) < 0);
+        T_ASSERT(strstr(why, bad[i].k + 2) && strstr(why, bad[i].range));
+    }
+}
+
 T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(file_long_line),
        T_RUN(shipped_config), T_RUN(store_map_size),
        T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values), T_RUN(client_limits),
-       T_RUN(origins_and_reread))
+       T_RUN(origins_and_reread), T_RUN(quota_limits))

@@ -46,6 +46,8 @@ T_TEST(op_rules)
     T_ASSERT(cl_op_find(IM_STR("link"))->secret);
     T_ASSERT(!cl_op_find(IM_STR("send"))->secret);
     for (unsigned i = 1; i < CL_OP__COUNT; i++)
+        T_EQ_INT(cl_ops[i].one_at_a_time, cl_ops[i].id == CL_OP_LOGIN || cl_ops[i].id == CL_OP_REGISTER);
+    for (unsigned i = 1; i < CL_OP__COUNT; i++)
         if (cl_ops[i].id != CL_OP_PING && cl_ops[i].id != CL_OP_LOGIN && cl_ops[i].id != CL_OP_REGISTER)
             T_EQ_INT(cl_ops[i].login, CL_LOGIN_REQUIRED);
 }

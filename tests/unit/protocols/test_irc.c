@@ -760,6 +760,23 @@ T_TEST(messages_out_split_all_prefixes)
 
 /* ---- pacing ----------------------------------------------------------------------- */
 
+/* A session of alice past the server's welcome at T0, writing into ref
+ * (cleared first). */
+static struct im_sess *
+welcomed(void)
+{
+    static const struct im_account_cfg cfg = { .account = 1, .login = "alice", .password = "", .host = "h",
+                                               .port = 1, .tls_name = "" };
+    static struct im_io io;
+    memset(&ref, 0, sizeof(ref));
+    io = (struct im_io){ .out = h_out, .event = h_event, .ud = &ref };
+    struct im_sess *s = irc_ops.create(&cfg, &io);
+    T_ASSERT(s);
+    T_EQ_INT(irc_ops.start(s, AT(T0)), 0);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), AT(T0)), 0);
+    return s;
+}
+
 T_TEST(pacing_token_bucket)
 {
     struct setup su = { 0 };                  /* defaults: burst 5, 1 line / 1000 ms */
@@ -782,13 +799,7 @@ T_TEST(pacing_token_bucket)
 
     /* play the clock: one line per second, never faster, none lost, in order */
     struct rec *r = &ref;
-    memset(r, 0, sizeof(*r));
-    struct im_account_cfg cfg = { .account = 1, .login = "alice", .password = "", .host = "h", .port = 1,
-                                  .tls_name = "" };
-    struct im_io io = { .out = h_out, .event = h_event, .ud = r };
-    struct im_sess *s = irc_ops.create(&cfg, &io);
-    T_EQ_INT(irc_ops.start(s, AT(T0)), 0);
-    T_EQ_INT(irc_ops.input(s, (const uint8_t *)WELCOME, strlen(WELCOME), AT(T0)), 0);
+    struct im_sess *s = welcomed();
     /* the bucket refills with time: wait 10 s so that it is full */
     T_EQ_INT(irc_ops.tick(s, AT(T0 + 10000)), 0);
     size_t base = r->outn;
@@ -908,6 +919,29 @@ T_TEST(clock_roles)
     irc_ops.destroy(s);
 }
 
+/* A flood of CTCP requests gets a bounded number of answers queued. */
+T_TEST(ctcp_flood_bounded)
+{
+    struct rec *r = &ref;
+    struct im_sess *s = welcomed();
+    static char flood[64 * 1000];
+    size_t n = 0;
+    for (int i = 0; i < 1000; i++)
+        n += (size_t)snprintf(flood + n, sizeof(flood) - n, ":m%d!m@h PRIVMSG alice :\x01VERSION\x01\r\n", i % 7);
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)flood, n, AT(T0 + 1)), 0);
+    T_ASSERT(irc_queued_lines(s) <= IRC_MAX_CTCP_QUEUED);
+    /* once drained, requests are answered again */
+    for (int step = 1; step <= 200; step++)
+        T_EQ_INT(irc_ops.tick(s, AT(T0 + 1 + (uint64_t)step * 100)), 0);
+    T_EQ_INT(irc_queued_lines(s), 0);
+    size_t before = r->outn;
+    const char *one = ":zed!z@h PRIVMSG alice :\x01VERSION\x01\r\n";
+    T_EQ_INT(irc_ops.input(s, (const uint8_t *)one, strlen(one), AT(T0 + 30000)), 0);
+    const char *want = "NOTICE zed :\x01VERSION imfuse\x01\r\n";
+    T_ASSERT(memmem(r->out + before, r->outn - before, want, strlen(want)));
+    irc_ops.destroy(s);
+}
+
 T_MAIN(T_RUN(login_plain), T_RUN(login_pass_sasl_ok), T_RUN(login_sasl_fail), T_RUN(login_sasl_not_offered),
        T_RUN(login_server_password_refused), T_RUN(login_nick_in_use),
        T_RUN(login_nick_in_use_digits_and_nicklen), T_RUN(login_starttls_refused),
@@ -916,4 +950,4 @@ T_MAIN(T_RUN(login_plain), T_RUN(login_pass_sasl_ok), T_RUN(login_sasl_fail), T_
        T_RUN(presence_monitor), T_RUN(presence_monitor_full), T_RUN(messages_in), T_RUN(strip_format_unit),
        T_RUN(messages_out_action_and_newlines), T_RUN(messages_out_split_utf8),
        T_RUN(messages_out_split_all_prefixes), T_RUN(pacing_token_bucket), T_RUN(normalize), T_RUN(to_utf8),
-       T_RUN(clock_roles))
+       T_RUN(clock_roles), T_RUN(ctcp_flood_bounded))

@@ -401,6 +401,26 @@ T_TEST(scram_server_signature_mismatch)
     T_ASSERT(strstr(evs(&f), "STATE error SCRAM: success without a server signature"));
     fx_free(&f);
 
+    /* a server asking for more than SCRAM_MAX_ITER iterations: error, not
+     * auth_failed, naming the count; nothing derived, nothing answered */
+    const char *counts[] = { "1000000", "100001", "99999999999999999999" };
+    for (size_t i = 0; i < 3; i++) {
+        fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
+        f.io.kdf = fx_kdf;
+        T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);
+        char sf[256];
+        snprintf(sf, sizeof(sf), "r=" NONCE "3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=%s", counts[i]);
+        snprintf(buf, sizeof(buf), HDR "<stream:features><mechanisms xmlns='" NS_SASL "'><mechanism>SCRAM-SHA-1"
+                 "</mechanism></mechanisms></stream:features><challenge xmlns='" NS_SASL "'>%s</challenge>",
+                 b64(sf));
+        T_EQ_INT(feed(&f, buf, T0), -IM_ELIMIT);
+        T_ASSERT(strstr(evs(&f), "STATE error SCRAM: the server asks for "));
+        T_ASSERT(strstr(evs(&f), "iterations of PBKDF2, more than the 100000 imfuse allows: refused\n"));
+        T_ASSERT(i != 0 || strstr(evs(&f), "asks for 1000000 iterations"));
+        T_ASSERT(!f.kdf_pending && !strstr(outs(&f), "<response"));
+        fx_free(&f);
+    }
+
     /* SCRAM-SHA-256 is preferred over SCRAM-SHA-1 */
     fx_init(&f, "user@a.test", "pencil", IM_TLS_DIRECT);
     T_EQ_INT(xmpp_ops.start(f.s, AT(T0)), 0);

@@ -81,7 +81,7 @@ T_TEST(malformed_server_first)
         "r=someoneelse3rfcNHYJY1ZVvWVs7j,s=QSXCR+Q6sek8bf92,i=4096",  /* nonce not ours */
         "r=fyko+d2lbbFgONRv9qkxdawL,s=QSXCR+Q6sek8bf92,i=4096",       /* not extended */
         "r=fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=0",
-        "r=fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=99999999",
+        "r=fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=12a",
         "r=fyko+d2lbbFgONRv9qkxdawLx,s=!!!,i=4096",
         "r=fyko+d2lbbFgONRv9qkxdawLx,i=4096",
         "m=ext,r=fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=4096",
@@ -179,10 +179,16 @@ T_TEST(server_first_limits)
     T_EQ_INT(scram_server_first(&sc, sf, strlen(sf)), -IM_ETOOBIG);
     T_EQ_INT(sc.step, SCRAM_STEP_FIRST);
     /* the iteration bounds */
-    T_EQ_INT(scram_server_first(&sc, "r=" "fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=1000000", 56), 0);
+    T_EQ_INT(scram_server_first(&sc, "r=" "fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=100000", 55), 0);
     T_EQ_UINT(sc.iter, SCRAM_MAX_ITER);
     T_EQ_INT(scram_client_first(&sc, SCRAM_SHA1, "user", rfc5802.nonce, NULL, out, sizeof(out), &n), 0);
-    T_EQ_INT(scram_server_first(&sc, "r=fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=1000001", 56), -IM_EPROTO);
+    T_EQ_INT(scram_server_first(&sc, "r=fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=100001", 55), -IM_ELIMIT);
+    T_EQ_UINT(sc.iter, 100001);                     /* kept, to name it */
+    T_EQ_INT(sc.step, SCRAM_STEP_FIRST);
+    T_EQ_INT(scram_server_first(&sc, "r=fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=99999999999999", 63),
+             -IM_ELIMIT);
+    T_EQ_UINT(sc.iter, UINT32_MAX);                 /* saturated */
+    T_EQ_INT(scram_server_first(&sc, "r=fyko+d2lbbFgONRv9qkxdawLx,s=QSXCR+Q6sek8bf92,i=0", 50), -IM_EPROTO);
     /* the derivation refuses what it cannot do */
     struct im_kdf_params p = { .hash = IM_KDF_SHA1, .password = "x", .password_len = 1,
                                .salt = (const uint8_t *)"s", .salt_len = 1, .iterations = 0 };
