@@ -44,23 +44,17 @@ testenv_need nsenter
 
 server=198.18.0.1 appliance=198.18.0.2 srcnet=198.19.0.0/16
 work=$(mktemp -d /tmp/imfuse-link.XXXXXX) || exit 1
-holder=
+testenv_holder=
 cleanup() {
-    [ -n "$holder" ] && proc_stop "$holder"
+    [ -n "$testenv_holder" ] && proc_stop "$testenv_holder"
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The appliance's namespace, held open by a sleep (stopped by PID at exit).
-unshare -n sleep 86400 &
-holder=$!
-for ((i = 0; i < 100; i++)); do
-    [ "$(readlink "/proc/$holder/ns/net")" != "$(readlink /proc/self/ns/net)" ] && break
-    sleep 0.02
-done
-appns=/proc/$holder/ns/net
-[ "$(readlink "$appns")" != "$(readlink /proc/self/ns/net)" ] || { echo "no namespace for the appliance" >&2; exit 1; }
+testenv_appliance_ns || exit 1
+holder=$testenv_holder appns=$testenv_appns
 
 ip link add imf-srv type veth peer name imf-app netns "$holder" \
     && ip addr add "$server/24" dev imf-srv && ip link set imf-srv up \

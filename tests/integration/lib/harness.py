@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from testenv import APPLIANCE_ADDR, APPLIANCE_WRAP, hostport, wait_port
+from testenv import APPLIANCE_ADDR, APPLIANCE_ARGS, APPLIANCE_WRAP, hostport, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -163,8 +163,9 @@ class JsonPeer:
 
 class Daemon:
     """imfused on the appliance address (testenv.py) and port, started under
-    APPLIANCE_WRAP, its data and control socket under work.
-    listen_tls=(port, certfile, keyfile) adds the TLS client listener."""
+    APPLIANCE_WRAP with APPLIANCE_ARGS last, its data and control socket under work.
+    listen_tls=(port, certfile, keyfile) adds the TLS client listener; the list
+    extra, arguments for the next start()s."""
 
     def __init__(self, work, port, cafile=None, listen_tls=None):
         self.data = os.path.join(work, "var")
@@ -173,6 +174,7 @@ class Daemon:
         self.cafile = cafile
         self.listen_tls = listen_tls
         self.logpath = os.path.join(work, "imfused.log")
+        self.extra = []
         self.p = None
 
     def start(self):
@@ -185,6 +187,7 @@ class Daemon:
         if self.listen_tls:
             port, cert, key = self.listen_tls
             argv += ["--listen-tls", hostport(APPLIANCE_ADDR, port), "--tls-cert", cert, "--tls-key", key]
+        argv += self.extra + APPLIANCE_ARGS
         self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
         procs.append(self.p)
