@@ -11,6 +11,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/testenv.sh"
+[ "$(id -u)" = 0 ] || testenv_skip "the net_af_packet flow needs root (network namespaces, a veth, DPDK)"
 testenv_enter "$0" "$@"
 testenv_need nsenter ethtool
 

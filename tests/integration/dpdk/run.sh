@@ -32,6 +32,7 @@ set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/testenv.sh"
 [ $# -gt 0 ] || { echo "usage: $0 SCRIPT..." >&2; exit 2; }
+[ "$(id -u)" = 0 ] || testenv_skip "the --io dpdk run of $* needs root (a private network namespace, a TAP, DPDK)"
 if [ $# -gt 1 ]; then
     rc=0 summary=()
     for s in "$@"; do
