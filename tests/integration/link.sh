@@ -21,24 +21,11 @@
 #   IMFUSE_TEST_SOURCE_NET=198.19.0.0/16   local on the server side (a local
 #                                          route, so any of it can be bound) and
 #                                          routed there from the appliance
-# Known: client/spec.sh fails here its one check of a server given by host
-# name, because imfused resolves no names (only "localhost", as 127.0.0.1).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/testenv.sh"
 [ $# -gt 0 ] || { echo "usage: $0 SCRIPT..." >&2; exit 2; }
-if [ $# -gt 1 ]; then
-    rc=0 summary=()
-    for s in "$@"; do
-        start=$SECONDS
-        "$0" "$s"
-        r=$?
-        summary+=("$(printf '%-6s %-45s %4ss' "$([ $r = 0 ] && echo PASS || echo "rc $r")" "$s" $((SECONDS - start)))")
-        [ $r = 0 ] || rc=1
-    done
-    printf '%s\n' "${summary[@]}"
-    exit $rc
-fi
+testenv_each "$0" "$@"
 testenv_enter -m "$0" "$@"
 testenv_need nsenter
 

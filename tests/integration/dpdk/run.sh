@@ -33,18 +33,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/testenv.sh"
 [ $# -gt 0 ] || { echo "usage: $0 SCRIPT..." >&2; exit 2; }
 [ "$(id -u)" = 0 ] || testenv_skip "the --io dpdk run of $* needs root (a private network namespace, a TAP, DPDK)"
-if [ $# -gt 1 ]; then
-    rc=0 summary=()
-    for s in "$@"; do
-        start=$SECONDS
-        "$0" "$s"
-        r=$?
-        summary+=("$(printf '%-6s %-45s %4ss' "$([ $r = 0 ] && echo PASS || echo "rc $r")" "$s" $((SECONDS - start)))")
-        [ $r = 0 ] || rc=1
-    done
-    printf '%s\n' "${summary[@]}"
-    exit $rc
-fi
+testenv_each "$0" "$@"
 testenv_enter -m "$0" "$@"
 
 server=198.18.0.1 appliance=198.18.0.2 srcnet=198.19.0.0/16 tap=imf0

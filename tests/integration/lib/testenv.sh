@@ -50,6 +50,10 @@
 #                                  IMFUSE_IN_MNTNS=1); skips (exit 77) when not root.
 #                                  Inside: lo up, no core files.
 #   testenv_skip REASON            print "skipped: REASON", exit 77
+#   testenv_each "$0" SCRIPT...    for a runner of drivers (link.sh, dpdk/run.sh): with
+#                                  several SCRIPTs, run the runner on each in turn, print
+#                                  a line per script (PASS or its status, its time) and
+#                                  exit 0 when all passed, else 1; with one, return
 #   testenv_appliance_ns           a second network namespace, for the appliance,
 #                                  held open by a sleep whose PID it sets in
 #                                  testenv_holder (stop it with proc_stop at exit);
@@ -100,6 +104,21 @@ testenv_enter() {
     fi
     ip link set lo up || { echo "cannot bring lo up" >&2; exit 1; }
     ulimit -c 0
+}
+
+testenv_each() {
+    local self=$1 s start r rc=0 summary=()
+    shift
+    [ $# -gt 1 ] || return 0
+    for s in "$@"; do
+        start=$SECONDS
+        "$self" "$s"
+        r=$?
+        summary+=("$(printf '%-6s %-45s %4ss' "$([ $r = 0 ] && echo PASS || echo "rc $r")" "$s" $((SECONDS - start)))")
+        [ $r = 0 ] || rc=1
+    done
+    printf '%s\n' "${summary[@]}"
+    exit $rc
 }
 
 testenv_appliance_ns() {
