@@ -20,6 +20,7 @@ BUILD = os.path.join(ROOT, os.environ.get("IMFUSE_BUILD", "build/asan"))
 PY = "/usr/bin/python3"
 
 procs = []      # every process started, stopped by PID at the end
+daemons = []    # every Daemon made: run() shows their logs when the run fails
 at_end = []     # (library script, command) run by run() after every process is stopped
 failures = 0    # checks failed so far
 
@@ -84,10 +85,24 @@ def presence_event(c, account, address, presence, timeout=30.0):
                         timeout, "presence %s %s on account %d" % (address, presence, account))
 
 
+def show_daemon_logs(lines=40):
+    """Print the last lines of each Daemon's log below DEBUG (account states and errors)."""
+    for d in daemons:
+        try:
+            with open(d.logpath, errors="replace") as f:
+                tail = [ln.rstrip() for ln in f if " DEBUG " not in ln][-lines:]
+        except OSError:
+            continue
+        log("# the last %d lines of %s below DEBUG:" % (len(tail), d.logpath))
+        for ln in tail:
+            log("#   " + ln)
+
+
 def run(main, *args, on_failure=None):
-    """Run main(*args); then stop every process and what stop_at_end() named,
-    call on_failure() if a check failed or main raised (e.g. to show a log),
-    print the count of failed checks and exit 1 if any failed or main raised."""
+    """Run main(*args); then stop every process and what stop_at_end() named;
+    if a check failed or main raised, show the daemons' logs and call
+    on_failure() (e.g. to show another log); print the count of failed checks
+    and exit 1 if any failed or main raised."""
     rc = 0
     try:
         main(*args)
@@ -99,8 +114,10 @@ def run(main, *args, on_failure=None):
         stop_all()
         for script, cmd in at_end:
             lib(script, cmd, strict=False)
-    if (rc or failures) and on_failure:
-        on_failure()
+    if rc or failures:
+        show_daemon_logs()
+        if on_failure:
+            on_failure()
     log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
     sys.exit(1 if (rc or failures) else 0)
 
@@ -176,6 +193,7 @@ class Daemon:
         self.logpath = os.path.join(work, "imfused.log")
         self.extra = []
         self.p = None
+        daemons.append(self)
 
     def start(self):
         logf = open(self.logpath, "a")
