@@ -40,8 +40,8 @@
 #                               default none
 # tests/integration/link.sh runs any driver with the two sides in two network
 # namespaces joined by a veth pair: servers at 198.18.0.1, imfused at 198.18.0.2;
-# tests/integration/dpdk/run.sh runs it with the same addresses as
-# imfused --io dpdk on net_tap.
+# tests/integration/dpdk/run.sh runs any driver at the same addresses with
+# imfused --io dpdk on net_tap, the servers on the TAP's kernel side.
 #
 # Functions:
 #   testenv_enter [-m] "$0" "$@"   re-run the calling script as root in a private
