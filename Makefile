@@ -1,6 +1,6 @@
 # imfuse - non-recursive Makefile.  Each directory adds its sources in module.mk.
 #
-#   make            build/imfused, build/imfusectl, build/imfuse (release, -O2 -g)
+#   make            build/imfused, build/imfusectl, build/imfuse, build/imfuse-bench (release, -O2 -g)
 #   make run        deps + build, then the appliance in the foreground (kernel sockets, ./var)
 #   make test       deps + ASan/UBSan, fuzz and TSan builds + the whole suite (tests/run)
 #   make unit       the unit test binaries and the integration tests' helper programs
@@ -8,6 +8,7 @@
 #   make tsan       the ThreadSanitizer variant in build/tsan
 #   make fuzz       libFuzzer targets in build/fuzz
 #   make demo       a local prosody with two demo users beside the appliance
+#   make bench      imfuse vs BitlBee 3.6 on the same prosody: docs/BENCHMARKS.md
 #   make deps       install the Debian packages the project needs (root; quiet when present)
 #
 # On a fresh machine pkg-config and the libraries exist only once `make deps`
@@ -59,6 +60,7 @@ CP_SRCS    :=
 IMFUSED_SRCS :=
 IMFUSECTL_SRCS :=
 IMFUSE_SRCS :=
+IMFUSE_BENCH_SRCS :=
 UNIT_TESTS :=
 UNIT_SUPPORT :=
 FUZZ_TARGETS :=
@@ -83,12 +85,12 @@ AFTER_DEPS := $(if $(filter deps run test demo demo-dpdk bench,$(MAKECMDGOALS)),
 
 include dataplane/dpdk.mk
 
-BINS := $(BUILD)/imfused $(BUILD)/imfusectl $(BUILD)/imfuse
+BINS := $(BUILD)/imfused $(BUILD)/imfusectl $(BUILD)/imfuse $(BUILD)/imfuse-bench
 UNIT_BINS := $(patsubst tests/unit/%.c,$(BUILD)/tests/%,$(UNIT_TESTS))
 # Helper programs of the integration tests: tests/integration/<area>/<name>.c
 INTEG_PROGS := $(patsubst %.c,$(BUILD)/%,$(wildcard tests/integration/*/*.c))
 
-.PHONY: all deps run test asan tsan fuzz demo clean unit FORCE
+.PHONY: all deps run test asan tsan fuzz demo bench clean unit FORCE
 all: $(BINS)
 unit: $(UNIT_BINS) $(INTEG_PROGS)
 
@@ -124,6 +126,9 @@ $(BUILD)/imfusectl: $(call obj,$(IMFUSECTL_SRCS)) $(PROTO_LIB) $(COMMON_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
 $(BUILD)/imfuse: $(call obj,$(IMFUSE_SRCS)) $(PROTO_LIB) $(COMMON_LIB)
 	$(CC) $(LDFLAGS) -o $@ $^ $(TOOL_LDLIBS) $(LDLIBS)
+# The load generator drives its XMPP peers with the dataplane's connections.
+$(BUILD)/imfuse-bench: $(call obj,$(IMFUSE_BENCH_SRCS)) $(LIBS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(ALL_LDLIBS) $(LDLIBS) -lm
 
 $(UNIT_BINS): $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(call obj,$(UNIT_SUPPORT)) $(LIBS)
 	@mkdir -p $(dir $@)
@@ -168,6 +173,10 @@ test: deps
 
 demo: deps all
 	./tools/demo.sh
+
+# imfuse side by side with BitlBee 3.6; writes docs/BENCHMARKS.md (root, < 10 min)
+bench: deps all
+	./tests/bench/run.sh
 
 clean:
 	rm -rf build

@@ -25,6 +25,9 @@ struct req {
 #define MAX_UNIFIED         10000
 #define MAX_MEMBERS         64
 #define MAX_OPTIONS         32
+/* A stored unified list must fit a frame with what goes around it: the
+ * reply's {op, id, contacts} and the login's {user, device, unified}. */
+#define CP_UNIFIED_MAX_BYTES (CL_FRAME_MAX - 1024)
 #define USER_NAME_RULE      "must be 1-64 characters of a-z, 0-9, '.', '_' and '-'"
 
 bool
@@ -183,29 +186,122 @@ addr_key(char *out, size_t n, const char *peer)
     snprintf(out, n, "a:%.*s", (int)len, peer);
 }
 
+/*
+ * The replay of the queue after login is paced by the connection: one batch
+ * at a time, each read from a read-only snapshot of what is committed and
+ * sent at once (DPM_DELIVERs to the connection, then DPM_REPLAY_END), the
+ * next asked for (CPM_REPLAY_NEXT) only when the client has drained the
+ * last.  Live deliveries skip a connection whose replay has not caught up:
+ * what is committed meanwhile is in the queue, so the replay reads it in
+ * seq order; once a batch reaches the end of the snapshot, everything
+ * committed later arrives live after the DPM_REPLAY_END, with higher seqs.
+ *
+ * An ack from any connection removes its messages at once (its ok follows
+ * the commit, as the protocol says): a connection still replaying then skips
+ * them, since what another device acknowledged is read already.
+ */
+#define CP_REPLAY_MSGS      512             /* messages per batch at most */
+#define CP_REPLAY_BYTES     (256u * 1024)   /* frame bytes per batch at most */
+
 struct replay_ctx {
     struct cp_core *c;
     uint32_t conn, gen;
+    uint64_t last;
+    size_t bytes;
+    unsigned n;
+    bool more;
 };
 
 static int
 replay_one(void *ud, uint64_t uid, uint64_t seq, const void *v, size_t n)
 {
     struct replay_ctx *rc = ud;
+    if (rc->n && (rc->n >= CP_REPLAY_MSGS || rc->bytes + n > CP_REPLAY_BYTES)) {
+        rc->more = true;
+        return 1;
+    }
     struct dp_msg d = { .type = DPM_DELIVER, .uid = uid, .conn = rc->conn, .gen = rc->gen };
     d.u.deliver.seq = seq;
     if (dp_msg_copy(&d, v, n) < 0)
         cp_oom(__func__);
     dp_chan_send_down(rc->c->ch, &d);
+    rc->last = seq;
+    rc->bytes += n;
+    rc->n++;
     return 0;
 }
 
+/* One batch of uid's queue after seq `after` to one connection, from the
+ * snapshot t, then its DPM_REPLAY_END. */
+static bool
+replay_batch(struct cp_core *c, struct cp_txn *t, uint32_t conn, uint32_t gen, uint64_t uid,
+             uint64_t *after)
+{
+    struct replay_ctx rc = { c, conn, gen, *after, 0, 0, false };
+    if (*after < UINT64_MAX)
+        (void)cp_blob_each(t, CP_DB_QUEUE, uid, *after + 1, replay_one, &rc);
+    struct dp_msg e = { .type = DPM_REPLAY_END, .conn = conn, .gen = gen, .uid = uid };
+    e.u.replay_end.last = rc.last;
+    e.u.replay_end.more = rc.more;
+    dp_chan_send_down(c->ch, &e);
+    *after = rc.last;
+    return rc.more;
+}
+
+static struct cp_session *
+session_find(struct cp_core *c, uint32_t conn, uint32_t gen)
+{
+    for (struct cp_session *s = c->sessions; s; s = s->next)
+        if (s->conn == conn && s->gen == gen)
+            return s;
+    return NULL;
+}
+
+void
+cp_client_session_end(struct cp_core *c, const struct dp_msg *m)
+{
+    cp_session_del(c, m->conn, m->gen);
+}
+
+void
+cp_client_replay_next(struct cp_core *c, const struct dp_msg *m)
+{
+    struct cp_session *s = session_find(c, m->conn, m->gen);
+    if (!s || s->uid != m->uid || !s->replaying)
+        return;                         /* logged out or gone meanwhile */
+    struct cp_txn *t = NULL;
+    int rc = cp_txn_begin(c->store, false, &t);
+    if (rc < 0) {
+        /* Nothing is lost (it stays queued): the client logs in again. */
+        LOG(IM_LOG_ERROR, "replay to uid %llu: cannot read the store: %s", (unsigned long long)m->uid,
+            cp_store_strerror(rc));
+        struct dp_msg d;
+        uint8_t *f;
+        size_t len;
+        memset(&d, 0, sizeof(d));
+        d.type = DPM_CONN_CLOSE;
+        d.conn = m->conn;
+        d.gen = m->gen;
+        if (cl_build_error(false, 0, CL_ERR_INTERNAL, "storage unavailable: log in again later", &f,
+                           &len) == 0) {
+            if (dp_msg_copy(&d, f, len) < 0)
+                cp_oom(__func__);
+            free(f);
+        }
+        dp_chan_send_down(c->ch, &d);
+        return;
+    }
+    uint64_t last = m->u.replay_next.after;
+    s->replaying = replay_batch(c, t, m->conn, m->gen, m->uid, &last);
+    cp_txn_abort(t);
+}
+
 /*
- * The login's answer and its replay come from a read-only snapshot of what
- * is committed and leave at once: a login writes nothing, so it must not
- * wait for this turn's commit, nor be lost if that commit fails (a full
- * disk).  Messages this turn commits reach the new session after the
- * commit, like every delivery, with higher seqs than the replay's.
+ * The login's answer and its replay's first batch come from a read-only
+ * snapshot of what is committed and leave at once: a login writes nothing,
+ * so it must not wait for this turn's commit, nor be lost if that commit
+ * fails (a full disk).  Messages this turn commits reach the new session
+ * after the commit, like every delivery, with higher seqs than the replay's.
  */
 static void
 login_done(void *ctx, struct cp_auth_job *j)
@@ -237,29 +333,40 @@ login_done(void *ctx, struct cp_auth_job *j)
 
     uint64_t queued = 0;
     (void)cp_blob_count(t, CP_DB_QUEUE, u.uid, &queued);
-    struct cl_enc e;
-    cl_enc_init(&e);
-    msgpack_pack_map(&e.pk, 3);
-    cl_pack_kstr(&e, "user", u.name);
-    cl_pack_kstr(&e, "device", j->device);
-    cl_pack_key(&e, "unified");
-    cp_pack_unified(c, t, u.uid, &e);
     struct dp_msg ok = { .type = DPM_LOGIN_OK, .conn = j->conn, .gen = j->gen, .uid = u.uid };
     ok.u.login_ok.req = j->req_id;
     ok.u.login_ok.queued = queued;
-    if (dp_msg_set_frame(&ok, &e) < 0) {
+    for (int with_unified = 1; with_unified >= 0; with_unified--) {
+        struct cl_enc e;
+        cl_enc_init(&e);
+        msgpack_pack_map(&e.pk, with_unified ? 3 : 2);
+        cl_pack_kstr(&e, "user", u.name);
+        cl_pack_kstr(&e, "device", j->device);
+        if (with_unified) {
+            cl_pack_key(&e, "unified");
+            cp_pack_unified(c, t, u.uid, &e);
+        }
+        if (dp_msg_set_frame(&ok, &e) == 0)
+            break;
+        /* A list stored before set_unified checked its size: the user can
+         * still log in, without it (a smaller set_unified replaces it). */
+        c->plane_oversize++;
+        LOG(IM_LOG_ERROR, "login of %s: the stored unified list is over the frame limit: "
+            "logging in without it", j->user);
+    }
+    if (!ok.len) {
         cp_txn_abort(t);
-        LOG(IM_LOG_ERROR, "login of %s: the unified list is over the frame limit", j->user);
-        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL,
-                        "the unified contact list is too large to send");
+        cp_client_error(c, j->conn, j->gen, j->req_id, CL_ERR_INTERNAL, "out of memory, try again");
         return;
     }
     dp_chan_send_down(c->ch, &ok);
-
-    struct replay_ctx rc = { c, j->conn, j->gen };
-    (void)cp_blob_each(t, CP_DB_QUEUE, u.uid, 0, replay_one, &rc);
+    uint64_t last = 0;
+    bool more = replay_batch(c, t, j->conn, j->gen, u.uid, &last);
     cp_txn_abort(t);
     cp_session_add(c, j->conn, j->gen, u.uid, u.name, j->peer, j->device);
+    struct cp_session *s = session_find(c, j->conn, j->gen);
+    if (s)
+        s->replaying = more;
     LOG(IM_LOG_INFO, "user %s logged in from %s (%llu queued)", u.name, j->peer,
         (unsigned long long)queued);
 }
@@ -382,40 +489,55 @@ cp_account_up(struct cp_core *c, struct cp_txn *t, const struct cp_account *a, b
         }
     }
 
-    struct cl_enc e;
-    cl_enc_init(&e);
-    msgpack_pack_map(&e.pk, 10 + (with_contacts ? 1 : 0));
-    cl_pack_kstr(&e, "user", u.name);
-    cl_pack_kstr(&e, "network", a->network);
-    cl_pack_kstr(&e, "login", a->login);
-    cl_pack_kstrn(&e, "password", (const char *)pw, pwlen);
-    cl_pack_kstr(&e, "server", a->server);
-    cl_pack_kstr(&e, "tls", a->tls);
-    cl_pack_kstr(&e, "tls_name", tls_name);
-    cl_pack_kstr(&e, "name", a->name);
-    cl_pack_key(&e, "options");
-    if (have_opts)
-        msgpack_pack_object(&e.pk, om.root);
-    else
-        msgpack_pack_map(&e.pk, 0);
-    cl_pack_key(&e, "unified");
-    cp_pack_unified(c, t, a->uid, &e);
-    if (with_contacts) {
-        cl_pack_key(&e, "contacts");
-        struct contacts_ctx cx = { &e, a->account, false };
-        (void)cp_blob_each(t, CP_DB_CONTACTS, a->uid, a->account, pack_contacts_blob, &cx);
-        if (!cx.found)
-            msgpack_pack_array(&e.pk, 0);
+    /* The whole configuration; over the frame limit, without the unified
+     * list (the login brings it), then without the stored contacts too (the
+     * emulated login fetches them again). */
+    struct dp_msg m = { .type = DPM_ACCOUNT_UP, .uid = a->uid, .account = a->account };
+    int levels = with_contacts ? 3 : 2;
+    for (int level = 0; level < levels && !m.len; level++) {
+        bool with_unified = level == 0, with_list = with_contacts && level < 2;
+        struct cl_enc e;
+        cl_enc_init(&e);
+        msgpack_pack_map(&e.pk, 9 + (with_unified ? 1 : 0) + (with_list ? 1 : 0));
+        cl_pack_kstr(&e, "user", u.name);
+        cl_pack_kstr(&e, "network", a->network);
+        cl_pack_kstr(&e, "login", a->login);
+        cl_pack_kstrn(&e, "password", (const char *)pw, pwlen);
+        cl_pack_kstr(&e, "server", a->server);
+        cl_pack_kstr(&e, "tls", a->tls);
+        cl_pack_kstr(&e, "tls_name", tls_name);
+        cl_pack_kstr(&e, "name", a->name);
+        cl_pack_key(&e, "options");
+        if (have_opts)
+            msgpack_pack_object(&e.pk, om.root);
+        else
+            msgpack_pack_map(&e.pk, 0);
+        if (with_unified) {
+            cl_pack_key(&e, "unified");
+            cp_pack_unified(c, t, a->uid, &e);
+        }
+        if (with_list) {
+            cl_pack_key(&e, "contacts");
+            struct contacts_ctx cx = { &e, a->account, false };
+            (void)cp_blob_each(t, CP_DB_CONTACTS, a->uid, a->account, pack_contacts_blob, &cx);
+            if (!cx.found)
+                msgpack_pack_array(&e.pk, 0);
+        }
+        if (dp_msg_set_frame(&m, &e) < 0) {
+            c->plane_oversize++;
+            LOG(IM_LOG_WARN, "account %llu: its configuration%s is over the frame limit: %s",
+                (unsigned long long)a->account, level == 0 ? " with the unified list" :
+                level == 1 && with_list ? " with its stored contacts" : "",
+                level + 1 < levels ? "sent without" : "not started");
+        }
     }
     if (have_opts)
         cl_msg_free(&om);
     im_wipe(pw, pwlen);
     free(pw);
-
-    struct dp_msg m = { .type = DPM_ACCOUNT_UP, .uid = a->uid, .account = a->account };
-    (void)dp_msg_set_frame(&m, &e);
-    if (m.len)
-        cp_after_commit(c, &m, NULL);
+    if (!m.len)
+        return -IM_ETOOBIG;
+    cp_after_commit(c, &m, NULL);
     return 0;
 }
 
@@ -900,22 +1022,17 @@ op_set_unified(struct req *r)
         }
     }
 
-    /* pass 2: replace the stored list */
-    uint64_t del;
-    rc = cp_blob_del_upto(t, CP_DB_UNIFIED, r->uid, UINT64_MAX, &del);
-    struct cl_enc reply, down;
-    cl_enc_init(&reply);
-    cl_enc_init(&down);
-    msgpack_pack_map(&reply.pk, 3);
-    cl_pack_kstr(&reply, "op", "ok");
-    cl_pack_kuint(&reply, "id", r->id);
-    cl_pack_key(&reply, "contacts");
-    msgpack_pack_array(&reply.pk, n);
-    msgpack_pack_map(&down.pk, 1);
-    cl_pack_key(&down, "unified");
-    msgpack_pack_array(&down.pk, n);
+    /* pass 2: the new list, packed; it must fit a frame with room for the
+     * reply and the login around it, else nothing changes */
+    msgpack_sbuffer lsb;
+    msgpack_packer pk;
+    size_t *offs = calloc((size_t)n + 1, sizeof(*offs));
+    if (!offs)
+        cp_oom(__func__);
+    msgpack_sbuffer_init(&lsb);
+    msgpack_packer_init(&pk, &lsb, msgpack_sbuffer_write);
     uint32_t mi = 0;
-    for (uint32_t i = 0; i < n && rc >= 0; i++) {
+    for (uint32_t i = 0; i < n; i++) {
         const msgpack_object *uc = &list->via.array.ptr[i], *members;
         struct im_str name;
         uint64_t prefer;
@@ -924,10 +1041,7 @@ op_set_unified(struct req *r)
         bool has_prefer = cl_get_uint(uc, "prefer", &prefer, &why) == 0;
         if (!ids[i])
             ids[i] = u.next_unified++;
-        msgpack_sbuffer sb;
-        msgpack_packer pk;
-        msgpack_sbuffer_init(&sb);
-        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        offs[i] = lsb.size;
         msgpack_pack_map(&pk, has_prefer ? 4 : 3);
         msgpack_pack_str_with_body(&pk, "id", 2);
         msgpack_pack_uint64(&pk, ids[i]);
@@ -946,23 +1060,50 @@ op_set_unified(struct req *r)
             msgpack_pack_str_with_body(&pk, "prefer", 6);
             msgpack_pack_uint64(&pk, prefer);
         }
-        rc = cp_blob_put(t, CP_DB_UNIFIED, r->uid, ids[i], sb.data, sb.size);
-        cl_enc_raw(&reply, sb.data, sb.size);
-        cl_enc_raw(&down, sb.data, sb.size);
-        msgpack_sbuffer_destroy(&sb);
     }
+    offs[n] = lsb.size;
+    if (!lsb.data && n)
+        cp_oom(__func__);
+    if (lsb.size > CP_UNIFIED_MAX_BYTES) {
+        snprintf(msg, sizeof(msg), "the unified list would take %zu bytes: over the %u bytes that fit a "
+                 "frame with the reply around it; nothing was changed", lsb.size, CP_UNIFIED_MAX_BYTES);
+        cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_LIMIT, msg);
+        goto pass2_done;
+    }
+
+    /* pass 3: replace the stored list */
+    uint64_t del;
+    rc = cp_blob_del_upto(t, CP_DB_UNIFIED, r->uid, UINT64_MAX, &del);
+    for (uint32_t i = 0; i < n && rc >= 0; i++)
+        rc = cp_blob_put(t, CP_DB_UNIFIED, r->uid, ids[i], lsb.data + offs[i], offs[i + 1] - offs[i]);
     if (rc >= 0)
         rc = cp_user_put(t, &u);
     if (rc < 0) {
-        cl_enc_free(&reply);
-        cl_enc_free(&down);
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
-        goto done;
+        goto pass2_done;
     }
+    struct cl_enc reply, down;
+    cl_enc_init(&reply);
+    msgpack_pack_map(&reply.pk, 3);
+    cl_pack_kstr(&reply, "op", "ok");
+    cl_pack_kuint(&reply, "id", r->id);
+    cl_pack_key(&reply, "contacts");
+    msgpack_pack_array(&reply.pk, n);
+    cl_enc_raw(&reply, lsb.data, lsb.size);
     cp_client_reply_durable(c, r->conn, r->gen, r->id, &reply);
+    cl_enc_init(&down);
+    msgpack_pack_map(&down.pk, 1);
+    cl_pack_key(&down, "unified");
+    msgpack_pack_array(&down.pk, n);
+    cl_enc_raw(&down, lsb.data, lsb.size);
     struct dp_msg dm = { .type = DPM_UNIFIED, .uid = r->uid };
-    (void)dp_msg_set_frame(&dm, &down);
-    cp_after_commit(c, &dm, NULL);
+    if (dp_msg_set_frame(&dm, &down) == 0)
+        cp_after_commit(c, &dm, NULL);
+    else
+        cp_oom("unified list to the dataplane");    /* fits: checked above */
+pass2_done:
+    msgpack_sbuffer_destroy(&lsb);
+    free(offs);
     goto done;
 
 bad_req:

@@ -38,6 +38,19 @@ static const struct opt_def opts[] = {
     { "store-map-size",    OPT_SIZE, OFF(store_map_size), "SIZE  LMDB map size, e.g. 4G (K, M, G, T; default 1G, 1M-16T)", 0, 0 },
     { "open-registration", OPT_BOOL, OFF(open_registration), "   let clients register users themselves", 0, 0 },
     { "log-level",         OPT_STR,  OFF(log_level), "LEVEL error|warn|info|debug (default info)", 0, 0 },
+    /* client connections: defaults in set_defaults() */
+    { "max-conns",         OPT_UINT, OFF(max_conns), "N    client connections at once, 1-1000000 (default 10000; "
+                                                     "io kernel: kept below the file limit)", 1, 1000000 },
+    { "max-conns-per-address", OPT_UINT, OFF(max_conns_per_address), "N    client connections from one address "
+                                                     "(IPv6: one /64), 1-1000000 (default 100)", 1, 1000000 },
+    { "prelogin-timeout",  OPT_UINT, OFF(prelogin_timeout), "S    close a connection not logged in within S "
+                                                     "seconds, 1-3600 (default 30)", 1, 3600 },
+    { "prelogin-memory",   OPT_SIZE, OFF(prelogin_memory), "SIZE receive buffers of all connections not logged "
+                                                     "in, e.g. 32M (default 32M, 1M-16T)", 0, 0 },
+    { "tcp-keepalive",     OPT_UINT, OFF(tcp_keepalive), "S    probe a client silent for S seconds, close it "
+                                                     "when 4 probes go unanswered; 0 = off (default 60)", 0, 86400 },
+    { "idle-timeout",      OPT_UINT, OFF(idle_timeout), "S    close a logged-in client silent for S seconds; "
+                                                     "0 = never (default 0)", 0, 2592000 },
     { "dpdk-eal",          OPT_STR,  OFF(dpdk_eal), "\"ARGS\" io dpdk: EAL arguments, as given (the lcore list is the daemon's)", 0, 0 },
     { "dpdk-port",         OPT_STR,  OFF(dpdk_port), "PORT io dpdk: PCI address, device name (net_tap0) or index", 0, 0 },
     { "dpdk-address",      OPT_STR,  OFF(dpdk_address), "A/N io dpdk: the appliance's address/prefix (net_af_packet: the iface's)", 0, 0 },
@@ -266,6 +279,18 @@ usage(FILE *out)
     fprintf(out, "  --%-18s %s\n  --%-18s %s\n", "help", "   this text", "version", "   print the version");
 }
 
+/* Numeric defaults where 0 means something (off), set before flags and file. */
+static void
+set_defaults(struct cp_config *c)
+{
+    c->max_conns = 10000;
+    c->max_conns_per_address = 100;
+    c->prelogin_timeout = 30;
+    c->prelogin_memory = 32u << 20;
+    c->tcp_keepalive = 60;
+    c->idle_timeout = 0;
+}
+
 static int
 parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
 {
@@ -274,6 +299,7 @@ parse(struct cp_config *c, int argc, char **argv, char *why, size_t whysz)
     int rc;
 
     memset(c, 0, sizeof(*c));
+    set_defaults(c);
     for (size_t i = 0; i < IM_ARRAY_SIZE(opts); i++)
         lo[i] = (struct option){ opts[i].name, opts[i].kind == OPT_BOOL ? no_argument : required_argument,
                                  NULL, (int)(i + 256) };

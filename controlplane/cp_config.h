@@ -25,6 +25,14 @@ struct cp_config {
     char *log_level;            /* --log-level LEVEL */
     bool listen_default;        /* listen not given: with io dpdk, cp_main puts the dpdk address in */
 
+    /* client connections (docs/OPERATIONS.md, "Client connections") */
+    unsigned max_conns;         /* --max-conns N: client connections at once (default 10000) */
+    unsigned max_conns_per_address; /* --max-conns-per-address N (default 100; IPv6: per /64) */
+    unsigned prelogin_timeout;  /* --prelogin-timeout S: log in within (default 30) */
+    uint64_t prelogin_memory;   /* --prelogin-memory SIZE: their receive buffers (default 32M) */
+    unsigned tcp_keepalive;     /* --tcp-keepalive S: silence before probing (default 60, 0 = off) */
+    unsigned idle_timeout;      /* --idle-timeout S: close a silent logged-in client (default 0 = off) */
+
     /* io dpdk (DESIGN 9); the text as given, then checked and parsed below */
     char *dpdk_eal;             /* --dpdk-eal "ARGS": EAL arguments, passed as given */
     char *dpdk_port;            /* --dpdk-port PCI|NAME|INDEX */

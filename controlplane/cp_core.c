@@ -142,7 +142,11 @@ void
 cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id, struct cl_enc *e)
 {
     struct dp_msg ok = { .type = DPM_CONN_SEND, .conn = conn, .gen = gen };
-    (void)dp_msg_set_frame(&ok, e);     /* too large: no payload, nothing written */
+    if (dp_msg_set_frame(&ok, e) < 0) {
+        /* too large to send: the client hears why instead of nothing */
+        c->plane_oversize++;
+        error_msg(&ok, conn, gen, id, CL_ERR_LIMIT, "the reply would pass the 1 MiB frame limit");
+    }
     struct cp_after *a = after_queue(c, &ok, NULL);
     a->fail_reply = true;               /* the error is made only if the commit fails */
     a->fail_conn = conn;
@@ -710,9 +714,12 @@ handle_up(struct cp_core *c, struct dp_msg *m)
     case CPM_RESOLVE:
         handle_resolve(c, m);
         break;
+    case CPM_REPLAY_NEXT:
+        cp_client_replay_next(c, m);
+        break;
     case CPM_CONN_CLOSED:
     case CPM_CONN_LOGOUT:
-        cp_session_del(c, m->conn, m->gen);
+        cp_client_session_end(c, m);
         break;
     default:
         break;

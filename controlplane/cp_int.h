@@ -59,6 +59,8 @@ struct cp_session {
     char peer[64];
     char device[65];
     uint64_t since;
+    /* the paced replay of the queue after login (cp_client.c) */
+    bool replaying;                 /* more of the queue is to be read for it */
 };
 
 /* What the controlplane knows of each stored account without reading the
@@ -115,6 +117,7 @@ struct cp_core {
     size_t n_done, cap_done, n_done_applied;
     uint64_t done_since;                /* mono ms of the oldest pending delete */
     uint64_t commits, commit_failures, msgs_committed, outbox_added, outbox_deleted;
+    uint64_t plane_oversize;            /* plane messages sent smaller or refused: over the frame limit */
     uint32_t turn_msgs, turn_outbox;    /* counted into the two above if the turn commits */
     struct cp_cid **turn_cids;          /* cids added this turn */
     unsigned n_turn_cids, cap_turn_cids;
@@ -152,6 +155,10 @@ void cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uin
 
 /* Client requests (cp_client.c): CPM_CLIENT_REQ, dispatched by the op table. */
 void cp_client_request(struct cp_core *c, struct dp_msg *m);
+/* CPM_REPLAY_NEXT: the next batch of a connection's paced replay. */
+void cp_client_replay_next(struct cp_core *c, const struct dp_msg *m);
+/* CPM_CONN_CLOSED, CPM_CONN_LOGOUT: the session ends (acks it held back go through). */
+void cp_client_session_end(struct cp_core *c, const struct dp_msg *m);
 /* Whether the controlplane serves op (the table's CONTROL rows; for the checks). */
 bool cp_client_serves(enum cl_op_id op);
 /* Build the DPM_ACCOUNT_UP for a stored account (unsealing its password). */

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
 
@@ -61,6 +62,47 @@ listen_on(struct dp_relay *relay, const char *hostport, bool tls)
         IM_LOG(IM_LOG_INFO, "imfused", "client listener%s on %s", tls ? " (TLS)" : "", hostport);
     free(host);
     return rc;
+}
+
+/*
+ * The limits on client connections from the config.  With io kernel every
+ * connection is a file: the soft file limit is raised to the hard one, and
+ * max-conns kept to three quarters of it (at least 64 files stay for the
+ * emulated sessions, the store, the control socket), so a flood of clients
+ * cannot starve the rest.
+ */
+static void
+client_limits(const struct cp_config *cfg, struct dp_client_limits *l)
+{
+    *l = (struct dp_client_limits)DP_CLIENT_LIMITS_DEFAULT;
+    l->max_conns = cfg->max_conns;
+    l->max_conns_per_addr = cfg->max_conns_per_address;
+    l->prelogin_timeout_ms = cfg->prelogin_timeout * 1000u;
+    l->prelogin_memory = cfg->prelogin_memory;
+    l->keepalive_idle_s = cfg->tcp_keepalive;
+    l->keepalive_intvl_s = cfg->tcp_keepalive < 10 ? cfg->tcp_keepalive : 10;
+    l->keepalive_cnt = 4;
+    l->idle_timeout_ms = cfg->idle_timeout * 1000u;
+    if (strcmp(cfg->io, "kernel"))
+        return;
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) < 0)
+        return;
+    if (rl.rlim_cur < rl.rlim_max) {
+        struct rlimit want = { rl.rlim_max, rl.rlim_max };
+        if (setrlimit(RLIMIT_NOFILE, &want) == 0)
+            rl.rlim_cur = rl.rlim_max;
+    }
+    if (rl.rlim_cur == RLIM_INFINITY)
+        return;
+    rlim_t keep = rl.rlim_cur / 4 > 64 ? rl.rlim_cur / 4 : 64;
+    rlim_t room = rl.rlim_cur > keep ? rl.rlim_cur - keep : 1;
+    if (l->max_conns > room) {
+        IM_LOG(IM_LOG_WARN, "imfused", "max-conns %u lowered to %llu: the file limit is %llu "
+               "(a quarter kept for sessions and the store; raise it with ulimit -n or LimitNOFILE=)",
+               l->max_conns, (unsigned long long)room, (unsigned long long)rl.rlim_cur);
+        l->max_conns = (uint32_t)room;
+    }
 }
 
 /* a inside addr/prefix's subnet? (network byte order) */
@@ -270,6 +312,13 @@ main(int argc, char **argv)
     core.relay = relay;
     if (!relay)
         goto out;
+    struct dp_client_limits lim;
+    client_limits(&cfg, &lim);
+    dp_relay_set_limits(relay, &lim);
+    IM_LOG(IM_LOG_INFO, "imfused", "clients: max-conns %u, %u per address, prelogin-timeout %u s, "
+           "prelogin-memory %llu bytes, tcp-keepalive %u s, idle-timeout %u s", lim.max_conns,
+           lim.max_conns_per_addr, lim.prelogin_timeout_ms / 1000, (unsigned long long)lim.prelogin_memory,
+           lim.keepalive_idle_s, lim.idle_timeout_ms / 1000);
     if (*cfg.listen && listen_on(relay, cfg.listen, false) < 0)
         goto out;
     if (cfg.listen_tls && listen_on(relay, cfg.listen_tls, true) < 0)

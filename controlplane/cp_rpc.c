@@ -22,6 +22,7 @@
 #include "cp_int.h"
 
 #define RPC_MAX_CONNS   64
+#define RPC_ACCEPT_PAUSE_MS 200     /* accept failed for want of files: listen again after */
 #define RPC_RX_MAX      (4 + 65536)
 
 struct rpc_conn {
@@ -47,6 +48,8 @@ struct rpc_pending {
 struct cp_rpc {
     struct cp_core *c;
     int lfd;
+    int spare_fd;                   /* /dev/null, given up so the operator gets in when files run out */
+    uint64_t paused_until;          /* mono ms: accept failed for want of files, not polled until */
     char path[108];
     struct rpc_conn conns[RPC_MAX_CONNS];
     uint32_t next_gen;
@@ -85,12 +88,20 @@ queue_frame(struct cp_rpc *r, unsigned slot, uint32_t gen, uint64_t id, uint8_t 
     r->pending_tail = p;
 }
 
+static void reply_error(struct cp_rpc *r, unsigned slot, uint32_t gen, bool has_id, uint64_t id,
+                        const char *code, const char *msg);
+
 static void
 reply_enc(struct rpc_req *q, struct cl_enc *e, bool durable)
 {
     size_t len;
     if (!cl_enc_finish(e, &len)) {
+        bool too_big = e->too_big;
         cl_enc_free(e);
+        if (!too_big)
+            cp_oom(__func__);
+        reply_error(q->r, q->slot, q->gen, true, q->id, CL_ERR_LIMIT,
+                    "the reply would pass the 1 MiB frame limit");
         return;
     }
     uint8_t *f = cl_enc_release(e, &len);
@@ -435,9 +446,19 @@ cmd_stats(struct rpc_req *q)
         { "account_failures", st.acct_failures }, { "store_commits", c->commits },
         { "store_commit_failures", c->commit_failures }, { "store_map_size", ss.map_size },
         { "store_pages_used", ss.last_pgno + 1 }, { "store_page_size", ss.page_size },
+        { "store_pages_written", ss.pages_written },
         { "store_users", ss.users }, { "store_accounts", ss.accounts }, { "store_queued", ss.queued },
         { "auth_pending", cp_auth_pending(c->auth) },
         { "dp_oom", st.oom }, { "dp_up_dropped", st.up_dropped },
+        /* client connections and their limits */
+        { "clients_prelogin", st.clients_prelogin }, { "prelogin_bytes", st.prelogin_bytes },
+        { "prelogin_timeouts", st.prelogin_timeouts }, { "prelogin_evicted", st.prelogin_evicted },
+        { "refused_max_conns", st.refused_max_conns }, { "refused_per_address", st.refused_per_address },
+        { "accept_paused", ws.accept_paused }, { "clients_read_paused", st.clients_read_paused },
+        { "clients_timed_out", st.clients_timed_out }, { "idle_timeouts", st.idle_timeouts },
+        { "replays_paced", st.replays_paced }, { "replies_limit", st.replies_limit },
+        { "events_too_big", st.events_too_big }, { "contacts_cut", st.contacts_cut },
+        { "plane_oversize", c->plane_oversize },
         { "resolver_lookups", rs.lookups }, { "resolver_cache_hits", rs.cache_hits },
         { "resolver_failures", rs.failures }, { "resolver_pending", rs.pending },
         { "conn_opened", ws.conn_opened }, { "conn_closed", ws.conn_closed },
@@ -570,6 +591,7 @@ cp_rpc_open(struct cp_core *c, const char *path, char *why, size_t whysz)
     im_strlcpy(r->path, path, sizeof(r->path));
     for (unsigned i = 0; i < RPC_MAX_CONNS; i++)
         r->conns[i].fd = -1;
+    r->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     r->lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     mode_t old = umask(0177);    /* the socket is created 0600 */
     int rc = r->lfd < 0 ? -1 : bind(r->lfd, (struct sockaddr *)&sa, sizeof(sa));
@@ -578,6 +600,8 @@ cp_rpc_open(struct cp_core *c, const char *path, char *why, size_t whysz)
         snprintf(why, whysz, "cannot open control socket %s: %s", path, strerror(errno));
         if (r->lfd >= 0)
             close(r->lfd);
+        if (r->spare_fd >= 0)
+            close(r->spare_fd);
         free(r);
         return NULL;
     }
@@ -610,6 +634,8 @@ cp_rpc_close(struct cp_rpc *r)
         free(p);
     }
     close(r->lfd);
+    if (r->spare_fd >= 0)
+        close(r->spare_fd);
     unlink(r->path);
     free(r);
 }
@@ -620,7 +646,9 @@ cp_rpc_pollfds(struct cp_rpc *r, struct pollfd *fds, unsigned max)
     unsigned n = 0;
     if (max == 0)
         return 0;
-    fds[n++] = (struct pollfd){ .fd = r->lfd, .events = POLLIN };
+    /* Out of files: level-triggered readiness would spin the loop; wait a little. */
+    bool paused = r->paused_until && im_mono_ms() < r->paused_until;
+    fds[n++] = (struct pollfd){ .fd = paused ? -1 : r->lfd, .events = POLLIN };
     for (unsigned i = 0; i < RPC_MAX_CONNS && n < max; i++) {
         struct rpc_conn *k = &r->conns[i];
         if (k->fd < 0)
@@ -738,11 +766,27 @@ cp_rpc_handle(struct cp_rpc *r, const struct pollfd *fds, unsigned n)
         if (r->conns[i].fd >= 0 && (fds[f].revents & POLLOUT))
             conn_flush(r, i);
     }
+    if (r->spare_fd < 0)
+        r->spare_fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
     if (n && (fds[0].revents & POLLIN)) {
         for (;;) {
             int fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-            if (fd < 0)
+            if (fd < 0 && (errno == EMFILE || errno == ENFILE) && r->spare_fd >= 0) {
+                /* the reserve file makes room for the operator */
+                close(r->spare_fd);
+                r->spare_fd = -1;
+                fd = accept4(r->lfd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
+            }
+            if (fd < 0) {
+                if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
+                    if (!r->paused_until)   /* once per episode */
+                        LOG(IM_LOG_WARN, "control socket: accept: %s: retrying every %u ms",
+                            strerror(errno), RPC_ACCEPT_PAUSE_MS);
+                    r->paused_until = im_mono_ms() + RPC_ACCEPT_PAUSE_MS;
+                }
                 break;
+            }
+            r->paused_until = 0;
             unsigned i;
             for (i = 0; i < RPC_MAX_CONNS && r->conns[i].fd >= 0; i++)
                 ;

@@ -15,6 +15,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdatomic.h>
+#include <sys/resource.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -34,6 +36,8 @@
 struct cp_store {
     MDB_env *env;
     MDB_dbi users, uids, accounts, contacts, unified, queue, outbox, meta;
+    /* written by the committing thread, read by cp_store_stats() anywhere */
+    _Atomic uint64_t commit_blocks;     /* 512-byte blocks the commits wrote */
 };
 
 struct cp_txn {
@@ -389,6 +393,8 @@ int cp_store_stats(struct cp_store *s, struct cp_store_stats *st)
     st->map_size = info.me_mapsize;
     st->last_pgno = info.me_last_pgno;
     st->page_size = ms.ms_psize;
+    st->pages_written = atomic_load_explicit(&s->commit_blocks, memory_order_relaxed) * 512 /
+                        (ms.ms_psize ? ms.ms_psize : 4096);
     if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)))
         return st_code(mrc);
     if (!(mrc = mdb_stat(txn, s->users, &ms)))
@@ -420,6 +426,14 @@ int cp_txn_begin(struct cp_store *s, bool write, struct cp_txn **out)
     return 0;
 }
 
+/* Blocks this thread has written to storage (the kernel accounts a page when
+ * it is dirtied, so before the write-back): the commit's pages, exactly. */
+static uint64_t thread_blocks_out(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_THREAD, &ru) == 0 ? (uint64_t)ru.ru_oublock : 0;
+}
+
 int cp_txn_commit(struct cp_txn *t)
 {
     int rc;
@@ -427,7 +441,11 @@ int cp_txn_commit(struct cp_txn *t)
         rc = t->err;
         mdb_txn_abort(t->txn);
     } else {
+        uint64_t before = thread_blocks_out();
         rc = st_code(mdb_txn_commit(t->txn));
+        uint64_t after = thread_blocks_out();
+        if (after > before)
+            atomic_fetch_add_explicit(&t->s->commit_blocks, after - before, memory_order_relaxed);
     }
     free(t);
     return rc;

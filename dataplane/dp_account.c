@@ -98,10 +98,81 @@ contacts_free(struct dp_contact *c, uint32_t n)
     free(c);
 }
 
+/* msgpack sizes (the smallest encodings, as msgpack-c packs). */
+static size_t mp_str(size_t n) { return n + (n < 32 ? 1 : n < 256 ? 2 : n < 65536 ? 3 : 5); }
+static size_t mp_uint(uint64_t v) { return v < 128 ? 1 : v < 256 ? 2 : v < 65536 ? 3 : v <= UINT32_MAX ? 5 : 9; }
+static size_t mp_hdr(size_t n) { return n < 16 ? 1 : n < 65536 ? 3 : 5; }
+
+/* The bytes dp_pack_contact() packs for c, or a few more (the longest
+ * presence counted). */
+static size_t
+contact_size(const struct dp_account *a, const struct dp_contact *c)
+{
+    size_t n = mp_hdr(6) + mp_str(7) + mp_uint(a->id) + mp_str(7) + mp_str(strlen(a->network)) +
+               mp_str(7) + mp_str(strlen(c->address)) + mp_str(4) + mp_str(strlen(c->name)) +
+               mp_str(6) + mp_hdr(c->n_groups) + mp_str(8) + mp_str(sizeof("available") - 1);
+    for (uint32_t i = 0; i < c->n_groups; i++)
+        n += mp_str(strlen(c->groups[i]));
+    return n;
+}
+
+/*
+ * A list must fit a frame, with room for an account's configuration around
+ * it (DPM_ACCOUNT_UP carries it at start-up).  A list from the server past
+ * that is cut to the entries that fit, in the server's order, and the user
+ * is told why; the list imfuse keeps refuses the entry that would not fit.
+ */
+#define DP_CONTACTS_BUDGET  (CL_FRAME_MAX - 64u * 1024)
+
+/* How many of a's first contacts fit DP_CONTACTS_BUDGET; *bytes their size. */
+static uint32_t
+contacts_fitting(const struct dp_account *a, size_t *bytes)
+{
+    size_t total = mp_hdr(a->n_contacts);
+    uint32_t i;
+    for (i = 0; i < a->n_contacts; i++) {
+        size_t n = contact_size(a, &a->contacts[i]);
+        if (total + n > DP_CONTACTS_BUDGET)
+            break;
+        total += n;
+    }
+    if (bytes)
+        *bytes = total;
+    return i;
+}
+
+static void
+contact_clear(struct dp_contact *c)
+{
+    free(c->address);
+    free(c->name);
+    for (uint32_t j = 0; j < c->n_groups; j++)
+        free(c->groups[j]);
+    free(c->groups);
+}
+
+static void
+contacts_fit(struct dp_account *a)
+{
+    uint32_t n = a->n_contacts, keep = contacts_fitting(a, NULL);
+    if (keep == n)
+        return;
+    for (uint32_t i = keep; i < n; i++)
+        contact_clear(&a->contacts[i]);
+    a->n_contacts = keep;
+    STAT_ADD(a->r, contacts_cut, 1);
+    char d[160];
+    snprintf(d, sizeof(d), "contact list cut to %u of %u entries: the rest would pass the 1 MiB "
+             "frame limit", keep, n);
+    DP_LOG(IM_LOG_WARN, "account %llu (%s): %s", (unsigned long long)a->id, a->login, d);
+    account_state(a, a->state, d);
+}
+
 /* Persist the account's list and push it to the user. */
 static void
 contacts_changed(struct dp_account *a)
 {
+    contacts_fit(a);
     struct cl_enc e;
     cl_enc_init(&e);
     msgpack_pack_map(&e.pk, 1);
@@ -1038,7 +1109,24 @@ dp_op_contact(struct dp_client *cl, const struct cl_msg *req, bool add)
         dp_client_ok(cl, req->id);
         return;
     }
-    /* imfuse keeps the list */
+    /* imfuse keeps the list: an entry that would not fit is refused */
+    if (add) {
+        char nm[256];
+        snprintf(nm, sizeof(nm), "%.*s", (int)name.len, name.p);
+        struct dp_contact probe = { .address = address, .name = nm };
+        size_t total;
+        (void)contacts_fitting(a, &total);
+        size_t after = total + contact_size(a, &probe) - (c ? contact_size(a, c) : 0) +
+                       (c ? 0 : mp_hdr(a->n_contacts + 1) - mp_hdr(a->n_contacts));
+        if (after > DP_CONTACTS_BUDGET) {
+            char msg[160];
+            STAT_ADD(r, replies_limit, 1);
+            snprintf(msg, sizeof(msg), "the contact list (%u entries) would pass the 1 MiB frame limit",
+                     a->n_contacts + (c ? 0 : 1));
+            dp_client_error(cl, true, req->id, CL_ERR_LIMIT, msg);
+            return;
+        }
+    }
     if (add && c) {
         char *nn = dp_strdup(r, name);
         if (!nn) {

@@ -8,10 +8,18 @@
 #include <string.h>
 
 #include "dp_chan.h"
+#include "dp_worker.h"
 #include "dp_relay_int.h"
 
 /* ------------------------------------------------------------------------ */
 /* writing to clients                                                        */
+
+/* Read the client unless its send queue is full or its output is backed up. */
+static void
+client_update_read(struct dp_client *cl)
+{
+    dp_conn_pause(cl->c, cl->paused || cl->out_full);
+}
 
 void
 dp_client_write(struct dp_client *cl, const uint8_t *p, size_t n)
@@ -26,19 +34,41 @@ dp_client_write(struct dp_client *cl, const uint8_t *p, size_t n)
         STAT_ADD(cl->r, clients_dropped, 1);
         cl->closing = true;
         dp_conn_abort(cl->c, rc);
+    } else if (rc == 1 && !cl->out_full) {
+        /* Its own output backed up: read nothing more until it drains. */
+        cl->out_full = true;
+        STAT_ADD(cl->r, clients_read_paused, 1);
+        client_update_read(cl);
     }
 }
 
-void
+int
 dp_client_send(struct dp_client *cl, struct cl_enc *e)
 {
     size_t len;
+    int rc = 0;
     const uint8_t *f = cl_enc_finish(e, &len);
     if (f)
         dp_client_write(cl, f, len);
+    else if (e->too_big)
+        rc = -IM_ETOOBIG;
     else
-        dp_relay_oom(cl->r, "reply frame");
+        rc = -ENOMEM;
     cl_enc_free(e);
+    return rc;
+}
+
+void
+dp_client_reply(struct dp_client *cl, uint64_t id, struct cl_enc *e)
+{
+    int rc = dp_client_send(cl, e);
+    if (rc == -IM_ETOOBIG) {
+        STAT_ADD(cl->r, replies_limit, 1);
+        dp_client_error(cl, true, id, CL_ERR_LIMIT, "the reply would pass the 1 MiB frame limit");
+    } else if (rc < 0) {
+        dp_relay_oom(cl->r, "reply frame");
+        dp_client_error(cl, true, id, CL_ERR_INTERNAL, "out of memory, try again");
+    }
 }
 
 void
@@ -77,6 +107,9 @@ dp_user_broadcast(struct dp_relay *r, struct dp_user *u, struct cl_enc *e)
             dp_client_write(cl, f, len);
             STAT_ADD(r, events_out, 1);
         }
+    } else if (e->too_big) {
+        STAT_ADD(r, events_too_big, 1);
+        DP_LOG(IM_LOG_ERROR, "an event for user %s is over the 1 MiB frame limit: not sent", u->name);
     } else {
         dp_relay_oom(r, "event frame");
     }
@@ -88,8 +121,29 @@ dp_client_close(struct dp_client *cl)
 {
     if (!cl->closing) {
         cl->closing = true;
+        cl->close_by = dp_worker_now(cl->r->w) + DP_CLOSE_GRACE_MS;
         dp_conn_close(cl->c);
     }
+}
+
+/* The receive buffer goes (closing, or emptied after a large frame). */
+static void
+client_rx_free(struct dp_client *cl)
+{
+    free(cl->rx);
+    cl->rx = NULL;
+    cl->rx_len = cl->rx_cap = 0;
+    dp_admit_rx_set(cl, 0);
+}
+
+void
+dp_client_limit_close(struct dp_client *cl, const char *why)
+{
+    if (cl->closing)
+        return;
+    dp_client_error(cl, false, 0, CL_ERR_LIMIT, why);
+    dp_client_close(cl);
+    client_rx_free(cl);
 }
 
 void
@@ -98,7 +152,7 @@ dp_client_pause(struct dp_client *cl, bool paused)
     if (cl->paused == paused)
         return;
     cl->paused = paused;
-    dp_conn_pause(cl->c, paused);
+    client_update_read(cl);
 }
 
 /* Leave the user's list of logged-in clients. */
@@ -140,51 +194,158 @@ op_logout(struct dp_client *cl, const struct cl_msg *req)
     struct dp_relay *r = cl->r;
     struct dp_user *u = cl->user;
     client_unlogin(cl);
+    cl->replaying = cl->replay_wait = false;
+    dp_admit_logout(cl);
     struct dp_msg m = { .type = CPM_CONN_LOGOUT, .conn = cl->slot, .gen = cl->gen, .uid = u->uid };
     dp_up(r, &m, NULL);
     dp_user_maybe_free(r, u);
     dp_client_ok(cl, req->id);
 }
 
+/*
+ * A list reply (accounts, contacts): whole, or a page when the request has
+ * offset or max, and never past the frame limit.  Entries are packed into
+ * body one by one; the one that would pass DP_LIST_BUDGET is cut off again.
+ */
+#define DP_LIST_BUDGET  (CL_FRAME_MAX - 256)    /* room for the reply around the list */
+
+struct page {
+    bool paged;                 /* offset or max given: reply with total, cut to fit */
+    uint64_t offset, max;
+    uint64_t idx;               /* entries walked */
+    uint64_t n;                 /* entries packed */
+    bool stop, cut;             /* no more wanted; the last one did not fit */
+    size_t mark;                /* body length before the entry being packed */
+    struct cl_enc body;
+};
+
+/* Read offset and max; false when the request was answered (bad_request). */
+static bool
+page_start(struct dp_client *cl, const struct cl_msg *req, struct page *pg)
+{
+    const char *why;
+    char msg[96];
+    memset(pg, 0, sizeof(*pg));
+    pg->max = UINT64_MAX;
+    int ro = cl_get_uint(&req->root, "offset", &pg->offset, &why);
+    int rm = ro == -IM_EINVAL ? 0 : cl_get_uint(&req->root, "max", &pg->max, &why);
+    if (ro == -IM_EINVAL || rm == -IM_EINVAL) {
+        snprintf(msg, sizeof(msg), "%s: %s", ro == -IM_EINVAL ? "offset" : "max", why);
+        dp_client_error(cl, true, req->id, CL_ERR_BAD_REQUEST, msg);
+        return false;
+    }
+    pg->paged = ro == 0 || rm == 0;
+    cl_enc_init(&pg->body);
+    return true;
+}
+
+/* Whether to pack the next entry. */
+static bool
+page_take(struct page *pg)
+{
+    if (pg->stop || pg->idx++ < pg->offset)
+        return false;
+    if (pg->n >= pg->max) {
+        pg->stop = true;
+        return false;
+    }
+    pg->mark = cl_enc_len(&pg->body);
+    return true;
+}
+
+/* After packing an entry: keep it, or cut it off when it does not fit. */
+static void
+page_packed(struct page *pg)
+{
+    if (pg->body.too_big || cl_enc_len(&pg->body) > DP_LIST_BUDGET) {
+        cl_enc_cut(&pg->body, pg->mark);
+        pg->stop = pg->cut = true;
+    } else {
+        pg->n++;
+    }
+}
+
+static void
+page_reply(struct dp_client *cl, uint64_t id, struct page *pg, const char *key, uint64_t total,
+           const char *what)
+{
+    char msg[200];
+    if (pg->body.failed) {
+        cl_enc_free(&pg->body);
+        dp_relay_oom(cl->r, "list reply");
+        dp_client_error(cl, true, id, CL_ERR_INTERNAL, "out of memory, try again");
+        return;
+    }
+    if (pg->cut && (!pg->paged || pg->n == 0)) {
+        cl_enc_free(&pg->body);
+        STAT_ADD(cl->r, replies_limit, 1);
+        if (pg->paged)
+            snprintf(msg, sizeof(msg), "%s entry %llu alone passes the 1 MiB frame limit", what,
+                     (unsigned long long)pg->offset);
+        else
+            snprintf(msg, sizeof(msg), "the %llu %s would pass the 1 MiB frame limit: ask for them in "
+                     "pages (offset, max)", (unsigned long long)total, what);
+        dp_client_error(cl, true, id, CL_ERR_LIMIT, msg);
+        return;
+    }
+    struct cl_enc e;
+    cl_enc_init(&e);
+    msgpack_pack_map(&e.pk, pg->paged ? 4 : 3);
+    cl_pack_kstr(&e, "op", "ok");
+    cl_pack_kuint(&e, "id", id);
+    cl_pack_key(&e, key);
+    msgpack_pack_array(&e.pk, (uint32_t)pg->n);
+    cl_enc_raw(&e, (const uint8_t *)pg->body.buf.data + 4, cl_enc_len(&pg->body));
+    if (pg->paged)
+        cl_pack_kuint(&e, "total", total);
+    cl_enc_free(&pg->body);
+    dp_client_reply(cl, id, &e);
+}
+
 static void
 op_accounts(struct dp_client *cl, const struct cl_msg *req)
 {
     struct dp_user *u = cl->user;
-    uint32_t n = 0;
-    for (struct dp_account *a = u->accounts; a; a = a->unext)
-        n++;
-    struct cl_enc e;
-    ok_head(&e, req->id, "accounts");
-    msgpack_pack_array(&e.pk, n);
-    for (struct dp_account *a = u->accounts; a; a = a->unext) {
-        msgpack_pack_map(&e.pk, a->detail[0] ? 8 : 7);
-        cl_pack_kuint(&e, "account", a->id);
-        cl_pack_kstr(&e, "network", a->network);
-        cl_pack_kstr(&e, "login", a->login);
-        cl_pack_kstr(&e, "server", a->server);
-        cl_pack_kstr(&e, "tls", a->tls_s);
-        cl_pack_kstr(&e, "name", a->name);
-        cl_pack_kstr(&e, "state", im_account_state_name(a->state));
+    struct page pg;
+    uint64_t total = 0;
+    if (!page_start(cl, req, &pg))
+        return;
+    for (struct dp_account *a = u->accounts; a; a = a->unext, total++) {
+        if (!page_take(&pg))
+            continue;
+        struct cl_enc *e = &pg.body;
+        msgpack_pack_map(&e->pk, a->detail[0] ? 8 : 7);
+        cl_pack_kuint(e, "account", a->id);
+        cl_pack_kstr(e, "network", a->network);
+        cl_pack_kstr(e, "login", a->login);
+        cl_pack_kstr(e, "server", a->server);
+        cl_pack_kstr(e, "tls", a->tls_s);
+        cl_pack_kstr(e, "name", a->name);
+        cl_pack_kstr(e, "state", im_account_state_name(a->state));
         if (a->detail[0])
-            cl_pack_kstr(&e, "detail", a->detail);
+            cl_pack_kstr(e, "detail", a->detail);
+        page_packed(&pg);
     }
-    dp_client_send(cl, &e);
+    page_reply(cl, req->id, &pg, "accounts", total, "accounts");
 }
 
 static void
 op_contacts(struct dp_client *cl, const struct cl_msg *req)
 {
     struct dp_user *u = cl->user;
-    uint32_t n = 0;
-    for (struct dp_account *a = u->accounts; a; a = a->unext)
-        n += a->n_contacts;
-    struct cl_enc e;
-    ok_head(&e, req->id, "contacts");
-    msgpack_pack_array(&e.pk, n);
-    for (struct dp_account *a = u->accounts; a; a = a->unext)
+    struct page pg;
+    uint64_t total = 0;
+    if (!page_start(cl, req, &pg))
+        return;
+    for (struct dp_account *a = u->accounts; a; a = a->unext) {
+        total += a->n_contacts;
         for (uint32_t i = 0; i < a->n_contacts; i++)
-            dp_pack_contact(&e, a, &a->contacts[i]);
-    dp_client_send(cl, &e);
+            if (page_take(&pg)) {
+                dp_pack_contact(&pg.body, a, &a->contacts[i]);
+                page_packed(&pg);
+            }
+    }
+    page_reply(cl, req->id, &pg, "contacts", total, "contacts");
 }
 
 static void
@@ -197,7 +358,7 @@ op_unified(struct dp_client *cl, const struct cl_msg *req)
         cl_enc_raw(&e, u->unified_raw, u->unified_raw_len);
     else
         msgpack_pack_array(&e.pk, 0);
-    dp_client_send(cl, &e);
+    dp_client_reply(cl, req->id, &e);
 }
 
 static void op_add_contact(struct dp_client *cl, const struct cl_msg *req) { dp_op_contact(cl, req, true); }
@@ -281,7 +442,8 @@ client_process(struct dp_client *cl)
     struct dp_relay *r = cl->r;
     size_t off = 0;
 
-    while (!cl->closing) {
+    /* Frames stay buffered while the client's own output is backed up. */
+    while (!cl->closing && !cl->out_full) {
         const uint8_t *body;
         uint32_t blen;
         long n = cl_frame_split(cl->rx + off, cl->rx_len - off, &body, &blen);
@@ -320,10 +482,14 @@ client_process(struct dp_client *cl)
         cl_msg_free(&req);
         off += (size_t)n;
     }
+    if (cl->closing)
+        return;
     if (off) {
         memmove(cl->rx, cl->rx + off, cl->rx_len - off);
         cl->rx_len -= off;
     }
+    if (cl->rx_len == 0 && cl->rx_cap > DP_RX_KEEP)
+        client_rx_free(cl);
 }
 
 static void
@@ -332,6 +498,7 @@ cl_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
     struct dp_client *cl = dp_conn_ud(c);
     if (cl->closing)
         return;
+    cl->last_in = dp_worker_now(cl->r->w);
     if (cl->rx_len + n > cl->rx_cap) {
         size_t cap = cl->rx_cap ? cl->rx_cap : 4096;
         while (cap < cl->rx_len + n)
@@ -344,8 +511,15 @@ cl_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
             dp_client_close(cl);
             return;
         }
+        /* Before login its growth comes out of the pre-login budget. */
+        if (!dp_admit_rx_grow(cl, cap)) {
+            dp_client_limit_close(cl, "too much memory held by connections that are not logged in "
+                                      "(prelogin-memory): yours holds the largest partial frame");
+            return;
+        }
         uint8_t *nb = realloc(cl->rx, cap);
         if (!nb) {
+            dp_admit_rx_set(cl, cl->rx_cap);
             dp_relay_oom(cl->r, "client receive buffer");
             dp_client_error(cl, false, 0, CL_ERR_INTERNAL, "out of memory");
             dp_client_close(cl);
@@ -357,6 +531,36 @@ cl_on_data(struct dp_conn *c, const uint8_t *p, size_t n)
     memcpy(cl->rx + cl->rx_len, p, n);
     cl->rx_len += n;
     client_process(cl);
+}
+
+/* Ask the controlplane for the next batch of the replay. */
+static void
+replay_ask(struct dp_client *cl)
+{
+    struct dp_msg m = { .type = CPM_REPLAY_NEXT, .conn = cl->slot, .gen = cl->gen, .uid = cl->user->uid };
+    m.u.replay_next.after = cl->replay_last;
+    STAT_ADD(cl->r, replays_paced, 1);
+    dp_up(cl->r, &m, NULL);
+}
+
+/* The output fell below the low watermark: read again, go on with the
+ * frames held meanwhile, and ask for the replay's next batch. */
+static void
+cl_on_drain(struct dp_conn *c)
+{
+    struct dp_client *cl = dp_conn_ud(c);
+    if (cl->closing)
+        return;
+    if (cl->out_full) {
+        cl->out_full = false;
+        client_update_read(cl);
+    }
+    if (cl->replay_wait && cl->user) {
+        cl->replay_wait = false;
+        replay_ask(cl);
+    }
+    if (cl->rx_len)
+        client_process(cl);
 }
 
 static void
@@ -379,6 +583,15 @@ cl_on_close(struct dp_conn *c, int reason)
         client_unlogin(cl);
         dp_user_maybe_free(r, u);
     }
+    /* TCP keepalive (or the unacknowledged-output bound) gave up on the peer. */
+    if (reason == -ETIMEDOUT || reason == -ECONNABORTED) {
+        if (!cl->closing) {
+            STAT_ADD(r, clients_timed_out, 1);
+            DP_LOG(IM_LOG_INFO, "client %s: the peer stopped answering (%s): closed", dp_conn_peer(c),
+                   im_strerror(reason));
+        }
+    }
+    dp_admit_release(cl);
     struct dp_msg m = { .type = CPM_CONN_CLOSED, .conn = cl->slot, .gen = cl->gen, .uid = uid };
     dp_up(r, &m, NULL);
     r->slots[cl->slot] = NULL;
@@ -390,6 +603,7 @@ cl_on_close(struct dp_conn *c, int reason)
 
 static const struct dp_conn_cb client_cb = {
     .on_data = cl_on_data,
+    .on_drain = cl_on_drain,
     .on_close = cl_on_close,
 };
 
@@ -419,13 +633,32 @@ slots_grow(struct dp_relay *r)
     return true;
 }
 
+/* A connection over a cap: {error limit} and close; nothing of it is kept. */
+static void
+refuse(struct dp_conn *c, const char *why)
+{
+    uint8_t *f;
+    size_t len;
+    dp_conn_set_cb(c, &dp_orphan_cb, NULL);
+    /* Over TLS the frame would cost a handshake first: the reset says it. */
+    if (dp_conn_is_tls(c)) {
+        dp_conn_abort(c, -ECONNREFUSED);
+        return;
+    }
+    if (cl_build_error(false, 0, CL_ERR_LIMIT, why, &f, &len) == 0) {
+        (void)dp_conn_write(c, f, len);
+        free(f);
+    }
+    dp_conn_close(c);
+}
+
 void
 dp_client_accept(void *ud, struct dp_conn *c)
 {
     struct dp_relay *r = ud;
+    const char *why;
     struct dp_client *cl = calloc(1, sizeof(*cl));
-    if (!cl || (!r->n_free && !slots_grow(r))) {
-        free(cl);
+    if (!cl) {
         dp_relay_oom(r, "client session");
         dp_conn_set_cb(c, &dp_orphan_cb, NULL);
         dp_conn_abort(c, -ENOMEM);
@@ -433,6 +666,19 @@ dp_client_accept(void *ud, struct dp_conn *c)
     }
     cl->r = r;
     cl->c = c;
+    if (!dp_admit_accept(cl, &why)) {
+        free(cl);
+        refuse(c, why);
+        return;
+    }
+    if (!r->n_free && !slots_grow(r)) {
+        dp_admit_release(cl);
+        free(cl);
+        dp_relay_oom(r, "client session");
+        dp_conn_set_cb(c, &dp_orphan_cb, NULL);
+        dp_conn_abort(c, -ENOMEM);
+        return;
+    }
     cl->slot = r->free_slots[--r->n_free];
     cl->gen = r->gens[cl->slot];
     r->slots[cl->slot] = cl;
@@ -498,6 +744,12 @@ dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m)
     cl->user = u;
     cl->unext = u->clients;
     u->clients = cl;
+    dp_admit_login(cl);
+    /* The queue follows in batches (DPM_DELIVERs to cl, each batch ended
+     * by DPM_REPLAY_END); live deliveries wait until it is done. */
+    cl->replaying = true;
+    cl->replay_wait = false;
+    cl->replay_last = cl->live_after = 0;
     STAT_ADD(r, logins_ok, 1);
 
     struct cl_enc e;
@@ -507,7 +759,28 @@ dp_client_login_ok(struct dp_relay *r, const struct dp_msg *m)
     cl_pack_kuint(&e, "id", m->u.login_ok.req);
     cl_pack_kstr(&e, "user", name);
     cl_pack_kuint(&e, "queued", m->u.login_ok.queued);
-    dp_client_send(cl, &e);
+    dp_client_reply(cl, m->u.login_ok.req, &e);
+}
+
+void
+dp_client_replay_end(struct dp_relay *r, const struct dp_msg *m)
+{
+    struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
+    if (!cl || cl->closing || !cl->user || cl->user->uid != m->uid || !cl->replaying)
+        return;
+    if (m->u.replay_end.last > cl->replay_last)
+        cl->replay_last = m->u.replay_end.last;
+    if (!m->u.replay_end.more) {
+        /* Caught up: what is committed later comes live, with higher seqs. */
+        cl->replaying = false;
+        cl->live_after = cl->replay_last;
+        return;
+    }
+    /* The next batch once this one has mostly left (on_drain). */
+    if (cl->out_full)
+        cl->replay_wait = true;
+    else
+        replay_ask(cl);
 }
 
 void
@@ -549,16 +822,44 @@ dp_client_deliver(struct dp_relay *r, const struct dp_msg *m)
     cl_msg_free(&pm);
 
     if (m->conn) {
+        /* a replayed message: to the one connection it was read for */
         struct dp_client *cl = dp_client_by_id(r, m->conn, m->gen);
-        if (cl && cl->user == u) {
-            dp_client_send(cl, &e);
-            STAT_ADD(r, msgs_delivered, 1);
+        if (cl && cl->user == u && cl->replaying) {
+            if (dp_client_send(cl, &e) == 0) {
+                STAT_ADD(r, msgs_delivered, 1);
+            } else {
+                STAT_ADD(r, events_too_big, 1);
+                DP_LOG(IM_LOG_ERROR, "message %llu of user %s cannot be encoded within the frame limit",
+                       (unsigned long long)m->u.deliver.seq, u->name);
+            }
+            if (m->u.deliver.seq > cl->replay_last)
+                cl->replay_last = m->u.deliver.seq;
         } else {
             cl_enc_free(&e);
         }
-    } else {
-        for (struct dp_client *cl = u->clients; cl; cl = cl->unext)
-            STAT_ADD(r, msgs_delivered, 1);
-        dp_user_broadcast(r, u, &e);
+        return;
     }
+    /* a live message: to every connection of the user, except those whose
+     * replay has not caught up (the replay reads it from the queue) */
+    size_t len;
+    const uint8_t *f = cl_enc_finish(&e, &len);
+    if (!f) {
+        if (e.too_big)
+            STAT_ADD(r, events_too_big, 1);
+        else
+            dp_relay_oom(r, "message frame");
+        DP_LOG(IM_LOG_ERROR, "message %llu of user %s cannot be encoded: %s",
+               (unsigned long long)m->u.deliver.seq, u->name,
+               e.too_big ? "over the frame limit" : "out of memory");
+        cl_enc_free(&e);
+        return;
+    }
+    for (struct dp_client *cl = u->clients; cl; cl = cl->unext) {
+        if (cl->replaying || m->u.deliver.seq <= cl->live_after)
+            continue;
+        dp_client_write(cl, f, len);
+        STAT_ADD(r, msgs_delivered, 1);
+        STAT_ADD(r, events_out, 1);
+    }
+    cl_enc_free(&e);
 }

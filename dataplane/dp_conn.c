@@ -179,6 +179,8 @@ struct dp_conn *dp_conn_alloc(struct dp_worker *w)
     c->io.fd = -1;
     c->w = w;
     c->state = DP_CS_OPEN;
+    c->hiwat = DP_CONN_HIWAT;
+    c->lowat = DP_CONN_LOWAT;
     c->next = w->live;
     if (w->live)
         w->live->prev = c;
@@ -336,7 +338,7 @@ static void conn_flush(struct dp_conn *c)
             break;
     }
     w->ops->want_write(c, c->out.len > 0);
-    if ((c->flags & DP_CF_HIWAT) && backlog(c) < DP_CONN_LOWAT) {
+    if ((c->flags & DP_CF_HIWAT) && backlog(c) < c->lowat) {
         c->flags &= ~DP_CF_HIWAT;
         if (c->cb.on_drain && !(c->flags & DP_CF_CLOSING))
             c->cb.on_drain(c);
@@ -366,7 +368,7 @@ int dp_conn_write(struct dp_conn *c, const void *p, size_t n)
         if (c->state == DP_CS_OPEN)
             dp_conn_mark(c, DP_CF_FLUSH);
     }
-    if (backlog(c) > DP_CONN_HIWAT) {
+    if (backlog(c) > c->hiwat) {
         c->flags |= DP_CF_HIWAT;
         return 1;
     }
@@ -376,6 +378,32 @@ int dp_conn_write(struct dp_conn *c, const void *p, size_t n)
 size_t dp_conn_backlog(const struct dp_conn *c)
 {
     return backlog(c);
+}
+
+void dp_conn_set_watermarks(struct dp_conn *c, size_t hiwat, size_t lowat)
+{
+    if (hiwat > DP_CONN_MAXBUF)
+        hiwat = DP_CONN_MAXBUF;
+    if (lowat >= hiwat)
+        lowat = hiwat / 2;
+    c->hiwat = (uint32_t)hiwat;
+    c->lowat = (uint32_t)lowat;
+    /* Already past the new mark: on_drain is owed when it falls below lowat. */
+    if (backlog(c) > c->hiwat)
+        c->flags |= DP_CF_HIWAT;
+    else if ((c->flags & DP_CF_HIWAT) && backlog(c) < c->lowat && c->state == DP_CS_OPEN)
+        dp_conn_mark(c, DP_CF_FLUSH);   /* conn_flush delivers the owed on_drain */
+}
+
+int dp_conn_keepalive(struct dp_conn *c, unsigned idle_s, unsigned intvl_s, unsigned cnt)
+{
+    if (c->state != DP_CS_OPEN)
+        return -ENOTCONN;
+    if (!c->w->ops->keepalive)
+        return -EOPNOTSUPP;
+    if (idle_s && (!intvl_s || !cnt))
+        return -EINVAL;
+    return c->w->ops->keepalive(c, idle_s, intvl_s, cnt);
 }
 
 /* ---- input ------------------------------------------------------------------------- */

@@ -76,6 +76,21 @@ struct dp_worker *dp_conn_worker(const struct dp_conn *c);
 int dp_conn_write(struct dp_conn *c, const void *p, size_t n);
 /* Bytes queued but not yet handed to the transport. */
 size_t dp_conn_backlog(const struct dp_conn *c);
+/*
+ * This connection's watermarks (DP_CONN_HIWAT / DP_CONN_LOWAT until set):
+ * past hiwat dp_conn_write() returns 1, and on_drain follows once the
+ * backlog falls below lowat (lowat < hiwat).  DP_CONN_MAXBUF stays the cap.
+ */
+void dp_conn_set_watermarks(struct dp_conn *c, size_t hiwat, size_t lowat);
+
+/*
+ * TCP keepalive: after idle_s seconds without traffic the peer is probed
+ * every intvl_s seconds; after cnt unanswered probes the connection ends
+ * with on_close(-ETIMEDOUT) (lwIP: -ECONNABORTED).  The kernel backend also
+ * bounds unacknowledged output by the same total (TCP_USER_TIMEOUT).
+ * idle_s 0 turns it off.  0, or -errno from the backend.
+ */
+int dp_conn_keepalive(struct dp_conn *c, unsigned idle_s, unsigned intvl_s, unsigned cnt);
 
 /* Stop / resume delivering on_data (back-pressure on the peer). */
 void dp_conn_pause(struct dp_conn *c, bool paused);

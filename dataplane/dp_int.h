@@ -111,6 +111,7 @@ struct dp_conn {
     int open_status;                /* status for a deferred on_open / on_tls */
     struct dp_chain out;            /* raw bytes for the transport, in order */
     struct dp_chain app;            /* plaintext waiting for TLS (handshake or encryption) */
+    uint32_t hiwat, lowat;          /* watermarks (dp_conn_set_watermarks) */
     struct dp_tls *tls;             /* NULL: plain */
     char peer[64], local[64];
     char detail[320];               /* text for a deferred on_open / on_tls failure */
@@ -122,6 +123,8 @@ struct dp_listener {
     bool tls;
     bool dead;                      /* dp_listener_close() called; freed by the loop */
     uint16_t port;                  /* bound port (the real one when 0 was asked) */
+    uint32_t backoff_ms;            /* kernel: accept pauses after EMFILE/ENFILE, doubling */
+    uint64_t resume_ms;             /* kernel: accepting paused until then (0: not paused) */
     dp_accept_fn *on_accept;
     void *ud;
     struct dp_listener *next;       /* worker's list (live or dead) */
@@ -159,6 +162,8 @@ struct dp_io_ops {
     void (*want_read)(struct dp_conn *c, bool on);
     /* Release c's transport.  graceful: after a full flush (FIN, then drain the peer); else abort. */
     void (*close)(struct dp_conn *c, bool graceful);
+    /* TCP keepalive as dp_conn_keepalive() describes (idle_s 0: off).  0 or -errno. */
+    int (*keepalive)(struct dp_conn *c, unsigned idle_s, unsigned intvl_s, unsigned cnt);
 };
 
 extern const struct dp_io_ops dp_io_kernel_ops;
@@ -169,7 +174,7 @@ extern const struct dp_io_ops dp_io_dpdk_ops;
 /* Counters written by the worker thread only, read anywhere (dp_stats.h). */
 struct dp_stats_live {
     _Atomic uint64_t conn_opened, conn_closed, connect_failed, bytes_in, bytes_out, tls_ok,
-        tls_failed;
+        tls_failed, accept_paused;
     /* the dpdk backend's (dp_stats.h) */
     _Atomic uint64_t io_pkts_in, io_pkts_out, io_bytes_in, io_bytes_out, io_drop_bad, io_drop_tx,
         io_drop_nombuf, io_nic_missed, io_nic_errors, io_nic_nombuf, io_sleeps, io_busy_cycles,

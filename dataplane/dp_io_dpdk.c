@@ -666,4 +666,5 @@ const struct dp_io_ops dp_io_dpdk_ops = {
     .want_write = dp_lwip_want_write,
     .want_read = dp_lwip_want_read,
     .close = dp_lwip_close,
+    .keepalive = dp_lwip_keepalive,
 };

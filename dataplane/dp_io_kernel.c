@@ -8,6 +8,12 @@
  * peer is -EPIPE, not SIGPIPE).  EPOLLOUT is asked for only while a backlog
  * exists.  No name resolution here: hosts are IP literals or "localhost".
  *
+ * When accept fails for want of a file (EMFILE, ENFILE) or of kernel
+ * memory, the listener leaves the epoll set for a while (100 ms, doubling to
+ * 1.6 s while it keeps failing): level-triggered readiness would otherwise
+ * report the waiting connection again at once and spin the loop.  The
+ * connections wait in the kernel's backlog meanwhile.
+ *
  * A graceful close sends FIN (shutdown) and keeps the socket, detached from
  * its connection, reading and discarding until the peer's FIN or
  * DP_LINGER_MS: closing with unread input would make the kernel send a
@@ -30,6 +36,8 @@
 
 #define KIO_EVENTS      128
 #define KIO_ACCEPT_MAX  64      /* accepts per readiness event */
+#define KIO_BACKOFF_MIN 100     /* ms: first accept pause after EMFILE/ENFILE */
+#define KIO_BACKOFF_MAX 1600    /* ms: longest */
 
 struct kio_linger {
     struct dp_io_slot io;
@@ -40,6 +48,7 @@ struct kio_linger {
 struct kio {
     int epfd;
     struct dp_io_slot wake;     /* eventfd */
+    unsigned paused;            /* listeners whose accepting is paused (resume_ms) */
     struct kio_linger *lingers;
     struct epoll_event evs[KIO_EVENTS];
 };
@@ -227,17 +236,59 @@ static void kio_unlisten(struct dp_listener *l)
 {
     if (l->io.fd < 0)
         return;
+    if (l->resume_ms) {
+        struct kio *k = l->w->io;
+        k->paused--;
+        l->resume_ms = 0;
+    }
     close(l->io.fd);
     l->io.fd = -1;
     l->io.registered = false;
+}
+
+/* Out of files or kernel memory: stop polling the listener for a while. */
+static void kio_accept_pause(struct dp_listener *l)
+{
+    struct kio *k = l->w->io;
+    l->backoff_ms = l->backoff_ms ? l->backoff_ms * 2 : KIO_BACKOFF_MIN;
+    if (l->backoff_ms > KIO_BACKOFF_MAX)
+        l->backoff_ms = KIO_BACKOFF_MAX;
+    if (!l->resume_ms)
+        k->paused++;
+    l->resume_ms = kio_now() + l->backoff_ms;
+    kio_set_mask(l->w, &l->io, 0);
+    DP_STAT_ADD(l->w, accept_paused, 1);
+}
+
+/* Listen again on listeners whose pause is over; the poll timeout's bound. */
+static int kio_accept_resume(struct dp_worker *w, int timeout_ms)
+{
+    struct kio *k = w->io;
+    uint64_t now = kio_now();
+    for (struct dp_listener *l = w->listeners; l && k->paused; l = l->next) {
+        if (!l->resume_ms || l->dead)
+            continue;
+        if (now >= l->resume_ms) {
+            l->resume_ms = 0;
+            k->paused--;
+            kio_set_mask(w, &l->io, EPOLLIN);
+        } else if (timeout_ms < 0 || l->resume_ms - now < (uint64_t)timeout_ms) {
+            timeout_ms = (int)(l->resume_ms - now);
+        }
+    }
+    return timeout_ms;
 }
 
 static void kio_accept(struct dp_listener *l)
 {
     for (int i = 0; i < KIO_ACCEPT_MAX && !l->dead; i++) {
         int fd = accept4(l->io.fd, NULL, NULL, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd < 0)
-            return;     /* EAGAIN, or EMFILE etc.: level-triggered, retried next turn */
+        if (fd < 0) {
+            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM)
+                kio_accept_pause(l);
+            return;     /* EAGAIN; or a peer gone before accept (ECONNABORTED): next event */
+        }
+        l->backoff_ms = 0;
         struct dp_conn *c = dp_conn_alloc(l->w);
         if (!c) {
             close(fd);
@@ -308,6 +359,25 @@ static void kio_want_write(struct dp_conn *c, bool on)
 static void kio_want_read(struct dp_conn *c, bool on)
 {
     kio_want(c, EPOLLIN, on);
+}
+
+static int kio_keepalive(struct dp_conn *c, unsigned idle_s, unsigned intvl_s, unsigned cnt)
+{
+    int fd = c->io.fd, on = idle_s > 0;
+    if (fd < 0)
+        return -ENOTCONN;
+    if (setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on)) < 0)
+        return -errno;
+    /* Unacknowledged output gives up after the same total as the probes. */
+    unsigned total_ms = on ? (idle_s + intvl_s * cnt) * 1000u : 0;
+    int idle = (int)idle_s, intvl = (int)intvl_s, n = (int)cnt;
+    if (on && (setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle, sizeof(idle)) < 0 ||
+               setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl)) < 0 ||
+               setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &n, sizeof(n)) < 0))
+        return -errno;
+    if (setsockopt(fd, IPPROTO_TCP, TCP_USER_TIMEOUT, &total_ms, sizeof(total_ms)) < 0)
+        return -errno;
+    return 0;
 }
 
 static void kio_close(struct dp_conn *c, bool graceful)
@@ -402,6 +472,8 @@ static int kio_poll(struct dp_worker *w, int timeout_ms)
     struct kio *k = w->io;
     if (k->lingers)
         timeout_ms = timeout_ms > 250 ? 250 : timeout_ms;
+    if (k->paused)
+        timeout_ms = kio_accept_resume(w, timeout_ms);
     int n = epoll_wait(k->epfd, k->evs, KIO_EVENTS, timeout_ms);
     if (n < 0)
         return errno == EINTR ? 0 : -errno;
@@ -453,4 +525,5 @@ const struct dp_io_ops dp_io_kernel_ops = {
     .want_write = kio_want_write,
     .want_read = kio_want_read,
     .close = kio_close,
+    .keepalive = kio_keepalive,
 };

@@ -986,6 +986,23 @@ void dp_lwip_want_read(struct dp_conn *c, bool on)
         queue_ev(d, EV_RX);
 }
 
+int dp_lwip_keepalive(struct dp_conn *c, unsigned idle_s, unsigned intvl_s, unsigned cnt)
+{
+    struct dlw *d = c->io.priv;
+    if (!d || !d->pcb)
+        return -ENOTCONN;
+    if (!idle_s) {
+        ip_reset_option(d->pcb, SOF_KEEPALIVE);
+        return 0;
+    }
+    /* lwIP's slow timer probes and aborts (ERR_ABRT) on its own. */
+    d->pcb->keep_idle = idle_s * 1000u;
+    d->pcb->keep_intvl = intvl_s * 1000u;
+    d->pcb->keep_cnt = cnt;
+    ip_set_option(d->pcb, SOF_KEEPALIVE);
+    return 0;
+}
+
 void dp_lwip_close(struct dp_conn *c, bool graceful)
 {
     struct dlw *d = c->io.priv;

@@ -73,6 +73,7 @@ ssize_t dp_lwip_write(struct dp_conn *c, const struct iovec *iov, int iovcnt);
 void dp_lwip_want_write(struct dp_conn *c, bool on);
 void dp_lwip_want_read(struct dp_conn *c, bool on);
 void dp_lwip_close(struct dp_conn *c, bool graceful);
+int dp_lwip_keepalive(struct dp_conn *c, unsigned idle_s, unsigned intvl_s, unsigned cnt);
 
 /* lwIP's counters for the per-lcore set. */
 struct dp_lwip_counters {

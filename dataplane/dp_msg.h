@@ -68,8 +68,8 @@ enum dp_msg_type {
     DPM_ACCOUNT_UP,
     /* uid, account: unlink (log out politely, forget). */
     DPM_ACCOUNT_DOWN,
-    /* uid, account, conn,gen (0: every connection of the user, else replay
-     * to that one only); u.deliver.  FRAME (optional) = the stored message
+    /* uid, account, conn,gen (0: every connection of the user whose replay
+     * is done, else a replayed message for that one only); u.deliver.  FRAME (optional) = the stored message
      * {account, network, from, resource?, body, ts}: it is durable now. */
     DPM_DELIVER,
     /* uid.  FRAME {unified:[...]}: the user's new unified list. */
@@ -86,6 +86,13 @@ enum dp_msg_type {
     /* uid, account; u.resolve.  FRAME {addrs:[ip...]} or {error}: the
      * answer to a CPM_RESOLVE with the same seq. */
     DPM_RESOLVED,
+    /* conn,gen, uid; u.replay_end.  No payload.  Ends one batch of the
+     * paced replay of the user's queue to one connection (the DPM_DELIVERs
+     * addressed to it just before).  more = 1: ask for the next batch
+     * (CPM_REPLAY_NEXT after last) once the connection drained; more = 0:
+     * every message committed before this one was replayed, and live
+     * deliveries (with higher seqs) follow in the ring. */
+    DPM_REPLAY_END,
 
     /* ---- dataplane -> controlplane ------------------------------------- */
     /* conn,gen, uid (0 before login); u.client_req.  REQ. */
@@ -107,6 +114,10 @@ enum dp_msg_type {
     /* uid, account; u.resolve.  FRAME {host}: resolve the account's server
      * name (the dataplane connects to IP literals only). */
     CPM_RESOLVE,
+    /* conn,gen, uid; u.replay_next.  No payload.  The next batch of the
+     * user's queue for this connection: the messages with seq > after, as
+     * DPM_DELIVERs addressed to it, then DPM_REPLAY_END. */
+    CPM_REPLAY_NEXT,
 };
 
 struct dp_msg {
@@ -144,6 +155,13 @@ struct dp_msg {
         struct {
             uint64_t seq;       /* the account's request number: a stale answer is dropped */
         } resolve;
+        struct {
+            uint64_t last;      /* the highest seq replayed so far (this batch's last) */
+            uint32_t more;      /* 1: more is queued, ask again; 0: caught up */
+        } replay_end;
+        struct {
+            uint64_t after;     /* the highest seq the connection got */
+        } replay_next;
     } u;
     void *data;                 /* a heap payload, or NULL (inline or none) */
     uint8_t inl[DP_MSG_INLINE]; /* an inline payload of len bytes when data is NULL */

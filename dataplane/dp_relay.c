@@ -269,6 +269,9 @@ handle_down(struct dp_relay *r, struct dp_msg *m)
     case DPM_DELIVER:
         dp_client_deliver(r, m);
         break;
+    case DPM_REPLAY_END:
+        dp_client_replay_end(r, m);
+        break;
     case DPM_UNIFIED:
         unified_update(r, m);
         break;
@@ -312,6 +315,7 @@ relay_tick(void *ud, uint64_t now)
 {
     struct dp_relay *r = ud;
 
+    dp_admit_tick(r, now);
     for (unsigned i = 0; i < DP_HASH_BUCKETS; i++)
         for (struct dp_account *a = r->accounts[i], *next; a; a = next) {
             next = a->hnext;
@@ -333,8 +337,15 @@ dp_relay_new(struct dp_worker *w, struct dp_chan *ch)
     r->w = w;
     r->ch = ch;
     r->rng = im_now_ms() ^ 0x9e3779b97f4a7c15ULL;
+    r->lim = (struct dp_client_limits)DP_CLIENT_LIMITS_DEFAULT;
     dp_worker_set_hooks(w, relay_poll, relay_tick, r);
     return r;
+}
+
+void
+dp_relay_set_limits(struct dp_relay *r, const struct dp_client_limits *l)
+{
+    r->lim = *l;
 }
 
 void
@@ -355,6 +366,7 @@ dp_relay_free(struct dp_relay *r)
             dp_unified_free(u);
             free(u);
         }
+    dp_admit_free(r);
     free(r->slots);
     free(r->gens);
     free(r->free_slots);

@@ -8,6 +8,9 @@
  *   dp_account.c  emulated sessions: account configuration, the adapter's
  *                 events, the ordered send queue, reconnect backoff
  *   dp_route.c    unified contacts, the routing rule and `send`
+ *   dp_admit.c    admission of client connections: caps in total and per
+ *                 address, the pre-login clock and memory budget, the idle
+ *                 timeout
  *
  * Ownership: the relay owns every struct dp_client, dp_user and dp_account
  * of its worker.  A dp_client lives from accept until its connection's
@@ -42,9 +45,15 @@
 #define DP_ADDR_MAX         1024        /* bytes of an address the relay copies */
 #define DP_IPS_MAX          8           /* server addresses tried per resolution */
 #define DP_IP_LEN           46          /* an IPv6 literal and its NUL */
+#define DP_RX_KEEP          (64u * 1024)    /* an emptied receive buffer larger than this is freed */
+#define DP_PRELOGIN_HIWAT   (16u * 1024)    /* a client not logged in is not read past this backlog */
+#define DP_PRELOGIN_LOWAT   (4u * 1024)
+#define DP_LOG_EVERY_MS     10000           /* a limit's log line at most this often */
+#define DP_CLOSE_GRACE_MS   5000            /* a closing client that cannot flush is aborted then */
 
 struct dp_user;
 struct dp_account;
+struct dp_addr;
 
 /* A client connection. */
 struct dp_client {
@@ -56,7 +65,21 @@ struct dp_client {
     uint8_t *rx;                        /* bytes of frames not yet complete */
     size_t rx_len, rx_cap;
     bool closing;
+    uint64_t close_by;                  /* mono ms: closing, aborted if not flushed by then */
     bool paused;                        /* stopped on a full send queue */
+    bool out_full;                      /* output past its high watermark: not read until on_drain */
+    /* admission (dp_admit.c) */
+    struct dp_addr *addr;               /* its address's connection count */
+    struct dp_client *pnext, *pprev;    /* the relay's clients not logged in, oldest first */
+    bool prelogin;                      /* on that list */
+    uint64_t deadline;                  /* mono ms: logged in by then, or closed */
+    uint64_t last_in;                   /* mono ms of the last bytes received */
+    size_t rx_counted;                  /* rx_cap as counted in the pre-login budget */
+    /* the paced replay of the queue after login */
+    bool replaying;                     /* queued messages still to come from the controlplane */
+    bool replay_wait;                   /* the next batch is asked for at on_drain */
+    uint64_t replay_last;               /* the highest seq replayed so far */
+    uint64_t live_after;                /* live deliveries up to this seq came in the replay */
 };
 
 /* One entry of an account's contact list. */
@@ -160,6 +183,15 @@ struct dp_relay {
     uint64_t rng;
     uint64_t *sent;                     /* ids that left this turn: one CPM_OUT_DONE */
     uint32_t n_sent, cap_sent;
+    /* admission of clients (dp_admit.c) */
+    struct dp_client_limits lim;
+    uint32_t n_clients;                 /* client connections open */
+    struct dp_addr *addrs[DP_HASH_BUCKETS]; /* connections per address */
+    struct dp_client *pre_head, *pre_tail; /* not logged in, by deadline */
+    uint64_t pre_bytes;                 /* their receive buffers */
+    uint64_t next_idle_check;           /* mono ms */
+    uint64_t log_at[8];                 /* when each limit was last logged (enum dp_admit_log) */
+    uint64_t accept_paused_seen;        /* the worker's accept_paused last logged */
     struct dp_relay_live st;
 };
 
@@ -207,8 +239,12 @@ void dp_client_accept(void *ud, struct dp_conn *c);
 struct dp_client *dp_client_by_id(struct dp_relay *r, uint32_t slot, uint32_t gen);
 /* Queue bytes to the client; a client that does not read is dropped. */
 void dp_client_write(struct dp_client *cl, const uint8_t *p, size_t n);
-/* Finish e and write it (e is released). */
-void dp_client_send(struct dp_client *cl, struct cl_enc *e);
+/* Finish e and write it (e is released): 0, -IM_ETOOBIG (over the frame
+ * limit) or -ENOMEM, and then nothing is written. */
+int dp_client_send(struct dp_client *cl, struct cl_enc *e);
+/* Finish the reply e to request id and write it; over the frame limit the
+ * client gets `limit` instead, out of memory `internal` (e is released). */
+void dp_client_reply(struct dp_client *cl, uint64_t id, struct cl_enc *e);
 void dp_client_error(struct dp_client *cl, bool has_id, uint64_t id, const char *code, const char *msg);
 void dp_client_ok(struct dp_client *cl, uint64_t id);
 /* Flush, then close. */
@@ -224,6 +260,41 @@ void dp_client_deliver(struct dp_relay *r, const struct dp_msg *m);
 bool dp_client_serves(enum cl_op_id op);
 /* Free every client struct without closing (dp_relay_free). */
 void dp_clients_free(struct dp_relay *r);
+/* Write {op: error, code: limit, message: why} (without id) and close; the
+ * receive buffer goes at once. */
+void dp_client_limit_close(struct dp_client *cl, const char *why);
+/* DPM_REPLAY_END: the end of one batch of the paced replay. */
+void dp_client_replay_end(struct dp_relay *r, const struct dp_msg *m);
+
+/* ---- dp_admit.c ----------------------------------------------------------- */
+
+/* Log lines rate-limited per limit (r->log_at). */
+enum dp_admit_log { DP_ALOG_MAX_CONNS, DP_ALOG_PER_ADDR, DP_ALOG_PRELOGIN_MEM, DP_ALOG_ACCEPT };
+
+/*
+ * A new connection: within max-conns and max-conns-per-address?  true: it
+ * is counted and on the pre-login clock; false: *why says which cap (the
+ * caller refuses it, nothing is counted).
+ */
+bool dp_admit_accept(struct dp_client *cl, const char **why);
+/* The connection is gone: uncount it. */
+void dp_admit_release(struct dp_client *cl);
+/* Logged in: off the pre-login clock and budget.  Logged out: back on them. */
+void dp_admit_login(struct dp_client *cl);
+void dp_admit_logout(struct dp_client *cl);
+/*
+ * The receive buffer of a client not logged in is to grow to cap bytes.
+ * Past prelogin-memory the clients holding the largest buffers are closed
+ * until it fits; false when cl itself holds the largest (the caller closes
+ * it), true when the growth may go ahead (it is counted).
+ */
+bool dp_admit_rx_grow(struct dp_client *cl, size_t cap);
+/* The receive buffer changed size without growing (freed, shrunk). */
+void dp_admit_rx_set(struct dp_client *cl, size_t cap);
+/* Pre-login and idle deadlines, the accept pauses' log (every tick). */
+void dp_admit_tick(struct dp_relay *r, uint64_t now);
+/* Free the address table (dp_relay_free). */
+void dp_admit_free(struct dp_relay *r);
 
 /* ---- dp_account.c ------------------------------------------------------- */
 

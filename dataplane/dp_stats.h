@@ -35,6 +35,7 @@ struct dp_stats {
     uint64_t bytes_out;         /* raw bytes handed to the transport */
     uint64_t tls_ok;            /* TLS handshakes completed (client and server) */
     uint64_t tls_failed;        /* TLS handshakes failed, certificate checks included */
+    uint64_t accept_paused;     /* kernel: listener paused after accept failed (EMFILE, ENFILE...) */
     /* The dpdk backend only (zero with the kernel backend). */
     uint64_t io_pkts_in, io_pkts_out;   /* frames received / sent on the port */
     uint64_t io_bytes_in, io_bytes_out; /* their bytes (Ethernet header included) */

@@ -61,6 +61,21 @@ static int set_why(char *why, size_t whysz, const char *what, const char *path, 
     return -EINVAL;
 }
 
+/*
+ * What the TLS listener offers: forward secrecy (ECDHE) with an AEAD cipher
+ * only, strongest first; no static-RSA key exchange, no CBC, no SHA-1 MAC.
+ * The client side keeps mbedTLS's defaults (what IM servers speak).
+ */
+static const int dp_tls_server_suites[] = {
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_CHACHA20_POLY1305_SHA256,
+    MBEDTLS_TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,
+    MBEDTLS_TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
+    0
+};
+
 /* Settings both configs share. */
 static int conf_common(struct dp_tls_ctx *t, mbedtls_ssl_config *conf, int endpoint)
 {
@@ -131,8 +146,10 @@ int dp_tls_ctx_new(struct dp_worker *w, const struct dp_worker_cfg *cfg, char *w
         if (rc != 0)
             return set_why(why, whysz, "cannot load key", cfg->tls_key, rc);
         rc = conf_common(t, &t->srv, MBEDTLS_SSL_IS_SERVER);
-        if (!rc)
+        if (!rc) {
+            mbedtls_ssl_conf_ciphersuites(&t->srv, dp_tls_server_suites);
             rc = mbedtls_ssl_conf_own_cert(&t->srv, &t->srv_crt, &t->srv_key);
+        }
         if (rc)
             return set_why(why, whysz, "certificate and key do not fit", cfg->tls_key, rc);
         t->have_srv = true;

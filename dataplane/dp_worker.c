@@ -176,6 +176,7 @@ void dp_worker_stats(const struct dp_worker *w, struct dp_stats *out)
     DP_LOAD(bytes_out);
     DP_LOAD(tls_ok);
     DP_LOAD(tls_failed);
+    DP_LOAD(accept_paused);
     DP_LOAD(io_pkts_in);
     DP_LOAD(io_pkts_out);
     DP_LOAD(io_bytes_in);
@@ -205,6 +206,7 @@ void dp_stats_add(struct dp_stats *a, const struct dp_stats *b)
     a->bytes_out += b->bytes_out;
     a->tls_ok += b->tls_ok;
     a->tls_failed += b->tls_failed;
+    a->accept_paused += b->accept_paused;
     a->io_pkts_in += b->io_pkts_in;
     a->io_pkts_out += b->io_pkts_out;
     a->io_bytes_in += b->io_bytes_in;

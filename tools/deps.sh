@@ -2,13 +2,15 @@
 # tools/deps.sh - install every Debian package imfuse needs to build, run and
 # test.  Quick and quiet when everything is present already.
 set -eu
+# bitlbee: the relay imfuse-bench compares with (tests/bench/smoke.sh runs it too;
+# `make bench` adds linux-perf for its profile).
 PKGS="build-essential pkg-config clang libclang-rt-14-dev
       liblmdb-dev lmdb-utils libmbedtls-dev libmsgpack-dev libexpat1-dev libargon2-dev
       ca-certificates iproute2 openssl util-linux procps
       dpkg-dev libdpdk-dev dpdk libnl-3-dev libnl-route-3-dev ethtool
       prosody ejabberd python3-msgpack python3-slixmpp
       ngircd inspircd atheme-services python3-irc kamailio kamailio-presence-modules jabberd2
-      libsystemd-dev"
+      libsystemd-dev bitlbee"
 # Packaging, man pages and the appliance image (make deb, make image,
 # images/smoke.sh), installed without their recommendations (qemu's would
 # bring a desktop's worth).

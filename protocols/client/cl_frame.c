@@ -532,7 +532,11 @@ enc_write(void *data, const char *buf, size_t len)
     struct cl_enc *e = data;
     if (e->failed)
         return -1;
-    if (e->buf.size + len > 4 + (size_t)CL_FRAME_MAX + 1 || msgpack_sbuffer_write(&e->buf, buf, len)) {
+    if (e->buf.size + len > 4 + (size_t)CL_FRAME_MAX + 1) {
+        e->failed = e->too_big = true;
+        return -1;
+    }
+    if (msgpack_sbuffer_write(&e->buf, buf, len)) {
         e->failed = true;
         return -1;
     }
@@ -552,7 +556,7 @@ cl_enc_init(struct cl_enc *e)
         sp->buf = NULL;
         sp->have_buf = false;
     }
-    e->failed = false;
+    e->failed = e->too_big = false;
     enc_write(e, zero, sizeof(zero));
     msgpack_packer_init(&e->pk, e, enc_write);
 }
@@ -569,8 +573,10 @@ cl_enc_finish(struct cl_enc *e, size_t *len)
     if (e->failed || !e->buf.data)
         return NULL;
     size_t n = e->buf.size - 4;
-    if (n > CL_FRAME_MAX)
+    if (n > CL_FRAME_MAX) {
+        e->too_big = true;
         return NULL;
+    }
     uint8_t *p = (uint8_t *)e->buf.data;
     p[0] = (uint8_t)(n >> 24);
     p[1] = (uint8_t)(n >> 16);
@@ -578,6 +584,22 @@ cl_enc_finish(struct cl_enc *e, size_t *len)
     p[3] = (uint8_t)n;
     *len = e->buf.size;
     return p;
+}
+
+size_t
+cl_enc_len(const struct cl_enc *e)
+{
+    return e->buf.size >= 4 ? e->buf.size - 4 : 0;
+}
+
+void
+cl_enc_cut(struct cl_enc *e, size_t len)
+{
+    if (!e->buf.data || len > cl_enc_len(e))
+        return;
+    e->buf.size = 4 + len;
+    if (e->too_big)
+        e->failed = e->too_big = false;
 }
 
 uint8_t *

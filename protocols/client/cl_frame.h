@@ -91,6 +91,7 @@ struct cl_enc {
     msgpack_sbuffer buf;        /* starts with 4 reserved length bytes */
     msgpack_packer pk;          /* writes through e (not &e->buf) */
     bool failed;                /* out of memory or over CL_FRAME_MAX: finish fails */
+    bool too_big;               /* ... and it was the frame limit */
 };
 
 /* Start a frame.  Never fails by itself: running out of memory or past the
@@ -104,6 +105,11 @@ void cl_enc_raw(struct cl_enc *e, const void *p, size_t n);
  * Returns NULL if the payload exceeds CL_FRAME_MAX or memory ran out.
  */
 const uint8_t *cl_enc_finish(struct cl_enc *e, size_t *len);
+/* Payload bytes packed so far (without the length prefix). */
+size_t cl_enc_len(const struct cl_enc *e);
+/* Drop what was packed after the first len payload bytes (len <= cl_enc_len);
+ * an encoder that failed only for the frame limit works again. */
+void cl_enc_cut(struct cl_enc *e, size_t len);
 /* Hand the finished frame's malloc'd buffer to the caller (free() it). */
 uint8_t *cl_enc_release(struct cl_enc *e, size_t *len);
 void cl_enc_free(struct cl_enc *e);

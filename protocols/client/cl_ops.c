@@ -20,7 +20,8 @@ const struct cl_op cl_ops[CL_OP__COUNT] = {
         "-> commit -> ok" },
     [CL_OP_LOGIN] = { CL_OP_LOGIN, "login", CONTROL, LOGGED_OUT, true,
         "CPM_CLIENT_REQ -> cp_client.c op_login (lockout) -> auth pool -> login_done -> "
-        "DPM_LOGIN_OK (dp_client.c answers ok) + DPM_DELIVER replay" },
+        "DPM_LOGIN_OK (dp_client.c answers ok) + the queue replayed in batches paced by on_drain "
+        "(DPM_DELIVER..., DPM_REPLAY_END; CPM_REPLAY_NEXT -> cp_client_replay_next)" },
     [CL_OP_LOGOUT] = { CL_OP_LOGOUT, "logout", DATA, LOGGED_IN, false,
         "dp_client.c op_logout -> CPM_CONN_LOGOUT; ok at once" },
     [CL_OP_LINK] = { CL_OP_LINK, "link", CONTROL, LOGGED_IN, true,

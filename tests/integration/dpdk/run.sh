@@ -31,6 +31,7 @@
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../lib/testenv.sh"
+. "$here/lib.sh"
 [ $# -gt 0 ] || { echo "usage: $0 SCRIPT..." >&2; exit 2; }
 [ "$(id -u)" = 0 ] || testenv_skip "the --io dpdk run of $* needs root (a private network namespace, a TAP, DPDK)"
 testenv_each "$0" "$@"
@@ -41,12 +42,10 @@ work=$(mktemp -d /tmp/imfuse-dpdk.XXXXXX) || exit 1
 trap 'rm -rf "$work"' EXIT
 trap 'exit 130' INT TERM
 
-# A persistent multi-queue TAP: DPDK's net_tap attaches to it (iface=), and
-# it stays, with its address, when imfused is killed.
-ip tuntap add dev "$tap" mode tap multi_queue \
-    && ip addr add "$server/24" dev "$tap" && ip link set "$tap" up \
-    && ip route add local "$srcnet" dev lo \
-    || { echo "cannot set up the TAP $tap at $server" >&2; exit 1; }
+# A persistent TAP: DPDK's net_tap attaches to it (iface=), and it stays,
+# with its address, when imfused is killed.
+dpdk_tap "$tap" "$server/24" || exit 1
+ip route add local "$srcnet" dev lo || { echo "cannot make $srcnet local" >&2; exit 1; }
 printf '127.0.0.1 localhost\n%s servers.test\n' "$server" > "$work/hosts"
 mount --bind "$work/hosts" /etc/hosts || { echo "cannot mount a private /etc/hosts" >&2; exit 1; }
 cat > "$work/imfused-dpdk.conf" <<EOF

@@ -16,6 +16,8 @@
 #   PROSODY_SMACKS=0          do not load mod_smacks (XEP-0198; built into 0.12, on by default here)
 #   PROSODY_TLS_PORT=N        also listen for direct TLS (c2s_direct_tls_ports)
 #   PROSODY_REQUIRE_TLS=0     c2s_require_encryption = false (default true)
+#   PROSODY_LOG_LEVEL=L       lowest level logged to WORKDIR/prosody.log (default debug: every
+#                             stanza; the bench uses warn, debug logging costs more than routing)
 #
 # Everything lives in WORKDIR (config, certs, data, log, pid).  Run as root:
 # the config says run_as_root = true.  Functions return non-zero with a
@@ -53,7 +55,7 @@ prosody_start() {
         echo 'run_as_root = true'
         echo "pidfile = \"$w/prosody.pid\""
         echo "data_path = \"$w/data\""
-        echo "log = { debug = \"$w/prosody.log\" }"
+        echo "log = { ${PROSODY_LOG_LEVEL:-debug} = \"$w/prosody.log\" }"
         echo "interfaces = { \"$IMFUSE_TEST_SERVER_ADDR\" }"
         echo "c2s_ports = { $port }"
         if [ -n "${PROSODY_TLS_PORT:-}" ]; then

@@ -4,8 +4,9 @@
 
 Prints one JSON line per event on stdout: {"ev":"online"}, {"ev":"message",
 "from":..., "body":...}.  Reads commands on stdin, one per line, as JSON:
-{"cmd":"send","to":JID,"body":TEXT} and {"cmd":"quit"}; answers
-{"ev":"sent","n":N} after each send.  With --echo it answers every chat
+{"cmd":"send","to":JID,"body":TEXT}, {"cmd":"burst","to":JID,"n":N,"prefix":P,
+"pad":TEXT} (N chat messages "P000000 TEXT", "P000001 TEXT"...) and
+{"cmd":"quit"}; answers {"ev":"sent","n":N} after each send or burst.  With --echo it answers every chat
 message with "echo: " and the text (the demo's bob).
 """
 import asyncio
@@ -54,6 +55,14 @@ class Peer(slixmpp.ClientXMPP):
             if cmd["cmd"] == "send":
                 self.send_message(mto=cmd["to"], mbody=cmd["body"], mtype="chat")
                 self.sent += 1
+                out({"ev": "sent", "n": self.sent})
+            elif cmd["cmd"] == "burst":
+                for i in range(cmd["n"]):
+                    self.send_message(mto=cmd["to"], mbody="%s%06d %s" % (cmd["prefix"], i, cmd.get("pad", "")),
+                                      mtype="chat")
+                    if i % 500 == 499:
+                        await asyncio.sleep(0)      # let the transport write
+                self.sent += cmd["n"]
                 out({"ev": "sent", "n": self.sent})
             elif cmd["cmd"] == "quit":
                 self.disconnect()

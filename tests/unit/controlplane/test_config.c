@@ -319,6 +319,55 @@ T_TEST(dpdk_bad_values)
     T_ASSERT(strstr(why, "dpdk-port"));
 }
 
+/* The client connection limits: defaults, 0 where it means off, the file, bounds. */
+T_TEST(client_limits)
+{
+    struct cp_config c;
+    char why[512];
+    char *argv0[] = { "imfused", NULL };
+    T_EQ_INT(parse(&c, why, 1, argv0), 0);
+    T_EQ_INT(c.max_conns, 10000);
+    T_EQ_INT(c.max_conns_per_address, 100);
+    T_EQ_INT(c.prelogin_timeout, 30);
+    T_ASSERT(c.prelogin_memory == 32u << 20);
+    T_EQ_INT(c.tcp_keepalive, 60);
+    T_EQ_INT(c.idle_timeout, 0);
+    cp_config_free(&c);
+
+    char *path = write_conf("max-conns = 500\nmax-conns-per-address = 5\nprelogin-timeout = 10\n"
+                            "prelogin-memory = 8M\ntcp-keepalive = 0\nidle-timeout = 600\n");
+    char *argv1[] = { "imfused", "--config", path, "--max-conns", "700", NULL };
+    T_EQ_INT(parse(&c, why, 5, argv1), 0);
+    T_EQ_INT(c.max_conns, 700);             /* the flag wins */
+    T_EQ_INT(c.max_conns_per_address, 5);
+    T_EQ_INT(c.prelogin_timeout, 10);
+    T_ASSERT(c.prelogin_memory == 8u << 20);
+    T_EQ_INT(c.tcp_keepalive, 0);           /* 0: off, not the default */
+    T_EQ_INT(c.idle_timeout, 600);
+    cp_config_free(&c);
+    unlink(path);
+
+    static const struct { const char *key, *val, *words; } bad[] = {
+        { "max-conns", "0", "1 to 1000000" },
+        { "max-conns-per-address", "0", "1 to 1000000" },
+        { "prelogin-timeout", "0", "1 to 3600" },
+        { "prelogin-timeout", "3601", "1 to 3600" },
+        { "prelogin-memory", "100K", "1M to 16T" },
+        { "tcp-keepalive", "-1", "0 to 86400" },
+        { "idle-timeout", "forever", "0 to 2592000" },
+    };
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        char flag[64];
+        snprintf(flag, sizeof(flag), "--%s", bad[i].key);
+        char *argv[] = { "imfused", flag, (char *)bad[i].val, NULL };
+        why[0] = '\0';
+        if (parse(&c, why, 3, argv) == 0)
+            T_FAIL("%s = %s was accepted", bad[i].key, bad[i].val);
+        if (!strstr(why, bad[i].key) || !strstr(why, bad[i].words))
+            T_FAIL("%s = %s: \"%s\" lacks \"%s\"", bad[i].key, bad[i].val, why, bad[i].words);
+    }
+}
+
 T_MAIN(T_RUN(defaults), T_RUN(flags), T_RUN(file_and_override), T_RUN(file_errors_name_the_line), T_RUN(file_long_line),
        T_RUN(shipped_config), T_RUN(store_map_size),
-       T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values))
+       T_RUN(bad_flags), T_RUN(hostport), T_RUN(dpdk_keys), T_RUN(dpdk_bad_values), T_RUN(client_limits))

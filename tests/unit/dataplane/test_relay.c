@@ -516,6 +516,9 @@ login(void)
     if (dp_msg_set_frame(&m, &e))
         abort();
     down(&m);
+    /* nothing queued: the replay is over at once */
+    struct dp_msg end = { .type = DPM_REPLAY_END, .conn = W.conn, .gen = W.gen, .uid = 7 };
+    down(&end);
 }
 
 /* Send {op: send, to: {contact: 5}, body} with id; the account it went up for
