@@ -78,7 +78,7 @@ struct dio {
     struct rte_mbuf *tx[DIO_BURST];
     unsigned n_tx;
     uint64_t turn_start;        /* TSC at the start of the current turn's work */
-    bool turn_busy;
+    bool turn_busy;             /* the current turn's poll moved frames */
     uint64_t nic_stats_at;
     uint64_t nic_base_missed, nic_base_errors, nic_base_nombuf;
     int link;                   /* the port's link as last seen: 1 up, 0 down, -1 not yet */
@@ -542,9 +542,11 @@ static int dio_poll(struct dp_worker *w, int timeout_ms)
             return -EINVAL;
         d->registered = true;
     }
-    /* Close the previous turn: its work ran after poll returned (pending, ring). */
+    /* Close the previous turn: its work ran after poll returned (pending, ring).
+     * It did work if its poll moved frames, or if what ran after the poll
+     * (flushes, the controlplane's messages) queued frames for this turn. */
     uint64_t now = rte_rdtsc();
-    if (d->turn_busy) {
+    if (d->turn_busy || d->n_tx) {
         DP_STAT_ADD(w, io_busy_cycles, now - d->turn_start);
         DP_STAT_ADD(w, io_busy_turns, 1);
     }

@@ -49,13 +49,13 @@ bench_proc_hz(void)
     return hz > 0 ? hz : 100;
 }
 
-/* utime + stime: fields 14 and 15 of /proc/PID/stat, counted after the
- * command name's closing parenthesis (the name may hold spaces). */
+/* utime and stime: fields 14 and 15 of a stat file (/proc/PID/stat,
+ * /proc/PID/task/TID/stat), counted after the command name's closing
+ * parenthesis (the name may hold spaces). */
 static int
-read_stat_ticks(pid_t pid, uint64_t *ticks)
+read_stat_file(const char *path, uint64_t *utime, uint64_t *stime)
 {
-    char path[64], buf[2048];
-    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    char buf[2048];
     ssize_t n = read_small(path, buf, sizeof(buf));
     if (n < 0)
         return (int)n;
@@ -64,20 +64,30 @@ read_stat_ticks(pid_t pid, uint64_t *ticks)
         return -IM_EINVAL;
     p++;
     /* p now at " S ppid ..." : field 3 is the state */
-    unsigned long long ut = 0, st = 0;
     int field = 2;
     char *save = NULL;
     for (char *tok = strtok_r(p, " ", &save); tok; tok = strtok_r(NULL, " ", &save)) {
         field++;
         if (field == 14)
-            ut = strtoull(tok, NULL, 10);
+            *utime = strtoull(tok, NULL, 10);
         else if (field == 15) {
-            st = strtoull(tok, NULL, 10);
-            *ticks = ut + st;
+            *stime = strtoull(tok, NULL, 10);
             return 0;
         }
     }
     return -IM_EINVAL;
+}
+
+static int
+read_stat_ticks(pid_t pid, uint64_t *ticks)
+{
+    char path[64];
+    uint64_t ut = 0, st = 0;
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    int rc = read_stat_file(path, &ut, &st);
+    if (rc == 0)
+        *ticks = ut + st;
+    return rc;
 }
 
 static uint64_t
@@ -120,6 +130,48 @@ bench_proc_read(pid_t pid, struct bench_proc_snap *s)
         }
     }
     return 0;
+}
+
+int
+bench_proc_thread(pid_t pid, const char *name, struct bench_thread_snap *s)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)pid);
+    DIR *d = opendir(path);
+    if (!d)
+        return -errno;
+    int rc = -IM_ENOTFOUND;
+    struct dirent *de;
+    while (rc == -IM_ENOTFOUND && (de = readdir(d))) {
+        if (de->d_name[0] < '0' || de->d_name[0] > '9')
+            continue;
+        char p2[300], buf[4096];
+        snprintf(p2, sizeof(p2), "/proc/%d/task/%s/comm", (int)pid, de->d_name);
+        if (read_small(p2, buf, sizeof(buf)) <= 0)
+            continue;
+        buf[strcspn(buf, "\n")] = '\0';
+        if (strcmp(buf, name))
+            continue;
+        memset(s, 0, sizeof(*s));
+        snprintf(p2, sizeof(p2), "/proc/%d/task/%s/schedstat", (int)pid, de->d_name);
+        if (read_small(p2, buf, sizeof(buf)) <= 0) {
+            rc = -IM_EINVAL;
+            break;
+        }
+        s->run_ns = strtoull(buf, NULL, 10);
+        snprintf(p2, sizeof(p2), "/proc/%d/task/%s/stat", (int)pid, de->d_name);
+        if (read_stat_file(p2, &s->utime, &s->stime) < 0) {
+            rc = -IM_EINVAL;
+            break;
+        }
+        snprintf(p2, sizeof(p2), "/proc/%d/task/%s/status", (int)pid, de->d_name);
+        const char *v;
+        if (read_small(p2, buf, sizeof(buf)) > 0 && (v = strstr(buf, "nonvoluntary_ctxt_switches:")))
+            s->preempted = strtoull(v + 27, NULL, 10);
+        rc = 0;
+    }
+    closedir(d);
+    return rc;
 }
 
 int
@@ -231,6 +283,8 @@ bench_ctl_stats(const char *path, struct bench_ctl_stats *st)
     st->store_commits = map_uint(s, "store_commits");
     st->msgs_committed = map_uint(s, "msgs_committed");
     st->store_page_size = map_uint(s, "store_page_size");
+    st->io_busy_cycles = map_uint(s, "io_busy_cycles");
+    st->io_busy_turns = map_uint(s, "io_busy_turns");
     cli_frame_free(r);
     return 0;
 }

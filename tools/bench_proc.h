@@ -21,11 +21,22 @@ struct bench_proc_snap {
     bool have_io;
 };
 
+/* One thread of a process (the dataplane's, found by name). */
+struct bench_thread_snap {
+    uint64_t run_ns;            /* on-CPU ns (/proc/PID/task/TID/schedstat, first field) */
+    uint64_t utime, stime;      /* user and kernel time, clock ticks (/proc/PID/task/TID/stat) */
+    uint64_t preempted;         /* nonvoluntary_ctxt_switches (/proc/PID/task/TID/status) */
+};
+
 /* Clock ticks per second (sysconf(_SC_CLK_TCK)). */
 long bench_proc_hz(void);
 
 /* Read the snapshot of pid. */
 int bench_proc_read(pid_t pid, struct bench_proc_snap *s);
+
+/* Read the snapshot of pid's thread whose name (/proc/PID/task/TID/comm) is
+ * name; -IM_ENOTFOUND when it has none. */
+int bench_proc_thread(pid_t pid, const char *name, struct bench_thread_snap *s);
 
 /* A "Name:  N kB" line of /proc/PID/status, in KiB (VmHWM, VmRSS). */
 int bench_proc_status_kib(pid_t pid, const char *name, uint64_t *kib);
@@ -43,6 +54,8 @@ struct bench_ctl_stats {
     uint64_t store_commits;
     uint64_t msgs_committed;
     uint64_t store_page_size;
+    uint64_t io_busy_cycles;    /* --io dpdk: TSC cycles of the loop turns that did work */
+    uint64_t io_busy_turns;     /* ... those turns (0 with the kernel backend) */
 };
 
 /* The PID of the process serving the UNIX socket at path (SO_PEERCRED). */

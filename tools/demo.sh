@@ -10,11 +10,12 @@
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
-export IMFUSE_TEST_SERVER_ADDR=127.0.0.1     # the demo stays on loopback, whatever the tests use
-. tests/integration/lib/prosody.sh
-. tests/integration/dpdk/lib.sh
 dpdk=0
 [ "${1:-}" = --dpdk ] && dpdk=1
+server=127.0.0.1 appliance=127.0.0.1
+[ $dpdk = 1 ] && server=198.18.0.1 appliance=198.18.0.2
+export IMFUSE_TEST_SERVER_ADDR=$server      # prosody listens there (not where the tests put it)
+. tests/integration/lib/prosody.sh
 if [ $dpdk = 1 ] && [ "$(id -u)" != 0 ]; then
     echo "demo --dpdk needs root (a TAP device, DPDK)" >&2
     exit 1
@@ -31,18 +32,15 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
-prosody_set_roster "$demo/prosody" alice demo.test '["bob@demo.test"] = {subscription="both"; groups={Friends=true}; name="Bob"};'
-prosody_set_roster "$demo/prosody" bob demo.test '["alice@demo.test"] = {subscription="both"; groups={}; name="Alice"};'
-prosody_start "$demo/prosody" $xmpp_port demo.test
-prosody_adduser "$demo/prosody" alice demo.test alice-pass
-prosody_adduser "$demo/prosody" bob demo.test bob-pass
+# The certificates first: imfused trusts them; prosody starts after imfused,
+# which (with --dpdk) brings up the TAP's kernel side that prosody binds.
+testenv_cert "$demo/prosody/certs" demo.test
 ca=$(prosody_cafile "$demo/prosody")
-
-server=127.0.0.1 appliance=127.0.0.1 sflag=
+sflag=
 io=(--listen 127.0.0.1:7700)
 if [ $dpdk = 1 ]; then
-    server=198.18.0.1 appliance=198.18.0.2 sflag="-S 198.18.0.2:7700 "
-    io=(--io dpdk --dpdk-port net_tap0 --dpdk-address 198.18.0.2/24 --dpdk-tap-kernel 198.18.0.1/24
+    sflag="-S $appliance:7700 "
+    io=(--io dpdk --dpdk-port net_tap0 --dpdk-address $appliance/24 --dpdk-tap-kernel $server/24
         --dpdk-eal "--no-pci --no-huge -m 512 --no-shconf --no-telemetry --vdev=net_tap0,iface=imf0")
 fi
 build/imfused --data "$demo/var" --control "$demo/var/imfused.sock" "${io[@]}" \
@@ -50,8 +48,12 @@ build/imfused --data "$demo/var" --control "$demo/var/imfused.sock" "${io[@]}" \
 pids+=($!)
 for _ in $(seq 100); do [ -S "$demo/var/imfused.sock" ] && break; sleep 0.1; done
 echo me-pass | build/imfusectl -s "$demo/var/imfused.sock" user add me >/dev/null
-# On the DPDK port, prosody moves to the TAP's kernel side (which imfused brought up).
-[ $dpdk = 1 ] && dpdk_prosody_on "$demo/prosody" $server $xmpp_port
+
+prosody_set_roster "$demo/prosody" alice demo.test '["bob@demo.test"] = {subscription="both"; groups={Friends=true}; name="Bob"};'
+prosody_set_roster "$demo/prosody" bob demo.test '["alice@demo.test"] = {subscription="both"; groups={}; name="Alice"};'
+prosody_start "$demo/prosody" $xmpp_port demo.test
+prosody_adduser "$demo/prosody" alice demo.test alice-pass
+prosody_adduser "$demo/prosody" bob demo.test bob-pass
 
 /usr/bin/python3 tests/integration/lib/xmpp_peer.py bob@demo.test bob-pass $server $xmpp_port "$ca" --echo \
     >"$demo/bob.log" 2>&1 </dev/null &

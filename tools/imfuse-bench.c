@@ -12,7 +12,10 @@
  * It reports messages/s, latency percentiles (send -> receipt, from a
  * log-linear histogram, bench_hist.h), lost / duplicated messages, the relay
  * daemon's CPU time per message and peak RSS from /proc, and for imfused the
- * store commits per message (its control socket's `stats`).
+ * store commits per message (its control socket's `stats`) and its
+ * dataplane's work per message: the on-CPU time of its dataplane thread
+ * (imfused-dp0), and with --io dpdk the TSC cycles of the loop turns that did
+ * work (`io_busy_cycles`; in microseconds at the TSC rate this run measures).
  *
  * Files: this one (options, the run, the report), bench_imfuse.c,
  * bench_irc.c and bench_direct.c (the relays), bench_xmpp.c (the XMPP client:
@@ -33,6 +36,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#define HAVE_TSC 1
+#endif
+
 #include "bench_hist.h"
 #include "bench_int.h"
 #include "bench_proc.h"
@@ -51,6 +59,7 @@
 #define FINISH_MAX_NS   (10ull * NS_PER_S)
 #define CLOSE_MAX_NS    (2ull * NS_PER_S)
 #define PACE_MIN_NS     100000ull               /* the open-loop pacer wakes at most every 100 us */
+#define DP_THREAD       "imfused-dp0"           /* the name of imfused's dataplane thread */
 
 enum phase {
     PH_SETUP = 0,   /* connecting, logging in, linking */
@@ -89,8 +98,10 @@ struct bench {
     const char *end_reason;
 
     /* readings before (0) and after (1) the window */
-    bool have_cpu, have_xcpu, have_stats, peak_window;
+    bool have_cpu, have_xcpu, have_stats, peak_window, have_dp;
     struct bench_proc_snap cpu0, cpu1, xcpu0, xcpu1;
+    struct bench_thread_snap dp0, dp1;  /* imfused's dataplane thread */
+    uint64_t tsc0, tsc1, tsc_ns0, tsc_ns1;  /* the TSC against CLOCK_MONOTONIC, for its rate */
     struct bench_ctl_stats st0, st1;
     struct rusage ru0, ru1;
     uint64_t rss_peak_kib, rss_end_kib;
@@ -320,6 +331,16 @@ pacer_main(void *arg)
     return NULL;
 }
 
+static uint64_t
+read_tsc(void)
+{
+#ifdef HAVE_TSC
+    return __rdtsc();
+#else
+    return 0;
+#endif
+}
+
 static void
 read_before(struct bench *b)
 {
@@ -330,7 +351,10 @@ read_before(struct bench *b)
     if (b->o.pid) {
         b->peak_window = bench_proc_reset_peak(b->o.pid) == 0;
         b->have_cpu = bench_proc_read(b->o.pid, &b->cpu0) == 0;
+        b->have_dp = !strcmp(b->o.relay, "imfuse") && bench_proc_thread(b->o.pid, DP_THREAD, &b->dp0) == 0;
     }
+    b->tsc0 = read_tsc();
+    b->tsc_ns0 = now_ns();
     getrusage(RUSAGE_SELF, &b->ru0);
 }
 
@@ -338,6 +362,10 @@ static void
 read_after(struct bench *b)
 {
     getrusage(RUSAGE_SELF, &b->ru1);
+    b->tsc1 = read_tsc();
+    b->tsc_ns1 = now_ns();
+    if (b->have_dp)
+        b->have_dp = bench_proc_thread(b->o.pid, DP_THREAD, &b->dp1) == 0;
     if (b->have_cpu) {
         b->have_cpu = bench_proc_read(b->o.pid, &b->cpu1) == 0;
         (void)bench_proc_status_kib(b->o.pid, "VmHWM", &b->rss_peak_kib);
@@ -547,6 +575,11 @@ struct figures {
     double xmpp_cpu_us_per_msg, bench_cpu_us_per_msg;
     double commits, commits_per_msg, pages_per_commit, store_write_bytes;
     bool have_pages;
+    /* imfused's dataplane: its thread's on-CPU time; with --io dpdk the TSC
+     * cycles of its busy loop turns, in us at the TSC's rate over the window */
+    double dp_us_per_msg, dp_preempted, dp_user_share;
+    bool have_busy;
+    double busy_cycles_per_msg, busy_turns_per_msg, busy_us_per_msg, tsc_hz;
 };
 
 static double
@@ -578,6 +611,20 @@ compute(const struct bench *b, struct figures *f)
     if (n > 0)
         f->bench_cpu_us_per_msg = (tv_s(&b->ru1.ru_utime) + tv_s(&b->ru1.ru_stime) -
                                    tv_s(&b->ru0.ru_utime) - tv_s(&b->ru0.ru_stime)) * 1e6 / n;
+    if (b->have_dp && n > 0) {
+        f->dp_us_per_msg = (double)(b->dp1.run_ns - b->dp0.run_ns) / 1e3 / n;
+        f->dp_preempted = (double)(b->dp1.preempted - b->dp0.preempted);
+        uint64_t u = b->dp1.utime - b->dp0.utime, k = b->dp1.stime - b->dp0.stime;
+        f->dp_user_share = u + k ? (double)u / (double)(u + k) : -1;
+    }
+    if (b->tsc1 > b->tsc0 && b->tsc_ns1 > b->tsc_ns0)
+        f->tsc_hz = (double)(b->tsc1 - b->tsc0) * 1e9 / (double)(b->tsc_ns1 - b->tsc_ns0);
+    if (b->have_stats && b->st1.io_busy_turns > b->st0.io_busy_turns && n > 0) {
+        f->have_busy = true;
+        f->busy_cycles_per_msg = (double)(b->st1.io_busy_cycles - b->st0.io_busy_cycles) / n;
+        f->busy_turns_per_msg = (double)(b->st1.io_busy_turns - b->st0.io_busy_turns) / n;
+        f->busy_us_per_msg = f->tsc_hz > 0 ? f->busy_cycles_per_msg / f->tsc_hz * 1e6 : 0;
+    }
     if (b->have_stats) {
         f->commits = (double)(b->st1.store_commits - b->st0.store_commits);
         f->commits_per_msg = n > 0 ? f->commits / n : 0;
@@ -648,6 +695,13 @@ report_json(const struct bench *b, const struct figures *f)
         if (f->have_pages)
             fprintf(o, ",\"pages_per_commit\":%.2f", f->pages_per_commit);
     }
+    if (b->have_dp)
+        fprintf(o, ",\"dp_thread_us_per_msg\":%.3f,\"dp_user_share\":%.3f,\"dp_preempted\":%.0f",
+                f->dp_us_per_msg, f->dp_user_share, f->dp_preempted);
+    if (f->have_busy)
+        fprintf(o, ",\"io_busy_us_per_msg\":%.3f,\"io_busy_cycles_per_msg\":%.0f,"
+                "\"io_busy_turns_per_msg\":%.3f,\"tsc_hz\":%.0f", f->busy_us_per_msg,
+                f->busy_cycles_per_msg, f->busy_turns_per_msg, f->tsc_hz);
     if (b->have_xcpu)
         fprintf(o, ",\"xmpp_cpu_us_per_msg\":%.2f", f->xmpp_cpu_us_per_msg);
     fprintf(o, ",\"bench_cpu_us_per_msg\":%.2f}\n", f->bench_cpu_us_per_msg);
@@ -702,6 +756,14 @@ report_text(const struct bench *b, const struct figures *f)
             fprintf(o, ", %.2f pages written per commit", f->pages_per_commit);
         fputc('\n', o);
     }
+    if (b->have_dp)
+        fprintf(o, "  dataplane thread (%s): %.3f us/msg on the CPU (%.0f %% of its ticks in user "
+                "space), preempted %.0f times\n", DP_THREAD, f->dp_us_per_msg, f->dp_user_share * 100,
+                f->dp_preempted);
+    if (f->have_busy)
+        fprintf(o, "  dataplane busy loop turns (--io dpdk): %.0f TSC cycles = %.3f us/msg at %.0f MHz, "
+                "%.3f turns/msg\n", f->busy_cycles_per_msg, f->busy_us_per_msg, f->tsc_hz / 1e6,
+                f->busy_turns_per_msg);
     if (b->have_xcpu)
         fprintf(o, "  XMPP server CPU: %.2f us/msg\n", f->xmpp_cpu_us_per_msg);
     fprintf(o, "  bench CPU: %.2f us/msg\n", f->bench_cpu_us_per_msg);
@@ -720,7 +782,7 @@ usage(FILE *f)
         "                       are XMPP clients of the server: the baseline for added latency)\n"
         "  --imfuse HOST:PORT   imfused's client listener (default 127.0.0.1:7700)\n"
         "  --control PATH       imfused's control socket: creates the users, reads `stats`\n"
-        "                       (store commits) and finds the daemon's PID\n"
+        "                       (store commits, --io dpdk's busy cycles) and finds the daemon's PID\n"
         "  --irc HOST:PORT      BitlBee (default 127.0.0.1:6667)\n"
         "  --xmpp IP:PORT       the XMPP server, STARTTLS (default 127.0.0.1:5222)\n"
         "  --ca-file PEM        CA of the XMPP server's certificate (default: system bundle)\n"

@@ -7,6 +7,11 @@ for tests/bench/smoke.sh.  CHECKS is a comma list:
   cpu        the relay daemon was measured: CPU, RSS (window-scoped)
   store      imfused's store counters: commits and pages per commit
   open       an open-loop run (rate, pacing lag reported)
+  dataplane  imfused's dataplane thread was measured: on-CPU time per message,
+             the share of it in user space, preemptions
+  busy       --io dpdk's busy loop turns: cycles, turns and microseconds per
+             message, and the TSC rate they were converted at
+  nobusy     no busy-turn figures (the kernel backend has none)
   failed:W   the run failed, and its error mentions W (case-insensitive)
 
 Timings are never compared with anything.  Exit 0 when all hold; else each
@@ -74,6 +79,18 @@ def main():
         elif c == "open":
             need(r["mode"] == "open" and r.get("rate", 0) > 0, "open loop with a rate")
             need(isinstance(r.get("send_lag_max_us"), NUM), "pacing lag reported")
+        elif c == "dataplane":
+            need(isinstance(r.get("dp_thread_us_per_msg"), NUM) and r["dp_thread_us_per_msg"] > 0,
+                 "dataplane thread CPU per message > 0")
+            need(isinstance(r.get("dp_user_share"), NUM) and r["dp_user_share"] <= 1,
+                 "dataplane user-space share (-1: no tick in the window)")
+            need(isinstance(r.get("dp_preempted"), NUM) and r["dp_preempted"] >= 0, "dataplane preemptions")
+        elif c == "busy":
+            for k in ("io_busy_us_per_msg", "io_busy_cycles_per_msg", "io_busy_turns_per_msg"):
+                need(isinstance(r.get(k), NUM) and r[k] > 0, "%s > 0" % k)
+            need(isinstance(r.get("tsc_hz"), NUM) and 1e8 < r["tsc_hz"] < 1e10, "a TSC rate (%s)" % r.get("tsc_hz"))
+        elif c == "nobusy":
+            need("io_busy_us_per_msg" not in r, "no busy-turn figures")
         elif c.startswith("failed:"):
             word = c.split(":", 1)[1].lower()
             need(r["ok"] is False, "ok is false")

@@ -14,9 +14,16 @@
 #   open loop     R = half of imfuse's median msgs/s at W=1000; direct XMPP
 #                 client, imfuse, BitlBee: the latency each relay adds
 #   profile       one more imfuse run at W=1000 under perf (not in the tables)
+#   backends      imfused on each dataplane backend, on identical work (same
+#                 prosody, same messages): kernel sockets, DPDK on net_tap and
+#                 DPDK on net_af_packet, each across a software link of its own
+#                 (env.sh); send W=1000 and recv W=50, runs alternating kernel,
+#                 net_tap, net_af_packet; then one more send W=1000 run of each
+#                 with its dataplane thread under perf
 #
 # Knobs: BENCH_RUNS (3), BENCH_MESSAGES (20000), BENCH_OPEN_SECONDS (4),
-#        BENCH_PERF (1: profile), BENCH_DOC (docs/BENCHMARKS.md),
+#        BENCH_PERF (1: profile), BENCH_BACKENDS (1: the backends' comparison),
+#        BENCH_DOC (docs/BENCHMARKS.md),
 #        BENCH_OUT (build/bench: raw results, logs, perf data).
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -33,6 +40,11 @@ if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
         echo "make bench: installing:$missing"
         apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $missing >/dev/null \
             || { echo "make bench: cannot install$missing" >&2; exit 2; }
+    fi
+    if [ "${BENCH_BACKENDS:-1}" = 1 ]; then
+        for c in ethtool nsenter; do
+            command -v $c >/dev/null || { echo "make bench: $c is missing (make deps), or BENCH_BACKENDS=0" >&2; exit 2; }
+        done
     fi
     for b in build/imfused build/imfuse-bench; do
         [ -x "$b" ] || { echo "make bench: $b is missing: run make all first" >&2; exit 2; }
@@ -69,10 +81,12 @@ t_start=$SECONDS
     echo "prosody=$(dpkg-query -W -f='${Version}' prosody 2>/dev/null)"
     echo "runs=$RUNS"
     echo "messages=$M"
+    echo "dpdk=$(dpkg-query -W -f='${Version}' libdpdk-dev 2>/dev/null)"
 } > "$out/machine.txt"
 
 . "$top/tests/bench/env.sh"
 perf_pid=
+backends=${BENCH_BACKENDS:-1}
 cleanup() {
     local rc=$?
     [ -n "$perf_pid" ] && proc_stop "$perf_pid"
@@ -82,7 +96,16 @@ cleanup() {
 trap cleanup EXIT
 
 echo "make bench: starting prosody, imfused and bitlbee in a private network namespace"
+if [ "$backends" = 1 ]; then
+    BENV_PREFIXES="imf bee dir imk imt ima"
+    benv_links || exit 2
+fi
 benv_start "$out/work" 1 bitlbee || exit 2
+echo "xmpp=$BENV_XMPP" >> "$out/machine.txt"
+if [ "$backends" = 1 ]; then
+    echo "make bench: imfused on each dataplane backend (kernel, net_tap, net_af_packet)"
+    benv_backends_start || exit 2
+fi
 
 common=(--xmpp "$BENV_XMPP" --ca-file "$BENV_CA" --password "$BENV_PASSWORD" --xmpp-pid "$BENV_XMPP_PID"
         --idle-timeout 3)
@@ -91,6 +114,7 @@ bee=(--relay bitlbee --prefix bee --irc "$BENV_IRC" --pid "$BENV_BITLBEE_PID")
 dir=(--relay direct --prefix dir)
 
 # bench LABEL ARGS...: one run, its JSON appended to the results, one line shown.
+# With $backend set, the JSON gets "backend": $backend.
 bench() {
     local label=$1; shift
     local line rc
@@ -100,17 +124,25 @@ bench() {
         echo "  $label: imfuse-bench printed nothing (exit $rc); see $out/bench.err" >&2
         return 1
     fi
-    printf '%s\n' "$line" >> "$results"
     /usr/bin/python3 -c '
 import json, sys
 r = json.loads(sys.argv[1])
-cpu = r.get("cpu_us_per_msg")
-print("  %-12s %-8s %7.0f msgs/s  cpu %s us/msg  p99 %7.2f ms  lost %d dup %d%s" % (
-    r["label"], r["relay"], r["msgs_per_s"], "%6.2f" % cpu if cpu is not None else "     -",
-    r["latency_us"]["p99"] / 1000, r["lost"] + r["unsent"], r["duplicated"],
-    "" if r["ok"] else "  FAILED: " + r.get("error", "")))' "$line"
+if sys.argv[2]:
+    r["backend"] = sys.argv[2]
+with open(sys.argv[3], "a") as f:
+    f.write(json.dumps(r) + "\n")
+cpu, dp, busy = r.get("cpu_us_per_msg"), r.get("dp_thread_us_per_msg"), r.get("io_busy_us_per_msg")
+extra = ""
+if sys.argv[2]:
+    extra = "  dataplane %s us/msg%s" % ("%6.2f" % dp if dp is not None else "-",
+                                          "  busy %6.2f" % busy if busy is not None else "")
+print("  %-21s %-13s %7.0f msgs/s  cpu %s us/msg  p99 %7.2f ms  lost %d dup %d%s%s" % (
+    r["label"], sys.argv[2] or r["relay"], r["msgs_per_s"], "%6.2f" % cpu if cpu is not None else "     -",
+    r["latency_us"]["p99"] / 1000, r["lost"] + r["unsent"], r["duplicated"], extra,
+    "" if r["ok"] else "  FAILED: " + r.get("error", "")))' "$line" "${backend:-}" "$results"
     return 0
 }
+backend=
 
 echo "make bench: warm-up (not recorded in the tables)"
 bench warmup "${imf[@]}" --messages 2000
@@ -174,6 +206,58 @@ print("%.6f,%.6f" % (a, b) if r["label"] == "profile" else "")')
             > "$out/perf-comm.txt" 2>>"$out/perf-report.err"
         perf report -i "$out/perf.data" --time "$win" --children --stdio --sort comm \
             -g graph,3,caller,function,percent > "$out/perf-tree.txt" 2>>"$out/perf-report.err"
+    fi
+fi
+
+# The dataplane backends on identical work: runs alternate kernel, net_tap,
+# net_af_packet; then each once more with its dataplane thread under perf.
+if [ "$backends" = 1 ]; then
+    warm=1
+    backend_suite() {   # backend_suite LABEL ARGS...
+        local label=$1 name prefix addr ctl pid; shift
+        echo "make bench: backends, $label ($RUNS runs each, alternating)"
+        for ((i = 1; i <= RUNS; i++)); do
+            while read -r name prefix addr ctl pid; do
+                [ -n "$name" ] || continue
+                if [ $warm = 1 ]; then
+                    backend=$name bench warmup --relay imfuse --prefix "$prefix" --imfuse "$addr" --control "$ctl" \
+                        --messages 2000
+                fi
+                backend=$name bench "$label" --relay imfuse --prefix "$prefix" --imfuse "$addr" --control "$ctl" \
+                    --messages "$M" "$@"
+            done <<< "$BENV_BACKENDS"
+            warm=0
+        done
+    }
+    backend_suite "backends send W=1000" --window 1000
+    backend_suite "backends recv W=50" --window 50 --direction recv
+    if [ "${BENCH_PERF:-1}" = 1 ] && command -v perf >/dev/null; then
+        echo "make bench: backends, profile of each dataplane thread (one more send W=1000 run each, under perf)"
+        while read -r name prefix addr ctl pid; do
+            [ -n "$name" ] || continue
+            tid=$(grep -lx imfused-dp0 /proc/"$pid"/task/*/comm 2>/dev/null | head -n 1 | cut -d/ -f5)
+            [ -n "$tid" ] || { echo "  $name: no imfused-dp0 thread in $pid" >&2; continue; }
+            perf record -q -k CLOCK_MONOTONIC -F 1999 --call-graph dwarf,8192 -t "$tid" -o "$out/perf-$name.data" \
+                > "$out/perf-record-$name.log" 2>&1 &
+            perf_pid=$!
+            sleep 1
+            backend=$name bench "backends profile" --relay imfuse --prefix "$prefix" --imfuse "$addr" \
+                --control "$ctl" --messages "$M" --window 1000
+            kill -INT "$perf_pid" 2>/dev/null
+            wait "$perf_pid" 2>/dev/null
+            perf_pid=
+            win=$(tail -n 1 "$results" | /usr/bin/python3 -c '
+import json, sys
+r = json.loads(sys.stdin.read()); a, b = r["window_mono_s"]
+print("%.6f,%.6f" % (a, b) if r["label"] == "backends profile" else "")')
+            [ -n "$win" ] || continue
+            perf report -i "$out/perf-$name.data" --time "$win" --no-children --stdio --sort dso,sym -g none \
+                --percent-limit 1 > "$out/perf-$name-self.txt" 2>>"$out/perf-report.err"
+            perf report -i "$out/perf-$name.data" --time "$win" --children --stdio --sort sym -g none \
+                --percent-limit 0.5 > "$out/perf-$name-children.txt" 2>>"$out/perf-report.err"
+            perf report -i "$out/perf-$name.data" --time "$win" --no-children --stdio --sort dso -g none \
+                > "$out/perf-$name-dso.txt" 2>>"$out/perf-report.err"
+        done <<< "$BENV_BACKENDS"
     fi
 fi
 

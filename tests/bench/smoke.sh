@@ -1,19 +1,21 @@
 #!/usr/bin/env bash
 # tests/bench/smoke.sh - imfuse-bench must keep working: a few tiny runs
 # against real servers (prosody, imfused, BitlBee) in a private network
-# namespace, both directions, closed and open loop, each relay.  Checks the
-# JSON and that every message arrived exactly once; never looks at a timing.
+# namespace, both directions, closed and open loop, each relay, and imfused
+# on each dataplane backend (kernel, DPDK on net_tap and on net_af_packet,
+# env.sh's links).  Checks the JSON and that every message arrived exactly
+# once; never looks at a timing.
 # Also: a set-up failure is reported as such (exit 2, error in words).
 #
 # Uses the ASan build (BUILD, default build/asan: imfused and imfuse-bench).
-# Needs root, prosody, bitlbee, openssl and /usr/bin/python3; exits 77 with a
-# reason when one is missing.
+# Needs root, prosody, bitlbee, openssl, ethtool, nsenter and /usr/bin/python3;
+# exits 77 with a reason when one is missing.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 self="$top/tests/bench/smoke.sh"
 if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
     [ "$(id -u)" = 0 ] || { echo "skip: needs root for unshare -n" >&2; exit 77; }
-    for c in prosody bitlbee openssl; do
+    for c in prosody bitlbee openssl ethtool nsenter; do
         command -v $c >/dev/null || { echo "skip: $c is not installed" >&2; exit 77; }
     done
     [ -x /usr/bin/python3 ] || { echo "skip: /usr/bin/python3 missing" >&2; exit 77; }
@@ -37,7 +39,10 @@ cleanup() {
     exit $rc
 }
 trap cleanup EXIT
+BENV_PREFIXES="imf bee dir imk imt ima"
+benv_links || exit 1
 benv_start "$work" 2 bitlbee || exit 1
+benv_backends_start || exit 1
 
 fail=0
 common=(--xmpp "$BENV_XMPP" --ca-file "$BENV_CA" --password "$BENV_PASSWORD" --xmpp-pid "$BENV_XMPP_PID"
@@ -62,13 +67,20 @@ run() {
 }
 
 M=200
-run imfuse-send 0 exact,cpu,store "${imf[@]}" --messages $M --window 20 --users 2
+run imfuse-send 0 exact,cpu,store,dataplane,nobusy "${imf[@]}" --messages $M --window 20 --users 2
 run imfuse-recv 0 exact,cpu,store "${imf[@]}" --messages $M --window 20 --users 2 --direction recv
 run imfuse-open 0 exact,cpu,store,open "${imf[@]}" --messages 100 --rate 200
 run bitlbee-send 0 exact,cpu "${bee[@]}" --messages $M --window 20 --users 2
 run bitlbee-recv 0 exact,cpu "${bee[@]}" --messages $M --window 20 --direction recv
 run direct-send 0 exact "${dir[@]}" --messages $M --window 20
 run direct-open 0 exact,open "${dir[@]}" --messages 100 --rate 200 --direction recv
+# imfused on each dataplane backend; with DPDK, the busy loop turns.
+while read -r name prefix addr ctl pid; do
+    [ -n "$name" ] || continue
+    [ "$name" = kernel ] && busy=nobusy || busy=busy
+    run "backend-$name" 0 "exact,cpu,store,dataplane,$busy" --relay imfuse --prefix "$prefix" --imfuse "$addr" \
+        --control "$ctl" --messages $M --window 20
+done <<< "$BENV_BACKENDS"
 # The peer cannot log in: the run fails at set-up and says why (exit 2).
 run bad-password 2 failed:auth "${imf[@]}" --messages 10 --peer-password wrong-pw
 # No daemon behind the address: a clear failure too.

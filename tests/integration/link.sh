@@ -21,46 +21,27 @@
 #   IMFUSE_TEST_SOURCE_NET=198.19.0.0/16   local on the server side (a local
 #                                          route, so any of it can be bound) and
 #                                          routed there from the appliance
-# Known: client/spec.sh fails here its one check of a server given by host
-# name, because imfused resolves no names (only "localhost", as 127.0.0.1).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib/testenv.sh"
 [ $# -gt 0 ] || { echo "usage: $0 SCRIPT..." >&2; exit 2; }
-if [ $# -gt 1 ]; then
-    rc=0 summary=()
-    for s in "$@"; do
-        start=$SECONDS
-        "$0" "$s"
-        r=$?
-        summary+=("$(printf '%-6s %-45s %4ss' "$([ $r = 0 ] && echo PASS || echo "rc $r")" "$s" $((SECONDS - start)))")
-        [ $r = 0 ] || rc=1
-    done
-    printf '%s\n' "${summary[@]}"
-    exit $rc
-fi
+testenv_each "$0" "$@"
 testenv_enter -m "$0" "$@"
 testenv_need nsenter
 
 server=198.18.0.1 appliance=198.18.0.2 srcnet=198.19.0.0/16
 work=$(mktemp -d /tmp/imfuse-link.XXXXXX) || exit 1
-holder=
+testenv_holder=
 cleanup() {
-    [ -n "$holder" ] && proc_stop "$holder"
+    [ -n "$testenv_holder" ] && proc_stop "$testenv_holder"
     rm -rf "$work"
 }
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
 # The appliance's namespace, held open by a sleep (stopped by PID at exit).
-unshare -n sleep 86400 &
-holder=$!
-for ((i = 0; i < 100; i++)); do
-    [ "$(readlink "/proc/$holder/ns/net")" != "$(readlink /proc/self/ns/net)" ] && break
-    sleep 0.02
-done
-appns=/proc/$holder/ns/net
-[ "$(readlink "$appns")" != "$(readlink /proc/self/ns/net)" ] || { echo "no namespace for the appliance" >&2; exit 1; }
+testenv_appliance_ns || exit 1
+holder=$testenv_holder appns=$testenv_appns
 
 ip link add imf-srv type veth peer name imf-app netns "$holder" \
     && ip addr add "$server/24" dev imf-srv && ip link set imf-srv up \

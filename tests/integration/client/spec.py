@@ -10,11 +10,13 @@ values with its tables and worked examples.
 
     /usr/bin/python3 spec.py --work DIR --root REPO --c2s PORT --c2s-tls PORT --ca FILE \
         --server-addr IP --appliance-addr IP --server-name NAME --source-net NET/16 \
-        [--imfused-wrap 'COMMAND PREFIX']
+        [--imfused-wrap 'COMMAND PREFIX'] [--imfused-args 'ARGS']
 
 Addresses (spec.sh passes those of tests/integration/lib/testenv.sh): prosody
 at --server-addr, on the same side as this client and its XMPP peers; imfused
-listening at --appliance-addr, started under --imfused-wrap; --server-name
+listening at --appliance-addr, started under --imfused-wrap with --imfused-args
+last (e.g. a --config that selects --io dpdk; not on the start-up refusals
+checked, which need no port); --server-name
 resolves to the server address; the lockout checks bind to further source
 addresses of --source-net.
 
@@ -481,7 +483,7 @@ class Imfused:
         self.logs.append(logf)
         cmd = self.a.wrap + [self.a.imfused, "--data", self.a.data,
                              "--listen", hostport(APPLIANCE_ADDR, self.a.port),
-                             "--control", self.a.ctl, "--ca-file", self.a.ca] + self.extra
+                             "--control", self.a.ctl, "--ca-file", self.a.ca] + self.extra + self.a.args
         env = dict(os.environ)
         env.setdefault("ASAN_OPTIONS", "detect_leaks=1:abort_on_error=0")
         self.p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=open(logf, "w"), env=env)
@@ -2119,10 +2121,12 @@ def main():
     ap.add_argument("--server-name", required=True)
     ap.add_argument("--source-net", required=True)
     ap.add_argument("--imfused-wrap", default="")
+    ap.add_argument("--imfused-args", default="")
     a = ap.parse_args()
     global APPLIANCE_ADDR
     APPLIANCE_ADDR = a.appliance_addr
     a.wrap = a.imfused_wrap.split()
+    a.args = a.imfused_args.split()
     net = ipaddress.ip_network(a.source_net)
     a.src = lambda k, i: str(net[k * 256 + i])      # a further client source address
     a.server = lambda port: hostport(a.server_addr, port)

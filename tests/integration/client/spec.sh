@@ -54,7 +54,7 @@ CA=$(prosody_cafile "$W/prosody") || exit 1
 /usr/bin/python3 "$here/spec.py" --work "$W" --root "$root" --c2s "$C2S" --c2s-tls "$C2S_TLS" --ca "$CA" \
     --server-addr "$IMFUSE_TEST_SERVER_ADDR" --appliance-addr "$IMFUSE_TEST_APPLIANCE_ADDR" \
     --server-name "$IMFUSE_TEST_SERVER_NAME" --source-net "$IMFUSE_TEST_SOURCE_NET" \
-    --imfused-wrap "$IMFUSE_TEST_APPLIANCE_WRAP" &
+    --imfused-wrap "$IMFUSE_TEST_APPLIANCE_WRAP" --imfused-args "$IMFUSE_TEST_APPLIANCE_ARGS" &
 spec_pid=$!
 wait "$spec_pid"
 rc=$?

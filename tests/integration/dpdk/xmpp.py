@@ -1,19 +1,21 @@
-"""The XMPP flow with imfused on a DPDK port (issue: the kernel-bypass dataplane).
+"""The XMPP flow with imfused --io dpdk on net_af_packet (issue: the kernel-bypass dataplane).
 
-Run by xmpp.sh (net_tap) or af_packet.sh (net_af_packet on a veth) inside
-private network namespaces, with /usr/bin/python3.  The appliance is
-imfused --io dpdk at 198.18.0.2 (lwIP); prosody, bob's XMPP client and the
-imfuse clients are on the kernel side at 198.18.0.1.  Every process started
-here is stopped by PID at the end, even on failure.
+Run by af_packet.sh inside private network namespaces, with /usr/bin/python3:
+imfused at the appliance address (testenv.py; 198.18.0.2) on one end of a
+veth, lwIP on net_af_packet, in a namespace of its own; prosody, bob's XMPP
+client and the imfuse clients at the server address (198.18.0.1) on the
+other end.  The flows of tests/integration (xmpp/flow.sh, fusion, the
+protocol checker) run on net_tap under tests/integration/dpdk/run.sh; this
+one covers the other driver and what only a DPDK port has.  Every process
+started here is stopped by PID at the end, even on failure.
 
-Environment (set by the calling script):
-  DPDK_ARGS      imfused's dpdk flags for the first start (shlex-split)
-  DPDK_RESTART   its dpdk flags after kill -9 (default: DPDK_ARGS)
-  DPDK_WRAP      a command prefix for imfused (e.g. nsenter into its namespace)
-  DPDK_CHECK_NS  a command prefix that runs in imfused's namespace (af_packet:
-                 checks that the kernel there no longer holds 198.18.0.2)
+Environment (set by af_packet.sh): testenv's, with IMFUSE_TEST_APPLIANCE_ARGS
+selecting --io dpdk with the address and gateway taken from the interface,
+and DPDK_RESTART_ARGS for the starts after kill -9 (the kernel no longer
+holds them).
 
-Steps: the operator adds alice; alice logs in over lwIP, links two XMPP
+Steps: the address and gateway lent by the interface and the kernel's copy
+removed; the operator adds alice; alice logs in over lwIP, links two XMPP
 accounts (STARTTLS + SCRAM, certificates verified) that come online with
 their contact lists; a unified contact; a message to bob's real client and
 his reply; three messages while she is offline, delivered in order; kill -9
@@ -24,7 +26,6 @@ error; the per-lcore counters in imfusectl stats; exit 0 on SIGTERM.
 """
 import json
 import os
-import shlex
 import subprocess
 import sys
 import tempfile
@@ -32,67 +33,17 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import (BUILD, HERE as LIB, Daemon, JsonPeer, account_state, check, procs,  # noqa: E402
-                     log, presence_event, run, stop_at_end)
+from harness import (HERE as LIB, Daemon, JsonPeer, account_state, check, lib,  # noqa: E402
+                     lib_out, log, presence_event, run, stop_at_end)
 from imclient import Client  # noqa: E402
+from testenv import APPLIANCE_ADDR, APPLIANCE_WRAP, SERVER_ADDR, hostport, server  # noqa: E402
 
-KERNEL = "198.18.0.1"       # servers and clients
-APPLIANCE = "198.18.0.2"    # imfused on the DPDK port
 XMPP_PORT = 15222
 IMFUSE_PORT = 17700
 
 
-def sh(script, cmd):
-    """A function of a bash library of the DPDK tests (lib.sh sources prosody.sh)."""
-    subprocess.run(["bash", "-c", "source %s/%s && %s" % (HERE, script, cmd)], check=True)
-
-
-def sh_out(script, cmd):
-    return subprocess.run(["bash", "-c", "source %s/%s && %s" % (HERE, script, cmd)],
-                          capture_output=True, text=True, check=True).stdout.strip()
-
-
-def wait_tcp(host, port, deadline=20.0):
-    import socket
-    end = time.monotonic() + deadline
-    while time.monotonic() < end:
-        try:
-            socket.create_connection((host, port), timeout=0.5).close()
-            return True
-        except OSError:
-            time.sleep(0.1)
-    return False
-
-
-class DpdkDaemon(Daemon):
-    """imfused --io dpdk listening on the appliance address."""
-
-    def __init__(self, work, port, cafile, args, restart_args, wrap):
-        super().__init__(work, port, cafile)
-        self.args, self.restart_args, self.wrap = args, restart_args, wrap
-        self.starts = 0
-
-    def start(self):
-        logf = open(self.logpath, "a")
-        args = self.args if self.starts == 0 else self.restart_args
-        self.starts += 1
-        argv = self.wrap + [os.path.join(BUILD, "imfused"), "--io", "dpdk", "--data", self.data,
-                            "--listen", "%s:%d" % (APPLIANCE, self.port), "--control", self.ctl,
-                            "--log-level", "debug", "--ca-file", self.cafile] + args
-        self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
-        logf.close()
-        procs.append(self.p)
-        if not wait_tcp(APPLIANCE, self.port):
-            raise RuntimeError("imfused --io dpdk did not listen on %s:%d; see %s"
-                               % (APPLIANCE, self.port, self.logpath))
-
-    def stats(self):
-        r = self.ctl_cmd("--json", "stats")
-        return json.loads(r.stdout)["stats"] if r.returncode == 0 else {}
-
-
 def peer(jid, password, cafile):
-    p = JsonPeer(jid, [os.path.join(LIB, "xmpp_peer.py"), jid, password, KERNEL, str(XMPP_PORT), cafile])
+    p = JsonPeer(jid, [os.path.join(LIB, "xmpp_peer.py"), jid, password, SERVER_ADDR, str(XMPP_PORT), cafile])
     p.expect(lambda e: e["ev"] == "online", "peer %s online" % jid)
     return p
 
@@ -108,51 +59,51 @@ def wait_states(c, want, timeout=60.0):
         time.sleep(0.2)
 
 
-def main(mode):
+def prosody(cmd):
+    lib("prosody.sh", cmd)
+
+
+def main():
     work = tempfile.mkdtemp(prefix="imfuse-dpdk-")
     pdir = os.path.join(work, "prosody")
     stop_at_end("prosody.sh", "prosody_stop %s" % pdir)
-    log("# %s: imfused at %s on a DPDK port, servers at %s; work directory %s" % (mode, APPLIANCE, KERNEL, work))
+    log("# net_af_packet: imfused at %s on a DPDK port, servers at %s; work directory %s"
+        % (APPLIANCE_ADDR, SERVER_ADDR, work))
 
     # ---- prosody on the kernel side ---------------------------------------------
-    sh("lib.sh", "prosody_set_roster %s alice a.test '[\"bob@a.test\"] = {subscription=\"both\"; "
-       "groups={Friends=true}; name=\"Bob A\"};'" % pdir)
-    sh("lib.sh", "prosody_set_roster %s bob a.test '[\"alice@a.test\"] = {subscription=\"both\"; groups={}; "
-       "name=\"Alice\"};'" % pdir)
-    sh("lib.sh", "prosody_set_roster %s al b.test '[\"bob@b.test\"] = {subscription=\"both\"; groups={}; "
-       "name=\"Bob B\"};'" % pdir)
+    prosody("prosody_set_roster %s alice a.test '[\"bob@a.test\"] = {subscription=\"both\"; "
+            "groups={Friends=true}; name=\"Bob A\"};'" % pdir)
+    prosody("prosody_set_roster %s bob a.test '[\"alice@a.test\"] = {subscription=\"both\"; groups={}; "
+            "name=\"Alice\"};'" % pdir)
+    prosody("prosody_set_roster %s al b.test '[\"bob@b.test\"] = {subscription=\"both\"; groups={}; "
+            "name=\"Bob B\"};'" % pdir)
     start = "PROSODY_DISABLE_PLAIN=1 prosody_start %s %d a.test b.test" % (pdir, XMPP_PORT)
-    sh("lib.sh", start)
+    prosody(start)
     for user, host in (("alice", "a.test"), ("bob", "a.test"), ("al", "b.test"), ("bob", "b.test")):
-        sh("lib.sh", "prosody_adduser %s %s %s pw-%s-%s" % (pdir, user, host, user, host))
-    cafile = sh_out("lib.sh", "prosody_cafile %s" % pdir)
-    sh("lib.sh", "dpdk_prosody_on %s %s %d" % (pdir, KERNEL, XMPP_PORT))
+        prosody("prosody_adduser %s %s %s pw-%s-%s" % (pdir, user, host, user, host))
+    cafile = lib_out("prosody.sh", "prosody_cafile %s" % pdir)
 
-    args = shlex.split(os.environ["DPDK_ARGS"])
-    restart = shlex.split(os.environ.get("DPDK_RESTART") or os.environ["DPDK_ARGS"])
-    wrap = shlex.split(os.environ.get("DPDK_WRAP", ""))
-    d = DpdkDaemon(work, IMFUSE_PORT, cafile, args, restart, wrap)
+    d = Daemon(work, IMFUSE_PORT, cafile)
     d.start()
-    check(True, "imfused --io dpdk listens on %s:%d (lwIP on %s)" % (APPLIANCE, IMFUSE_PORT, mode))
-    if mode == "net_af_packet":
-        logtext = open(d.logpath).read()
-        check("dpdk-address taken from imf-app: 198.18.0.2/24" in logtext,
-              "af_packet: the address was taken from the interface")
-        check("dpdk gateway 198.18.0.1" in logtext, "af_packet: dpdk-gateway auto found 198.18.0.1")
-        ns = shlex.split(os.environ.get("DPDK_CHECK_NS", ""))
-        out = subprocess.run(ns + ["ip", "-4", "addr", "show", "dev", "imf-app"], capture_output=True,
-                             text=True).stdout
-        check(APPLIANCE not in out, "af_packet: the kernel no longer holds %s (%r)" % (APPLIANCE, out.strip()))
+    check(True, "imfused --io dpdk listens on %s:%d (lwIP on net_af_packet)" % (APPLIANCE_ADDR, IMFUSE_PORT))
+    logtext = open(d.logpath).read()
+    check("dpdk-address taken from imf-app: %s/24" % APPLIANCE_ADDR in logtext,
+          "af_packet: the address was taken from the interface")
+    check("dpdk gateway %s" % SERVER_ADDR in logtext, "af_packet: dpdk-gateway auto found %s" % SERVER_ADDR)
+    out = subprocess.run(APPLIANCE_WRAP + ["ip", "-4", "addr", "show", "dev", "imf-app"], capture_output=True,
+                         text=True).stdout
+    check(APPLIANCE_ADDR not in out, "af_packet: the kernel no longer holds %s (%r)" % (APPLIANCE_ADDR, out.strip()))
+    d.extra = os.environ["DPDK_RESTART_ARGS"].split()
 
     # ---- a. the operator creates alice -------------------------------------------
     r = d.ctl_cmd("user", "add", "alice", stdin="alice-secret\n")
     check(r.returncode == 0, "a. imfusectl user add alice (%s)" % r.stderr.strip())
 
     # ---- b. login over lwIP, two accounts, contact lists ----------------------------
-    c = Client(host=APPLIANCE, port=IMFUSE_PORT)
+    c = Client(port=IMFUSE_PORT)
     r = c.login("alice", "alice-secret", "phone")
     check(r["op"] == "ok" and r["queued"] == 0, "b. alice logs in through the DPDK port")
-    srv = "%s:%d" % (KERNEL, XMPP_PORT)
+    srv = server(XMPP_PORT)
     a1 = c.call("link", network="xmpp", login="alice@a.test", password="pw-alice-a.test", server=srv,
                 tls="starttls", name="A")["account"]
     a2 = c.call("link", network="xmpp", login="al@b.test", password="pw-al-b.test", server=srv,
@@ -192,7 +143,7 @@ def main(mode):
     for i in range(3):
         bob.send("alice@a.test", "offline %d" % i)
     time.sleep(1.0)
-    c = Client(host=APPLIANCE, port=IMFUSE_PORT)
+    c = Client(port=IMFUSE_PORT)
     r = c.login("alice", "alice-secret", "laptop")
     check(r["op"] == "ok" and r["queued"] == 3, "f. login reports 3 queued (%r)" % r)
     ms = [c.wait_event(lambda e: e.get("op") == "message", 10, "queued message") for _ in range(3)]
@@ -204,7 +155,7 @@ def main(mode):
     d.kill9()
     c.close()
     d.start()
-    c = Client(host=APPLIANCE, port=IMFUSE_PORT)
+    c = Client(port=IMFUSE_PORT)
     r = c.login("alice", "alice-secret", "laptop")
     check(r["op"] == "ok" and r["queued"] == 2, "g. after kill -9, 2 unacknowledged remain (%r)" % r)
     ms = [c.wait_event(lambda e: e.get("op") == "message", 10, "replayed message") for _ in range(2)]
@@ -215,10 +166,10 @@ def main(mode):
 
     # ---- h. prosody down and back --------------------------------------------------------------
     bob.quit()
-    sh("lib.sh", "prosody_stop %s" % pdir)
+    prosody("prosody_stop %s" % pdir)
     account_state(c, a1, ("offline",), 20)
     check(True, "h. prosody stopped -> accounts offline")
-    sh("lib.sh", "%s && dpdk_prosody_on %s %s %d" % (start, pdir, KERNEL, XMPP_PORT))
+    prosody(start)
     account_state(c, a1, ("online",), 60)
     account_state(c, a2, ("online",), 60)
     check(True, "h. prosody restarted -> back online by themselves")
@@ -233,18 +184,19 @@ def main(mode):
     bob.quit()
 
     # ---- loopback and self refused with words, no crash ---------------------------------------
-    for server, words in (("127.0.0.1:%d" % XMPP_PORT, "loopback"), ("%s:7700" % APPLIANCE, "own")):
-        a = c.call("link", network="xmpp", login="bob@b.test", password="pw-bob-b.test", server=server,
+    for where, words in (("127.0.0.1:%d" % XMPP_PORT, "loopback"), (hostport(APPLIANCE_ADDR, 7700), "own")):
+        a = c.call("link", network="xmpp", login="bob@b.test", password="pw-bob-b.test", server=where,
                    tls="starttls")["account"]
         e = c.wait_event(lambda e: e.get("op") == "account" and e.get("account") == a and
                          e.get("state") in ("offline", "error") and words in e.get("detail", ""), 20,
                          "account refused (%s)" % words)
-        check(True, "a server at %s is refused: %r" % (server, e.get("detail")))
+        check(True, "a server at %s is refused: %r" % (where, e.get("detail")))
         c.call("unlink", account=a)
     check(c.call("ping")["op"] == "ok", "imfused still serves after the refusals")
 
     # ---- counters ---------------------------------------------------------------------------------
-    st = d.stats()
+    r = d.ctl_cmd("--json", "stats")
+    st = json.loads(r.stdout)["stats"] if r.returncode == 0 else {}
     check(st.get("io_rx_packets", 0) > 0 and st.get("io_tx_packets", 0) > 0 and st.get("io_rx_bytes", 0) > 0,
           "imfusectl stats: packets and bytes per lcore (%s in, %s out)" % (st.get("io_rx_packets"),
                                                                          st.get("io_tx_packets")))
@@ -256,8 +208,8 @@ def main(mode):
     c.close()
     rc = d.stop()
     check(rc == 0, "imfused --io dpdk exits 0 on SIGTERM (rc %s)" % rc)
-    sh("lib.sh", "prosody_stop %s" % pdir)
+    prosody("prosody_stop %s" % pdir)
 
 
 if __name__ == "__main__":
-    run(main, sys.argv[1] if len(sys.argv) > 1 else "net_tap")
+    run(main)

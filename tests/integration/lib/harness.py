@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 
-from testenv import APPLIANCE_ADDR, APPLIANCE_WRAP, hostport, wait_port
+from testenv import APPLIANCE_ADDR, APPLIANCE_ARGS, APPLIANCE_WRAP, hostport, wait_port
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.abspath(os.path.join(HERE, "..", "..", ".."))
@@ -20,6 +20,7 @@ BUILD = os.path.join(ROOT, os.environ.get("IMFUSE_BUILD", "build/asan"))
 PY = "/usr/bin/python3"
 
 procs = []      # every process started, stopped by PID at the end
+daemons = []    # every Daemon made: run() shows their logs when the run fails
 at_end = []     # (library script, command) run by run() after every process is stopped
 failures = 0    # checks failed so far
 
@@ -84,10 +85,24 @@ def presence_event(c, account, address, presence, timeout=30.0):
                         timeout, "presence %s %s on account %d" % (address, presence, account))
 
 
+def show_daemon_logs(lines=40):
+    """Print the last lines of each Daemon's log below DEBUG (account states and errors)."""
+    for d in daemons:
+        try:
+            with open(d.logpath, errors="replace") as f:
+                tail = [ln.rstrip() for ln in f if " DEBUG " not in ln][-lines:]
+        except OSError:
+            continue
+        log("# the last %d lines of %s below DEBUG:" % (len(tail), d.logpath))
+        for ln in tail:
+            log("#   " + ln)
+
+
 def run(main, *args, on_failure=None):
-    """Run main(*args); then stop every process and what stop_at_end() named,
-    call on_failure() if a check failed or main raised (e.g. to show a log),
-    print the count of failed checks and exit 1 if any failed or main raised."""
+    """Run main(*args); then stop every process and what stop_at_end() named;
+    if a check failed or main raised, show the daemons' logs and call
+    on_failure() (e.g. to show another log); print the count of failed checks
+    and exit 1 if any failed or main raised."""
     rc = 0
     try:
         main(*args)
@@ -99,8 +114,10 @@ def run(main, *args, on_failure=None):
         stop_all()
         for script, cmd in at_end:
             lib(script, cmd, strict=False)
-    if (rc or failures) and on_failure:
-        on_failure()
+    if rc or failures:
+        show_daemon_logs()
+        if on_failure:
+            on_failure()
     log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
     sys.exit(1 if (rc or failures) else 0)
 
@@ -163,10 +180,11 @@ class JsonPeer:
 
 class Daemon:
     """imfused on the appliance address (testenv.py) and port, started under
-    APPLIANCE_WRAP, its data and control socket under work.
+    APPLIANCE_WRAP with APPLIANCE_ARGS last, its data and control socket under work.
     listen_tls=(port, certfile, keyfile) adds the TLS client listener;
     config {key: value} is written to work/imfused.conf and given with
-    --config; extra is more command-line arguments."""
+    --config; extra (a list, also settable for the next start()s) is more
+    command-line arguments."""
 
     def __init__(self, work, port, cafile=None, listen_tls=None, config=None, extra=()):
         self.data = os.path.join(work, "var")
@@ -183,6 +201,7 @@ class Daemon:
                 for k, v in config.items():
                     f.write("%s = %s\n" % (k, v))
         self.p = None
+        daemons.append(self)
 
     def start(self):
         logf = open(self.logpath, "a")
@@ -196,7 +215,7 @@ class Daemon:
             argv += ["--listen-tls", hostport(APPLIANCE_ADDR, port), "--tls-cert", cert, "--tls-key", key]
         if self.conf:
             argv += ["--config", self.conf]
-        argv += self.extra
+        argv += self.extra + APPLIANCE_ARGS
         self.p = subprocess.Popen(argv, stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
         logf.close()
         procs.append(self.p)

@@ -25,6 +25,7 @@ APPLIANCE_ADDR = _ENV["IMFUSE_TEST_APPLIANCE_ADDR"]  # imfused's client listener
 SERVER_NAME = _ENV["IMFUSE_TEST_SERVER_NAME"]        # a host name of SERVER_ADDR
 SOURCE_NET = _ENV["IMFUSE_TEST_SOURCE_NET"]          # further client source addresses
 APPLIANCE_WRAP = _ENV["IMFUSE_TEST_APPLIANCE_WRAP"].split()   # prefix of every imfused command
+APPLIANCE_ARGS = _ENV["IMFUSE_TEST_APPLIANCE_ARGS"].split()   # further arguments of every imfused serving
 
 
 def hostport(addr, port):

@@ -7,8 +7,9 @@
 # Addresses (environment; unset or empty means the default of testenv.conf,
 # which keeps everything on 127.0.0.1).  The tests see two hosts: the kernel
 # side (IM servers, their real user clients, the test's own imfuse clients)
-# and the appliance (imfused, or xmpp_probe standing in for it).  Today both
-# are loopback; later the appliance runs `imfused --io dpdk` on a DPDK port.
+# and the appliance (imfused, or xmpp_probe standing in for it).  By default
+# both are loopback; link.sh puts them on two ends of a veth, and
+# dpdk/run.sh runs the appliance as `imfused --io dpdk` on a TAP.
 #   IMFUSE_TEST_SERVER_ADDR     the kernel side: every IM server listens here
 #                               (prosody, ejabberd, jabberd2, ngircd, inspircd,
 #                               atheme's link, kamailio), the linked accounts'
@@ -20,9 +21,8 @@
 #                               Contact imfused registers)
 #   IMFUSE_TEST_SERVER_NAME     a host name that resolves to the server address
 #                               where imfused runs (spec.py links one account by
-#                               name); default localhost.  imfused resolves no
-#                               names yet: it takes the literal "localhost" as
-#                               127.0.0.1 and refuses any other name
+#                               name; imfused's controlplane resolves it);
+#                               default localhost
 #   IMFUSE_TEST_SOURCE_NET      a /16 of further client source addresses, all
 #                               local on the kernel side and routed to the
 #                               appliance (spec.py's per-address lockout checks
@@ -32,8 +32,16 @@
 #                               every appliance process a test starts (imfused,
 #                               xmpp_probe), e.g. "nsenter --net=/proc/PID/ns/net";
 #                               default none
+#   IMFUSE_TEST_APPLIANCE_ARGS  further arguments, split on white space, after
+#                               those a test gives every imfused it starts to
+#                               serve (not its start-up refusal checks), e.g.
+#                               "--config FILE" with io = dpdk and the dpdk-*
+#                               keys (a value with spaces goes in FILE);
+#                               default none
 # tests/integration/link.sh runs any driver with the two sides in two network
-# namespaces joined by a veth pair: servers at 198.18.0.1, imfused at 198.18.0.2.
+# namespaces joined by a veth pair: servers at 198.18.0.1, imfused at 198.18.0.2;
+# tests/integration/dpdk/run.sh runs any driver at the same addresses with
+# imfused --io dpdk on net_tap, the servers on the TAP's kernel side.
 #
 # Functions:
 #   testenv_enter [-m] "$0" "$@"   re-run the calling script as root in a private
@@ -42,6 +50,15 @@
 #                                  IMFUSE_IN_MNTNS=1); skips (exit 77) when not root.
 #                                  Inside: lo up, no core files.
 #   testenv_skip REASON            print "skipped: REASON", exit 77
+#   testenv_each "$0" SCRIPT...    for a runner of drivers (link.sh, dpdk/run.sh): with
+#                                  several SCRIPTs, run the runner on each in turn, print
+#                                  a line per script (PASS or its status, its time) and
+#                                  exit 0 when all passed, else 1; with one, return
+#   testenv_appliance_ns           a second network namespace, for the appliance,
+#                                  held open by a sleep whose PID it sets in
+#                                  testenv_holder (stop it with proc_stop at exit);
+#                                  testenv_appns is its /proc/PID/ns/net.  Non-zero
+#                                  with a message when none could be made
 #   testenv_need CMD...            skip unless every CMD is on PATH
 #   testenv_need_py MODULE PACKAGE skip unless /usr/bin/python3 imports MODULE
 #   testenv_wait_port NAME PORT PID SECONDS [LOG...]
@@ -87,6 +104,34 @@ testenv_enter() {
     fi
     ip link set lo up || { echo "cannot bring lo up" >&2; exit 1; }
     ulimit -c 0
+}
+
+testenv_each() {
+    local self=$1 s start r rc=0 summary=()
+    shift
+    [ $# -gt 1 ] || return 0
+    for s in "$@"; do
+        start=$SECONDS
+        "$self" "$s"
+        r=$?
+        summary+=("$(printf '%-6s %-45s %4ss' "$([ $r = 0 ] && echo PASS || echo "rc $r")" "$s" $((SECONDS - start)))")
+        [ $r = 0 ] || rc=1
+    done
+    printf '%s\n' "${summary[@]}"
+    exit $rc
+}
+
+testenv_appliance_ns() {
+    local i
+    unshare -n sleep 86400 &
+    testenv_holder=$!
+    testenv_appns=/proc/$testenv_holder/ns/net
+    for ((i = 0; i < 100; i++)); do
+        [ "$(readlink "$testenv_appns")" != "$(readlink /proc/self/ns/net)" ] && return 0
+        sleep 0.02
+    done
+    echo "no network namespace for the appliance" >&2
+    return 1
 }
 
 testenv_need() {

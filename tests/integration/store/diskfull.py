@@ -194,15 +194,6 @@ def main(work):
     check(d.stop() == 0, "imfused exits 0")
 
 
-def show_log(work):
-    log = os.path.join(work, "imfused.log")
-    if os.path.exists(log):
-        print("# the last lines of imfused.log:")
-        with open(log) as f:
-            for ln in f.readlines()[-40:]:
-                print("#   " + ln.rstrip())
-
-
 if __name__ == "__main__":
     WORK = sys.argv[1] if len(sys.argv) > 1 else tempfile.mkdtemp(prefix="imfuse-diskfull-")
-    run(main, WORK, on_failure=lambda: show_log(WORK))
+    run(main, WORK)
