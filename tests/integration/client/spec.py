@@ -1647,7 +1647,8 @@ def phase_ctl(a):
     p = subprocess.run([a.imfusectl, "-s", "/nonexistent/imfused.sock", "stats"], capture_output=True, text=True,
                        timeout=30)
     check(p.returncode == 2 and "cannot connect to /nonexistent/imfused.sock" in p.stderr
-          and "(is imfused running?)" in p.stderr, "imfusectl with no daemon -> exit 2, 'cannot connect ...'",
+          and "(is imfused running? give its socket with -s SOCKET)" in p.stderr,
+          "imfusectl with no daemon -> exit 2, 'cannot connect ... (is imfused running? give its socket ...)'",
           (p.returncode, p.stderr))
 
 
