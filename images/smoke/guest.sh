@@ -67,7 +67,7 @@ check "the watchdog timestamp moved ($wd1 -> $(prop imfused WatchdogTimestampMon
 rm -f /run/systemd/system/imfused.service.d/smoke-watchdog.conf
 systemctl daemon-reload
 
-# systemctl reload (ExecReload: SIGHUP): open registration switched on in
+# systemctl reload (ExecReload: imfusectl reload): open registration switched on in
 # the config file, applied without a restart, said in the journal
 pid=$(prop imfused MainPID)
 cp /etc/imfuse/imfused.conf /run/imfused.conf.orig
