@@ -581,7 +581,7 @@ agent_thread(void *arg)
         if (s->connected) {
             s->connected = false;
             register_objects(s);
-            SLOG(IM_LOG_INFO, "AgentX master connected again: IMFUSE-MIB's objects registered again");
+            SLOG(IM_LOG_INFO, "new AgentX session: IMFUSE-MIB's objects registered again");
         }
     }
 
