@@ -22,6 +22,7 @@
 #include <net-snmp/net-snmp-config.h>
 #include <net-snmp/net-snmp-includes.h>
 #include <net-snmp/agent/net-snmp-agent-includes.h>
+#include <net-snmp/agent/agent_callbacks.h>
 
 #include "im_clock.h"
 #include "cp_config.h"
@@ -142,6 +143,8 @@ struct cp_snmp {
     unsigned n_notices;
 
     /* the subagent thread's own */
+    netsnmp_handler_registration *reg;  /* imfuseObjects, registered anew after each connection */
+    bool connected;             /* set by on_connected, inside net-snmp: acted on in the loop */
     struct cp_stats view;
     unsigned view_storm;
     struct var vars[SNMP_VARS_MAX];
@@ -491,6 +494,55 @@ log_cb(int major, int minor, void *server_arg, void *client_arg)
     return 0;
 }
 
+/* imfuseObjects' registration: created and registered (with the master
+ * too when a session is open); the old one, if any, is unregistered first. */
+static void
+register_objects(struct cp_snmp *s)
+{
+    if (s->reg) {
+        netsnmp_unregister_handler(s->reg);     /* frees it */
+        s->reg = NULL;
+    }
+    oid objects[ROOT_LEN + 1];
+    memcpy(objects, mib_root, sizeof(mib_root));
+    objects[ROOT_LEN] = 1;
+    netsnmp_handler_registration *reg = netsnmp_create_handler_registration(
+        "imfuseObjects", handler, objects, IM_ARRAY_SIZE(objects), HANDLER_CAN_RONLY);
+    if (!reg) {
+        SLOG(IM_LOG_ERROR, "cannot register IMFUSE-MIB's objects: out of memory");
+        return;
+    }
+    reg->my_reg_void = s;
+    if (netsnmp_register_handler(reg) != MIB_REGISTERED_OK) {
+        SLOG(IM_LOG_ERROR, "cannot register IMFUSE-MIB's objects");     /* it freed reg */
+        return;
+    }
+    s->reg = reg;
+}
+
+/*
+ * A session to the master was opened (the library's INDEX_START, at the end
+ * of each connection).  The library then registers again what it had
+ * registered, but not always: when the master goes away while the library
+ * is registering (a frozen master let go and killed at once answers the
+ * Open its backlog held, then the Register fails), its disconnect handling
+ * runs nested in the registration's callbacks and cannot unregister them
+ * ("lock in _callback_lock sleeps more than 100 milliseconds"), and from
+ * then on (net-snmp 5.9.3, seen with its agentx/subagent debug output) a
+ * new connection sends no Register at all: the master answers noSuchObject
+ * although the session is up and answers pings.  So imfused registers
+ * imfuseObjects again itself after each connection, from its own loop,
+ * outside the library's callbacks (where the library did it too, the
+ * master gets an Unregister and a Register more: harmless).
+ */
+static int
+on_connected(int major, int minor, void *server_arg, void *client_arg)
+{
+    struct cp_snmp *s = client_arg;
+    s->connected = true;
+    return 0;
+}
+
 static void *
 agent_thread(void *arg)
 {
@@ -517,24 +569,25 @@ agent_thread(void *arg)
     netsnmp_ds_set_int(NETSNMP_DS_APPLICATION_ID, NETSNMP_DS_AGENT_AGENTX_TIMEOUT, 2);
     netsnmp_ds_set_int(NETSNMP_DS_APPLICATION_ID, NETSNMP_DS_AGENT_AGENTX_RETRIES, 1);
 
-    oid objects[ROOT_LEN + 1];
-    memcpy(objects, mib_root, sizeof(mib_root));
-    objects[ROOT_LEN] = 1;
-    netsnmp_handler_registration *reg = netsnmp_create_handler_registration(
-        "imfuseObjects", handler, objects, IM_ARRAY_SIZE(objects), HANDLER_CAN_RONLY);
-    if (reg) {
-        reg->my_reg_void = s;
-        if (netsnmp_register_handler(reg) != MIB_REGISTERED_OK)
-            SLOG(IM_LOG_ERROR, "cannot register IMFUSE-MIB's objects");
-    }
+    register_objects(s);
+    snmp_register_callback(SNMP_CALLBACK_APPLICATION, SNMPD_CALLBACK_INDEX_START, on_connected, s);
     init_snmp("imfused");
+    s->connected = false;               /* the first session registered what was there */
     register_readfd(s->wake, on_wake, s);
     SLOG(IM_LOG_INFO, "AgentX subagent for IMFUSE-MIB (1.3.6.1.4.1.8072.9999.9999.1), master at %s", s->socket);
 
-    while (!atomic_load(&s->stop))
+    while (!atomic_load(&s->stop)) {
         agent_check_and_process(1);     /* returns at least every ping interval (an alarm) */
+        if (s->connected) {
+            s->connected = false;
+            register_objects(s);
+            SLOG(IM_LOG_INFO, "new AgentX session: IMFUSE-MIB's objects registered again");
+        }
+    }
 
     unregister_readfd(s->wake);
+    /* before snmp_shutdown, which would free s as the callback's argument */
+    snmp_unregister_callback(SNMP_CALLBACK_APPLICATION, SNMPD_CALLBACK_INDEX_START, on_connected, s, 1);
     snmp_shutdown("imfused");
     return NULL;
 }

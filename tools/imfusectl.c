@@ -5,6 +5,8 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -629,6 +631,22 @@ top_print_json(const struct top_sample *a, const struct top_sample *b)
     fflush(stdout);
 }
 
+/* The signal that asked top to end (SIGINT or SIGTERM), 0 while none did. */
+static volatile sig_atomic_t top_stop;
+
+static void
+top_on_signal(int sig)
+{
+    top_stop = sig;
+}
+
+/*
+ * top ends on SIGINT (Ctrl-C) or SIGTERM whatever it inherited: a shell
+ * starts a background job's commands with SIGINT ignored, and a parent may
+ * have left either signal blocked.  Both stay blocked while top samples and
+ * prints (a screen is never cut in half) and are let in only while it waits
+ * for the next sample, in ppoll, which returns at once on them.
+ */
 static int
 run_top(struct ctl *c, const struct ctl_req *rq)
 {
@@ -637,13 +655,29 @@ run_top(struct ctl *c, const struct ctl_req *rq)
     if (rq->val[1])
         (void)cli_parse_seconds(rq->val[1], &interval_ms);
     static struct top_sample s[2];
+    struct sigaction sa = { .sa_handler = top_on_signal }, old_int, old_term;
+    sigset_t stops, old_mask, wait_mask;
+    sigemptyset(&sa.sa_mask);
+    sigemptyset(&stops);
+    sigaddset(&stops, SIGINT);
+    sigaddset(&stops, SIGTERM);
+    sigprocmask(SIG_BLOCK, &stops, &old_mask);
+    wait_mask = old_mask;
+    sigdelset(&wait_mask, SIGINT);
+    sigdelset(&wait_mask, SIGTERM);
+    top_stop = 0;
+    sigaction(SIGINT, &sa, &old_int);
+    sigaction(SIGTERM, &sa, &old_term);
+
     int cur = 0, rc = top_sample(c, &s[0]);
     bool clear = !c->json && !once && isatty(STDOUT_FILENO);
-    while (rc == 0) {
+    while (rc == 0 && !top_stop) {
         int64_t due = s[cur].at_ms + interval_ms;
-        for (int64_t left; (left = due - cli_mono_ms()) > 0;)
-            usleep((useconds_t)(left > 1000 ? 1000 : left) * 1000);
-        if ((rc = top_sample(c, &s[!cur])))
+        for (int64_t left; !top_stop && (left = due - cli_mono_ms()) > 0;) {
+            struct timespec ts = { .tv_sec = left / 1000, .tv_nsec = (long)(left % 1000) * 1000000L };
+            (void)ppoll(NULL, 0, &ts, &wait_mask);     /* EINTR: a stop signal came */
+        }
+        if (top_stop || (rc = top_sample(c, &s[!cur])))
             break;
         if (c->json)
             top_print_json(&s[cur], &s[!cur]);
@@ -655,6 +689,14 @@ run_top(struct ctl *c, const struct ctl_req *rq)
         if (!c->json && !clear)
             printf("\n");
     }
+    /* Asked to stop: a normal end (exit status 0), the last screen left
+     * whole, the terminal's "^C" on a line of its own. */
+    if (top_stop && clear)
+        printf("\n");
+    fflush(stdout);
+    sigaction(SIGINT, &old_int, NULL);
+    sigaction(SIGTERM, &old_term, NULL);
+    sigprocmask(SIG_SETMASK, &old_mask, NULL);
     top_free(&s[0]);
     top_free(&s[1]);
     return rc;

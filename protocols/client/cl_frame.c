@@ -542,6 +542,8 @@ enc_write(void *data, const char *buf, size_t len)
     struct cl_enc *e = data;
     if (e->failed)
         return -1;
+    if (!len)           /* an empty list's items: buf may be NULL, which memcpy may not take */
+        return 0;
     if (e->buf.size + len > 4 + (size_t)CL_FRAME_MAX + 1) {
         e->failed = e->too_big = true;
         return -1;

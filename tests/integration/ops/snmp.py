@@ -14,6 +14,9 @@ Every process started here is stopped by PID at the end, even on failure.
   4. snmpd frozen (SIGSTOP: a hung master), then killed: imfused is
      unaffected, a client keeps sending messages to a real IRC user and
      imfusectl answers; snmpd restarted: values walkable again within 10 s.
+     Then a master that answers the Open and goes away at the Register (a
+     few lines of Python: what the frozen snmpd does at random, every time),
+     and snmpd again: walkable within 10 s.
   5. Notifications, received by snmptrapd: imfuseAccountStorm when both
      accounts leave online (ngircd stopped, account-storm 1), and
      imfuseStoreNearlyFull when the store passes 90 % of its 1 MiB map.
@@ -26,6 +29,8 @@ import os
 import re
 import shutil
 import signal
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -128,6 +133,51 @@ class Snmp:
     def traps(self):
         with open(os.path.join(self.dir, "snmptrapd.log")) as f:
             return f.read()
+
+
+def agentx_pdu(c):
+    """(type, flags, transactionID, packetID) of the next AgentX PDU (RFC 2741
+    section 6.1: a 20-byte header, then the payload, skipped); None at EOF."""
+    data = b""
+    while len(data) < 20:
+        b = c.recv(20 - len(data))
+        if not b:
+            return None
+        data += b
+    order = "!" if data[2] & 0x10 else "<"
+    _, typ, flags, _, _, tid, pid, plen = struct.unpack(order + "BBBBIIII", data)
+    while plen > 0:
+        b = c.recv(min(plen, 65536))
+        if not b:
+            return None
+        plen -= len(b)
+    return typ, flags, tid, pid
+
+
+def master_dying_at_register(path):
+    """A master that answers the subagent's Open and goes away when its
+    Register comes: what a frozen snmpd, let go and killed at once, does now
+    and then (step 4), here every time.  Returns the type of the PDU that
+    followed the Open (3: Register)."""
+    srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        srv.bind(path)
+        srv.listen(1)
+        srv.settimeout(10)
+        c, _ = srv.accept()
+        with c:
+            c.settimeout(10)
+            typ, flags, tid, pid = agentx_pdu(c)
+            if typ != 1:                                # agentx-Open-PDU
+                return None
+            order = "!" if flags & 0x10 else "<"
+            # agentx-Response-PDU (18): a session id, the Open's ids, noAgentXError
+            c.sendall(struct.pack(order + "BBBBIIIIIHH", 1, 18, flags & 0x10, 0, 1, tid, pid, 8, 0, 0, 0))
+            nxt = agentx_pdu(c)
+            return nxt[0] if nxt else None
+    finally:
+        srv.close()
+        os.unlink(path)
 
 
 def wait_trap(snmp, name, timeout=20.0):
@@ -293,6 +343,22 @@ def main():
     check(ok and int(walked.get("imfuseMsgsOut.0", -1)) == st["msgs_out"],
           "snmpd restarted: walkable again after %.1f s (at most 10), imfuseMsgsOut %s = msgs_out %d"
           % (took, walked.get("imfuseMsgsOut.0"), st["msgs_out"]))
+    # A master that dies while the subagent registers: net-snmp 5.9.3 then
+    # registered nothing on later connections (the master answered
+    # noSuchObject for good); imfused registers again after each one.
+    snmp.kill()
+    after_open = master_dying_at_register(snmp.agentx)
+    t0 = time.monotonic()
+    snmp.start()
+    ok = False
+    while time.monotonic() - t0 < 10 and not ok:
+        r = snmp.cmd("snmpget", "-OQsUet", "127.0.0.1:%d" % SNMP_PORT, "imfuseMsgsOut.0")
+        ok = r.returncode == 0 and "imfuseMsgsOut.0 = " in r.stdout and "No Such" not in r.stdout
+        if not ok:
+            time.sleep(0.2)
+    check(after_open == 3 and ok and d.p.poll() is None,
+          "a master gone when the subagent's Register came (PDU %s after the Open): snmpd restarted, "
+          "walkable again after %.1f s (at most 10)" % (after_open, time.monotonic() - t0))
 
     # 5. notifications: an account storm, then a store nearly full
     bob.quit()
