@@ -35,6 +35,9 @@ ALL_LDLIBS += $(DPDK_LIBS) $(NL_LIBS)
 $(LWIP_STAMP): | $(AFTER_DEPS)
 	./tools/lwip-src.sh $(LWIP_DIR)
 $(LWIP_DIR)/src/%.c: | $(LWIP_STAMP) ;
+# Made by that rule, so make would call them intermediate and delete them
+# after a build that extracted them (then the next build cannot find them).
+.PRECIOUS: $(LWIP_DIR)/src/%.c
 
 # lwIP's own code: its options, not our warning set (it is not our code).
 $(BUILD)/lwip/%.o: $(LWIP_DIR)/src/%.c dataplane/lwip/lwipopts.h dataplane/lwip/arch/cc.h \
