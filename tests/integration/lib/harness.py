@@ -6,6 +6,7 @@ main() runner that cleans up on every exit.
 Run the drivers with /usr/bin/python3 (Debian's python3-* packages)."""
 import json
 import os
+import shutil
 import select
 import signal
 import subprocess
@@ -22,6 +23,7 @@ PY = "/usr/bin/python3"
 procs = []      # every process started, stopped by PID at the end
 daemons = []    # every Daemon made: run() shows their logs when the run fails
 at_end = []     # (library script, command) run by run() after every process is stopped
+work_dirs = []  # deleted by run() last, when the run passed (remove_at_end)
 failures = 0    # checks failed so far
 
 
@@ -73,6 +75,13 @@ def stop_at_end(script, cmd):
     at_end.append((script, cmd))
 
 
+def remove_at_end(path):
+    """Have run() delete the directory path after everything is stopped (the
+    servers' pid files live there), when the run passed; kept for its logs
+    when it failed."""
+    work_dirs.append(path)
+
+
 def account_state(c, account, states, timeout=30.0):
     """The next account event of imclient.Client c for account with a state in states."""
     return c.wait_event(lambda e: e.get("op") == "account" and e.get("account") == account
@@ -114,6 +123,9 @@ def run(main, *args, on_failure=None):
         stop_all()
         for script, cmd in at_end:
             lib(script, cmd, strict=False)
+    if not (rc or failures):
+        for path in work_dirs:
+            shutil.rmtree(path, ignore_errors=True)
     if rc or failures:
         show_daemon_logs()
         if on_failure:

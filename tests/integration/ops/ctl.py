@@ -29,7 +29,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import (BUILD, HERE as LIB, Daemon, JsonPeer, account_state, check, lib, lib_out, log,  # noqa: E402
+from harness import (remove_at_end, BUILD, HERE as LIB, Daemon, JsonPeer, account_state, check, lib, lib_out, log,  # noqa: E402
                      procs, run, stop_at_end)
 from imclient import Client  # noqa: E402
 from testenv import SERVER_ADDR, server  # noqa: E402
@@ -72,6 +72,7 @@ def replay(port, user, password, want):
 
 def main():
     work = tempfile.mkdtemp(prefix="imfuse-ctl.")
+    remove_at_end(work)     # once its servers (their pid files are there) are stopped
     log("# work directory %s" % work)
     pdir = os.path.join(work, "prosody")
     stop_at_end("prosody.sh", "prosody_stop %s" % pdir)
@@ -274,7 +275,6 @@ def main():
     check(r.returncode == 0 and r.stdout.strip() == "kicked alice (1 connections closed)", "kick alice")
     check(ctl_json(d, "drain") == {}, "--json drain")
     check(d.stop() == 0, "imfused stops with exit 0")
-    shutil.rmtree(work)
 
 
 run(main)

@@ -30,7 +30,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import BUILD, account_state, check, lib, lib_out, log, procs, run, stop_at_end, stop_proc  # noqa: E402
+from harness import remove_at_end, BUILD, account_state, check, lib, lib_out, log, procs, run, stop_at_end, stop_proc  # noqa: E402
 from imclient import Client  # noqa: E402
 from testenv import APPLIANCE_ADDR, hostport, server, wait_port  # noqa: E402
 
@@ -100,6 +100,7 @@ def log_wait(path, text, after=0, timeout=15.0):
 
 def main():
     work = tempfile.mkdtemp(prefix="imfuse-reload.")
+    remove_at_end(work)     # once its servers (their pid files are there) are stopped
     log("# work directory %s" % work)
     certs = os.path.join(work, "certs")
     os.makedirs(certs)
@@ -215,7 +216,6 @@ def main():
     for c in (c1, c2, c3, c4):
         c.close()
     check(stop_proc(p, wait=30) == 0, "imfused stops with exit 0")
-    shutil.rmtree(work)
 
 
 run(main)

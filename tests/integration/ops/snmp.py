@@ -27,7 +27,6 @@ import glob
 import json
 import os
 import re
-import shutil
 import signal
 import socket
 import struct
@@ -38,7 +37,7 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import (BUILD, HERE as LIB, ROOT, Daemon, JsonPeer, account_state, check, lib, log,  # noqa: E402
+from harness import (remove_at_end, BUILD, HERE as LIB, ROOT, Daemon, JsonPeer, account_state, check, lib, log,  # noqa: E402
                      procs, run, stop_at_end, stop_proc)
 from imclient import Client  # noqa: E402
 from testenv import SERVER_ADDR, server, wait_port  # noqa: E402
@@ -243,6 +242,7 @@ def restart_walkable(snmp):
 
 def main():
     work = tempfile.mkdtemp(prefix="imfuse-snmp.")
+    remove_at_end(work)     # once its servers (their pid files are there) are stopped
     log("# work directory %s" % work)
     objs = mib_objects()
     readable = sorted(n for n, (a, _) in objs.items() if a == "read-only")
@@ -394,7 +394,6 @@ def main():
     # 6. io dpdk: the port's link goes down
     if not dpdk_part(work, snmp):
         return
-    shutil.rmtree(work)     # kept when a check failed
 
 
 def dpdk_part(work, snmp):
