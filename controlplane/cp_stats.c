@@ -146,6 +146,7 @@ cp_stats_collect(struct cp_core *c, struct cp_stats *out)
     G("store_pages_used", ss.last_pgno + 1);
     G("store_page_size", ss.page_size);
     C("store_pages_written", ss.pages_written);
+    C("store_commit_cpu_us", ss.commit_cpu_us);
     G("store_users", ss.users);
     G("store_accounts", ss.accounts);
     G("store_queued", ss.queued);

@@ -38,6 +38,7 @@ struct cp_store {
     MDB_dbi users, uids, accounts, contacts, unified, queue, outbox, meta;
     /* written by the committing thread, read by cp_store_stats() anywhere */
     _Atomic uint64_t commit_blocks;     /* 512-byte blocks the commits wrote */
+    _Atomic uint64_t commit_cpu_us;     /* CPU time the committing thread spent in them */
 };
 
 struct cp_txn {
@@ -395,6 +396,7 @@ int cp_store_stats(struct cp_store *s, struct cp_store_stats *st)
     st->page_size = ms.ms_psize;
     st->pages_written = atomic_load_explicit(&s->commit_blocks, memory_order_relaxed) * 512 /
                         (ms.ms_psize ? ms.ms_psize : 4096);
+    st->commit_cpu_us = atomic_load_explicit(&s->commit_cpu_us, memory_order_relaxed);
     if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)))
         return st_code(mrc);
     if (!(mrc = mdb_stat(txn, s->users, &ms)))
@@ -433,10 +435,22 @@ int cp_txn_begin(struct cp_store *s, bool write, struct cp_txn **out)
 
 /* Blocks this thread has written to storage (the kernel accounts a page when
  * it is dirtied, so before the write-back): the commit's pages, exactly. */
-static uint64_t thread_blocks_out(void)
+/* What the calling thread has written to block devices (512-byte blocks) and
+ * its CPU time (user + system, µs): one getrusage() serves both counters. */
+struct st_usage {
+    uint64_t blocks, cpu_us;
+};
+
+static struct st_usage thread_usage(void)
 {
     struct rusage ru;
-    return getrusage(RUSAGE_THREAD, &ru) == 0 ? (uint64_t)ru.ru_oublock : 0;
+    if (getrusage(RUSAGE_THREAD, &ru) != 0)
+        return (struct st_usage){ 0, 0 };
+    return (struct st_usage){
+        .blocks = (uint64_t)ru.ru_oublock,
+        .cpu_us = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
+                  (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec),
+    };
 }
 
 int cp_txn_commit(struct cp_txn *t)
@@ -446,11 +460,15 @@ int cp_txn_commit(struct cp_txn *t)
         rc = t->err;
         mdb_txn_abort(t->txn);
     } else {
-        uint64_t before = thread_blocks_out();
+        struct st_usage before = thread_usage();
         rc = st_code(mdb_txn_commit(t->txn));
-        uint64_t after = thread_blocks_out();
-        if (after > before)
-            atomic_fetch_add_explicit(&t->s->commit_blocks, after - before, memory_order_relaxed);
+        struct st_usage after = thread_usage();
+        if (after.blocks > before.blocks)
+            atomic_fetch_add_explicit(&t->s->commit_blocks, after.blocks - before.blocks,
+                                      memory_order_relaxed);
+        if (after.cpu_us > before.cpu_us)
+            atomic_fetch_add_explicit(&t->s->commit_cpu_us, after.cpu_us - before.cpu_us,
+                                      memory_order_relaxed);
     }
     free(t);
     return rc;

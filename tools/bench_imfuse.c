@@ -398,24 +398,15 @@ imf_start(struct bench *b)
     }
     s->n = o->users;
     bench_set_relay_state(b, s);
-    char host[64];
-    uint16_t port;
-    if (bench_split_addr(o->imfuse, host, sizeof(host), &port)) {
-        bench_fail(b, "imfuse: --imfuse must be IP:PORT, not %s", o->imfuse);
-        return -IM_EINVAL;
-    }
     for (uint32_t i = 0; i < s->n; i++) {
         struct imf_user *u = &s->u[i];
-        int err = 0;
+        int err;
         u->b = b;
         u->idx = i;
         bench_user_name(b, i, u->name, sizeof(u->name));
         bench_user_jid(b, i, u->jid, sizeof(u->jid));
-        u->c = dp_conn_connect(bench_worker(b), host, port, NULL, &imf_cb, u, &err);
-        if (!u->c) {
-            bench_fail(b, "imfuse: cannot connect to %s: %s", o->imfuse, im_strerror(err));
+        if (!(u->c = bench_connect(b, "imfuse", "--imfuse", o->imfuse, &imf_cb, u, &err)))
             return err;
-        }
         s->open++;
     }
     bench_note(b, "logging in to imfuse");

@@ -18,6 +18,8 @@
 #include <sys/types.h>
 
 struct bench;
+struct dp_conn;
+struct dp_conn_cb;
 struct dp_worker;
 
 /* The command line, checked. */
@@ -102,5 +104,10 @@ void bench_note(struct bench *b, const char *fmt, ...) __attribute__((format(pri
 void bench_fail(struct bench *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 /* Split "host:port" into an IP-literal host and port: 0 or -IM_EINVAL. */
 int bench_split_addr(const char *s, char *host, size_t hostsz, uint16_t *port);
+/* Open a connection to the relay's listener opt_val (IP:PORT, given as option
+ * opt) with cb and ud.  NULL after bench_fail() ("relay: ...") with *err set. */
+struct dp_conn *bench_connect(struct bench *b, const char *relay, const char *opt,
+                              const char *opt_val, const struct dp_conn_cb *cb, void *ud,
+                              int *err);
 
 #endif

@@ -239,23 +239,14 @@ irc_start(struct bench *b)
     }
     s->n = o->users;
     bench_set_relay_state(b, s);
-    char host[64];
-    uint16_t port;
-    if (bench_split_addr(o->irc, host, sizeof(host), &port)) {
-        bench_fail(b, "bitlbee: --irc must be IP:PORT, not %s", o->irc);
-        return -IM_EINVAL;
-    }
     for (uint32_t i = 0; i < s->n; i++) {
         struct irc_user *u = &s->u[i];
-        int err = 0;
+        int err;
         u->b = b;
         bench_user_name(b, i, u->nick, sizeof(u->nick));
         bench_user_jid(b, i, u->jid, sizeof(u->jid));
-        u->c = dp_conn_connect(bench_worker(b), host, port, NULL, &irc_cb, u, &err);
-        if (!u->c) {
-            bench_fail(b, "bitlbee: cannot connect to %s: %s", o->irc, im_strerror(err));
+        if (!(u->c = bench_connect(b, "bitlbee", "--irc", o->irc, &irc_cb, u, &err)))
             return err;
-        }
         s->open++;
     }
     bench_note(b, "connecting to bitlbee");

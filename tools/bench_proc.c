@@ -281,6 +281,7 @@ bench_ctl_stats(const char *path, struct bench_ctl_stats *st)
         return -IM_EPROTO;
     }
     st->store_commits = map_uint(s, "store_commits");
+    st->store_commit_cpu_us = map_uint(s, "store_commit_cpu_us");
     st->msgs_committed = map_uint(s, "msgs_committed");
     st->store_page_size = map_uint(s, "store_page_size");
     st->io_busy_cycles = map_uint(s, "io_busy_cycles");

@@ -52,6 +52,7 @@ int bench_proc_comm(pid_t pid, char *buf, size_t sz);
 /* The counters imfuse-bench uses from `stats`. */
 struct bench_ctl_stats {
     uint64_t store_commits;
+    uint64_t store_commit_cpu_us;   /* CPU time imfused spent committing */
     uint64_t msgs_committed;
     uint64_t store_page_size;
     uint64_t io_busy_cycles;    /* --io dpdk: TSC cycles of the loop turns that did work */

@@ -46,6 +46,7 @@
 #include "bench_proc.h"
 #include "bench_xmpp.h"
 #include "cli_common.h"
+#include "dp_conn.h"
 #include "dp_worker.h"
 #include "im_common.h"
 
@@ -163,6 +164,24 @@ bench_split_addr(const char *s, char *host, size_t hostsz, uint16_t *port)
     }
     free(h);
     return rc;
+}
+
+struct dp_conn *
+bench_connect(struct bench *b, const char *relay, const char *opt, const char *opt_val,
+              const struct dp_conn_cb *cb, void *ud, int *err)
+{
+    char host[64];
+    uint16_t port;
+    *err = 0;
+    if (bench_split_addr(opt_val, host, sizeof(host), &port)) {
+        bench_fail(b, "%s: %s must be IP:PORT, not %s", relay, opt, opt_val);
+        *err = -IM_EINVAL;
+        return NULL;
+    }
+    struct dp_conn *c = dp_conn_connect(b->w, host, port, NULL, cb, ud, err);
+    if (!c)
+        bench_fail(b, "%s: cannot connect to %s: %s", relay, opt_val, im_strerror(*err));
+    return c;
 }
 
 static void end_run(struct bench *b, const char *reason);
@@ -574,6 +593,7 @@ struct figures {
     double cpu_s, cpu_us_per_msg, sched_us_per_msg;
     double xmpp_cpu_us_per_msg, bench_cpu_us_per_msg;
     double commits, commits_per_msg, pages_per_commit, store_write_bytes;
+    double store_us_per_msg;    /* imfused's CPU time in its commits, per message */
     bool have_pages;
     /* imfused's dataplane: its thread's on-CPU time; with --io dpdk the TSC
      * cycles of its busy loop turns, in us at the TSC's rate over the window */
@@ -628,6 +648,7 @@ compute(const struct bench *b, struct figures *f)
     if (b->have_stats) {
         f->commits = (double)(b->st1.store_commits - b->st0.store_commits);
         f->commits_per_msg = n > 0 ? f->commits / n : 0;
+        f->store_us_per_msg = n > 0 ? (double)(b->st1.store_commit_cpu_us - b->st0.store_commit_cpu_us) / n : 0;
         if (f->commits > 0 && b->st1.store_page_size && b->cpu0.have_io && b->cpu1.have_io) {
             f->pages_per_commit = f->store_write_bytes / (double)b->st1.store_page_size / f->commits;
             f->have_pages = true;
@@ -694,6 +715,7 @@ report_json(const struct bench *b, const struct figures *f)
                 f->commits, f->commits_per_msg, f->commits > 0 ? (double)b->got / f->commits : 0.0);
         if (f->have_pages)
             fprintf(o, ",\"pages_per_commit\":%.2f", f->pages_per_commit);
+        fprintf(o, ",\"store_cpu_us_per_msg\":%.2f", f->store_us_per_msg);
     }
     if (b->have_dp)
         fprintf(o, ",\"dp_thread_us_per_msg\":%.3f,\"dp_user_share\":%.3f,\"dp_preempted\":%.0f",
@@ -754,7 +776,7 @@ report_text(const struct bench *b, const struct figures *f)
                 f->commits, f->commits_per_msg, f->commits > 0 ? (double)b->got / f->commits : 0.0);
         if (f->have_pages)
             fprintf(o, ", %.2f pages written per commit", f->pages_per_commit);
-        fputc('\n', o);
+        fprintf(o, "\n  store CPU: %.2f us/msg in commits\n", f->store_us_per_msg);
     }
     if (b->have_dp)
         fprintf(o, "  dataplane thread (%s): %.3f us/msg on the CPU (%.0f %% of its ticks in user "

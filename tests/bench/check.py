@@ -76,6 +76,8 @@ def main():
             need(isinstance(r.get("commits_per_msg"), NUM) and r["commits_per_msg"] > 0, "commits per message")
             need(isinstance(r.get("pages_per_commit"), NUM) and r["pages_per_commit"] >= 0,
                  "pages written per commit")
+            need(isinstance(r.get("store_cpu_us_per_msg"), NUM) and r["store_cpu_us_per_msg"] > 0,
+                 "CPU time in commits per message > 0 (imfused's store_commit_cpu_us)")
         elif c == "open":
             need(r["mode"] == "open" and r.get("rate", 0) > 0, "open loop with a rate")
             need(isinstance(r.get("send_lag_max_us"), NUM), "pacing lag reported")

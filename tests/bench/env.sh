@@ -18,6 +18,15 @@
 #   benv_backends_start WORK          three more imfused on the same prosody, one
 #                                     per dataplane backend, each across a link
 #                                     of its own; sets BENV_BACKENDS
+#   benv_tmpfs_start                  after benv_start: one more imfused (kernel
+#                                     sockets) whose store is on a tmpfs
+#                                     (/dev/shm): its commits cost no disk I/O,
+#                                     so beside the durable one it shows what
+#                                     durability costs.  Not durable: for that
+#                                     comparison only.  Its users' XMPP accounts
+#                                     are ims<i> (BENV_PREFIXES must hold ims).
+#                                     Sets BENV_TMPFS_IMFUSE, BENV_TMPFS_CTL,
+#                                     BENV_TMPFS_PID
 #   benv_stop                         stop every process started, by PID
 #
 # The backends' links (benv_links), all software, all in this namespace's
@@ -66,6 +75,9 @@ benv_bitlbee_pid=
 benv_holders=()
 benv_backend_pids=()
 BENV_BACKENDS=
+benv_tmpfs_pid=
+benv_tmpfs_dir=
+BENV_TMPFS_IMFUSE=127.0.0.1:7701
 
 benv_log() { echo "env.sh: $*" >&2; }
 
@@ -193,8 +205,25 @@ benv_backends_start() {
         --dpdk-address 198.18.1.2/24 --dpdk-gateway 198.18.1.1 || return 1
 }
 
+benv_tmpfs_start() {
+    local w=$benv_work/imfused-tmpfs
+    mkdir -p "$w" || return 1
+    [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] || { benv_log "/dev/shm is not a tmpfs"; return 1; }
+    benv_tmpfs_dir=$(mktemp -d /dev/shm/imfuse-bench.XXXXXX) || return 1
+    "$BENV_BUILD/imfused" --data "$benv_tmpfs_dir/data" --listen "$BENV_TMPFS_IMFUSE" \
+        --control "$w/ctl.sock" --ca-file "$BENV_CA" --log-level warn \
+        --auth-pending-per-address 1000 --login-failures-per-address 1000 \
+        > "$w/imfused.log" 2>&1 &
+    benv_tmpfs_pid=$!
+    BENV_TMPFS_PID=$benv_tmpfs_pid
+    BENV_TMPFS_CTL=$w/ctl.sock
+    benv__wait_port "$BENV_TMPFS_IMFUSE" "$benv_tmpfs_pid" "imfused (store on tmpfs)" "$w/imfused.log"
+}
+
 benv_stop() {
     local rc=0 p
+    if [ -n "$benv_tmpfs_pid" ]; then proc_stop "$benv_tmpfs_pid" || rc=1; benv_tmpfs_pid=; fi
+    if [ -n "$benv_tmpfs_dir" ]; then rm -rf "$benv_tmpfs_dir"; benv_tmpfs_dir=; fi
     for p in "${benv_backend_pids[@]}"; do proc_stop "$p" || rc=1; done
     benv_backend_pids=()
     if [ -n "$benv_bitlbee_pid" ]; then proc_stop "$benv_bitlbee_pid" || rc=1; benv_bitlbee_pid=; fi

@@ -8,7 +8,9 @@
 # bench target does it).  Every process started here is stopped by PID.
 #
 # Suites (RUNS runs of each relay, M messages of 50 bytes, 1 user):
-#   send W=50     user -> peer, closed loop, 50 in flight
+#   send W=50     user -> peer, closed loop, 50 in flight; each round also runs
+#                 imfuse with its store on a tmpfs (benv_tmpfs_start: not
+#                 durable), which shows what the durable commits cost
 #   send W=1000   the same with 1000 in flight
 #   recv W=50     peer -> user (imfuse: message events, acknowledged)
 #   open loop     R = half of imfuse's median msgs/s at W=1000; direct XMPP
@@ -97,10 +99,13 @@ trap cleanup EXIT
 
 echo "make bench: starting prosody, imfused and bitlbee in a private network namespace"
 if [ "$backends" = 1 ]; then
-    BENV_PREFIXES="imf bee dir imk imt ima"
+    BENV_PREFIXES="imf bee dir ims imk imt ima"
     benv_links || exit 2
+else
+    BENV_PREFIXES="imf bee dir ims"
 fi
 benv_start "$out/work" 1 bitlbee || exit 2
+benv_tmpfs_start || exit 2
 echo "xmpp=$BENV_XMPP" >> "$out/machine.txt"
 if [ "$backends" = 1 ]; then
     echo "make bench: imfused on each dataplane backend (kernel, net_tap, net_af_packet)"
@@ -112,6 +117,7 @@ common=(--xmpp "$BENV_XMPP" --ca-file "$BENV_CA" --password "$BENV_PASSWORD" --x
 imf=(--relay imfuse --prefix imf --imfuse "$BENV_IMFUSE" --control "$BENV_CTL")
 bee=(--relay bitlbee --prefix bee --irc "$BENV_IRC" --pid "$BENV_BITLBEE_PID")
 dir=(--relay direct --prefix dir)
+tmpfs=(--relay imfuse --prefix ims --imfuse "$BENV_TMPFS_IMFUSE" --control "$BENV_TMPFS_CTL")
 
 # bench LABEL ARGS...: one run, its JSON appended to the results, one line shown.
 # With $backend set, the JSON gets "backend": $backend.
@@ -148,16 +154,19 @@ echo "make bench: warm-up (not recorded in the tables)"
 bench warmup "${imf[@]}" --messages 2000
 bench warmup "${bee[@]}" --messages 2000
 bench warmup "${dir[@]}" --messages 2000
+bench warmup "${tmpfs[@]}" --messages 2000
 
-suite() {   # suite LABEL ARGS... : RUNS pairs, imfuse then BitlBee
+suite() {   # suite LABEL ARGS... : RUNS pairs, imfuse then BitlBee (then
+            # imfuse with its store on tmpfs, labelled "LABEL, store on tmpfs", if TMPFS=1)
     local label=$1; shift
     echo "make bench: $label ($RUNS runs each, alternating)"
     for ((i = 1; i <= RUNS; i++)); do
         bench "$label" "${imf[@]}" --messages "$M" "$@"
         bench "$label" "${bee[@]}" --messages "$M" "$@"
+        [ "${TMPFS:-0}" = 1 ] && bench "$label, store on tmpfs" "${tmpfs[@]}" --messages "$M" "$@"
     done
 }
-suite "send W=50" --window 50
+TMPFS=1 suite "send W=50" --window 50
 suite "send W=1000" --window 1000
 suite "recv W=50" --window 50 --direction recv
 

@@ -39,9 +39,10 @@ cleanup() {
     exit $rc
 }
 trap cleanup EXIT
-BENV_PREFIXES="imf bee dir imk imt ima"
+BENV_PREFIXES="imf bee dir ims imk imt ima"
 benv_links || exit 1
 benv_start "$work" 2 bitlbee || exit 1
+benv_tmpfs_start || exit 1
 benv_backends_start || exit 1
 
 fail=0
@@ -70,6 +71,8 @@ M=200
 run imfuse-send 0 exact,cpu,store,dataplane,nobusy "${imf[@]}" --messages $M --window 20 --users 2
 run imfuse-recv 0 exact,cpu,store "${imf[@]}" --messages $M --window 20 --users 2 --direction recv
 run imfuse-open 0 exact,cpu,store,open "${imf[@]}" --messages 100 --rate 200
+run imfuse-tmpfs 0 exact,cpu,store --relay imfuse --prefix ims --imfuse "$BENV_TMPFS_IMFUSE" \
+    --control "$BENV_TMPFS_CTL" --messages $M --window 20
 run bitlbee-send 0 exact,cpu "${bee[@]}" --messages $M --window 20 --users 2
 run bitlbee-recv 0 exact,cpu "${bee[@]}" --messages $M --window 20 --direction recv
 run direct-send 0 exact "${dir[@]}" --messages $M --window 20

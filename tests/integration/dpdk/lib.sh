@@ -6,18 +6,10 @@
 #                             net_tap port, at ADDR, up.  Persistent: it outlives
 #                             imfused (kill -9 and restart keep the servers bound)
 
-. "$(dirname "${BASH_SOURCE[0]}")/../lib/proc.sh"
+. "$(dirname "${BASH_SOURCE[0]}")/../lib/netns.sh"
 
 dpdk_enter() {
-    if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
-        if [ "$(id -u)" != 0 ]; then
-            echo "skipped: needs root (a private network namespace, a TAP device, DPDK)" >&2
-            exit 77
-        fi
-        exec env IMFUSE_IN_NETNS=1 unshare -n "$@"
-    fi
-    ip link set lo up
-    ulimit -c 0
+    NETNS_NEEDS="a TAP device, DPDK" netns_enter "$@"
 }
 
 dpdk_tap() {

@@ -2,7 +2,8 @@
 # Python driver in a private network namespace (source it from bash).
 #
 #   netns_enter "$0" "$@"     re-run the calling script as root in a private network
-#                             namespace with lo up and no core files (77 when not root)
+#                             namespace with lo up and no core files (77 when not root;
+#                             NETNS_NEEDS, if set, says what else root is needed for)
 #   netns_run WORKDIR CMD...  run the driver in the background and wait for it; its exit
 #                             status is the function's.  The driver lists every process it
 #                             starts in WORKDIR/pids (tests/integration/lib/daemon.py)
@@ -14,7 +15,7 @@
 netns_enter() {
     if [ "${IMFUSE_IN_NETNS:-}" != 1 ]; then
         if [ "$(id -u)" != 0 ]; then
-            echo "skipped: needs root for a private network namespace (unshare -n)" >&2
+            echo "skipped: needs root (a private network namespace${NETNS_NEEDS:+, $NETNS_NEEDS})" >&2
             exit 77
         fi
         exec env IMFUSE_IN_NETNS=1 unshare -n "$@"
