@@ -38,7 +38,7 @@ struct cp_store {
     MDB_dbi users, uids, accounts, contacts, unified, queue, outbox, meta;
     /* written by the committing thread, read by cp_store_stats() anywhere */
     _Atomic uint64_t commit_blocks;     /* 512-byte blocks the commits wrote */
-    _Atomic uint64_t commit_cpu_us;     /* CPU time the committing thread spent in them */
+    _Atomic uint64_t commit_cpu_ns;     /* CPU time the committing thread spent in them */
 };
 
 struct cp_txn {
@@ -396,7 +396,7 @@ int cp_store_stats(struct cp_store *s, struct cp_store_stats *st)
     st->page_size = ms.ms_psize;
     st->pages_written = atomic_load_explicit(&s->commit_blocks, memory_order_relaxed) * 512 /
                         (ms.ms_psize ? ms.ms_psize : 4096);
-    st->commit_cpu_us = atomic_load_explicit(&s->commit_cpu_us, memory_order_relaxed);
+    st->commit_cpu_us = atomic_load_explicit(&s->commit_cpu_ns, memory_order_relaxed) / 1000u;
     if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)))
         return st_code(mrc);
     if (!(mrc = mdb_stat(txn, s->users, &ms)))
@@ -435,22 +435,25 @@ int cp_txn_begin(struct cp_store *s, bool write, struct cp_txn **out)
 
 /* Blocks this thread has written to storage (the kernel accounts a page when
  * it is dirtied, so before the write-back): the commit's pages, exactly. */
-/* What the calling thread has written to block devices (512-byte blocks) and
- * its CPU time (user + system, µs): one getrusage() serves both counters. */
+/* What the calling thread has written to block devices (512-byte blocks, from
+ * getrusage) and its CPU time (ns, CLOCK_THREAD_CPUTIME_ID: exact, where
+ * getrusage's times only move when the scheduler accounts them, so a commit
+ * that never slept would read as free and one that slept would be charged
+ * the thread's work since its last wake-up). */
 struct st_usage {
-    uint64_t blocks, cpu_us;
+    uint64_t blocks, cpu_ns;
 };
 
 static struct st_usage thread_usage(void)
 {
+    struct st_usage u = { 0, 0 };
     struct rusage ru;
-    if (getrusage(RUSAGE_THREAD, &ru) != 0)
-        return (struct st_usage){ 0, 0 };
-    return (struct st_usage){
-        .blocks = (uint64_t)ru.ru_oublock,
-        .cpu_us = (uint64_t)(ru.ru_utime.tv_sec + ru.ru_stime.tv_sec) * 1000000u +
-                  (uint64_t)(ru.ru_utime.tv_usec + ru.ru_stime.tv_usec),
-    };
+    struct timespec ts;
+    if (getrusage(RUSAGE_THREAD, &ru) == 0)
+        u.blocks = (uint64_t)ru.ru_oublock;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
+        u.cpu_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+    return u;
 }
 
 int cp_txn_commit(struct cp_txn *t)
@@ -466,8 +469,8 @@ int cp_txn_commit(struct cp_txn *t)
         if (after.blocks > before.blocks)
             atomic_fetch_add_explicit(&t->s->commit_blocks, after.blocks - before.blocks,
                                       memory_order_relaxed);
-        if (after.cpu_us > before.cpu_us)
-            atomic_fetch_add_explicit(&t->s->commit_cpu_us, after.cpu_us - before.cpu_us,
+        if (after.cpu_ns > before.cpu_ns)
+            atomic_fetch_add_explicit(&t->s->commit_cpu_ns, after.cpu_ns - before.cpu_ns,
                                       memory_order_relaxed);
     }
     free(t);

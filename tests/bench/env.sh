@@ -92,6 +92,20 @@ benv__wait_port() {   # HOST:PORT PID NAME LOG
     done
 }
 
+# benv__imfused DATA LISTEN DIR NAME: an imfused on kernel sockets with its
+# control socket and log in DIR; its PID in benv__pid (set even when it fails
+# to start, for benv_stop).  Every bench client comes from one address: the
+# per-address limits are raised as for a carrier's NAT (docs/OPERATIONS.md, Limits).
+benv__imfused() {
+    local data=$1 listen=$2 dir=$3 name=$4
+    "$BENV_BUILD/imfused" --data "$data" --listen "$listen" \
+        --control "$dir/ctl.sock" --ca-file "$BENV_CA" --log-level warn \
+        --auth-pending-per-address 1000 --login-failures-per-address 1000 \
+        > "$dir/imfused.log" 2>&1 &
+    benv__pid=$!
+    benv__wait_port "$listen" "$benv__pid" "$name" "$dir/imfused.log"
+}
+
 benv_start() {
     local w=$1 users=$2 with_bitlbee=${3:-} i p roster=
     benv_work=$w
@@ -127,16 +141,12 @@ benv_start() {
     done
     for p in "${pids[@]}"; do wait "$p" || return 1; done
 
-    # every bench client comes from one address: the per-address limits are
-    # raised as for a carrier's NAT (docs/OPERATIONS.md, Limits)
-    "$BENV_BUILD/imfused" --data "$w/imfused/data" --listen "$BENV_IMFUSE" \
-        --control "$w/imfused/ctl.sock" --ca-file "$BENV_CA" --log-level warn \
-        --auth-pending-per-address 1000 --login-failures-per-address 1000 \
-        > "$w/imfused/imfused.log" 2>&1 &
-    benv_imfused_pid=$!
-    BENV_IMFUSED_PID=$benv_imfused_pid
+    benv__imfused "$w/imfused/data" "$BENV_IMFUSE" "$w/imfused" imfused
+    local rc=$?
+    benv_imfused_pid=$benv__pid
+    BENV_IMFUSED_PID=$benv__pid
     BENV_CTL=$w/imfused/ctl.sock
-    benv__wait_port "$BENV_IMFUSE" "$benv_imfused_pid" imfused "$w/imfused/imfused.log" || return 1
+    [ $rc = 0 ] || return 1
 
     if [ -n "$with_bitlbee" ]; then
         command -v bitlbee >/dev/null || { benv_log "bitlbee is not installed"; return 1; }
@@ -210,14 +220,12 @@ benv_tmpfs_start() {
     mkdir -p "$w" || return 1
     [ "$(stat -f -c %T /dev/shm 2>/dev/null)" = tmpfs ] || { benv_log "/dev/shm is not a tmpfs"; return 1; }
     benv_tmpfs_dir=$(mktemp -d /dev/shm/imfuse-bench.XXXXXX) || return 1
-    "$BENV_BUILD/imfused" --data "$benv_tmpfs_dir/data" --listen "$BENV_TMPFS_IMFUSE" \
-        --control "$w/ctl.sock" --ca-file "$BENV_CA" --log-level warn \
-        --auth-pending-per-address 1000 --login-failures-per-address 1000 \
-        > "$w/imfused.log" 2>&1 &
-    benv_tmpfs_pid=$!
-    BENV_TMPFS_PID=$benv_tmpfs_pid
+    benv__imfused "$benv_tmpfs_dir/data" "$BENV_TMPFS_IMFUSE" "$w" "imfused (store on tmpfs)"
+    local rc=$?
+    benv_tmpfs_pid=$benv__pid
+    BENV_TMPFS_PID=$benv__pid
     BENV_TMPFS_CTL=$w/ctl.sock
-    benv__wait_port "$BENV_TMPFS_IMFUSE" "$benv_tmpfs_pid" "imfused (store on tmpfs)" "$w/imfused.log"
+    return $rc
 }
 
 benv_stop() {
