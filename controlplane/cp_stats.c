@@ -3,6 +3,7 @@
  */
 #include <stdio.h>
 #include <string.h>
+#include <sys/resource.h>
 
 #include "im_clock.h"
 #include "dp_relay.h"
@@ -92,6 +93,17 @@ limits(struct cp_core *c, const struct dp_relay_stats *st, struct cp_stats *out)
                            cp_ratelim_entries(c->rl_addr) + cp_ratelim_entries(c->rl_register));
 }
 
+/* 512-byte blocks the calling thread has written (getrusage).  Stats are
+ * collected on the controlplane thread, which makes every commit (backups run
+ * on a thread of their own), so for it this is what the commits wrote, read
+ * here rather than around each commit: two system calls fewer per commit. */
+static uint64_t
+cp_thread_blocks_written(void)
+{
+    struct rusage ru;
+    return getrusage(RUSAGE_THREAD, &ru) == 0 ? (uint64_t)ru.ru_oublock : 0;
+}
+
 void
 cp_stats_collect(struct cp_core *c, struct cp_stats *out)
 {
@@ -145,7 +157,7 @@ cp_stats_collect(struct cp_core *c, struct cp_stats *out)
     G("store_map_size", ss.map_size);
     G("store_pages_used", ss.last_pgno + 1);
     G("store_page_size", ss.page_size);
-    C("store_pages_written", ss.pages_written);
+    C("store_pages_written", cp_thread_blocks_written() * 512 / (ss.page_size ? ss.page_size : 4096));
     C("store_commit_cpu_us", ss.commit_cpu_us);
     G("store_users", ss.users);
     G("store_accounts", ss.accounts);

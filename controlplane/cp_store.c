@@ -16,7 +16,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <stdatomic.h>
-#include <sys/resource.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -37,7 +36,6 @@ struct cp_store {
     MDB_env *env;
     MDB_dbi users, uids, accounts, contacts, unified, queue, outbox, meta;
     /* written by the committing thread, read by cp_store_stats() anywhere */
-    _Atomic uint64_t commit_blocks;     /* 512-byte blocks the commits wrote */
     _Atomic uint64_t commit_cpu_ns;     /* CPU time the committing thread spent in them */
 };
 
@@ -394,8 +392,6 @@ int cp_store_stats(struct cp_store *s, struct cp_store_stats *st)
     st->map_size = info.me_mapsize;
     st->last_pgno = info.me_last_pgno;
     st->page_size = ms.ms_psize;
-    st->pages_written = atomic_load_explicit(&s->commit_blocks, memory_order_relaxed) * 512 /
-                        (ms.ms_psize ? ms.ms_psize : 4096);
     st->commit_cpu_us = atomic_load_explicit(&s->commit_cpu_ns, memory_order_relaxed) / 1000u;
     if ((mrc = mdb_txn_begin(s->env, NULL, MDB_RDONLY, &txn)))
         return st_code(mrc);
@@ -435,25 +431,16 @@ int cp_txn_begin(struct cp_store *s, bool write, struct cp_txn **out)
 
 /* Blocks this thread has written to storage (the kernel accounts a page when
  * it is dirtied, so before the write-back): the commit's pages, exactly. */
-/* What the calling thread has written to block devices (512-byte blocks, from
- * getrusage) and its CPU time (ns, CLOCK_THREAD_CPUTIME_ID: exact, where
+/* The calling thread's CPU time in ns.  CLOCK_THREAD_CPUTIME_ID is exact;
  * getrusage's times only move when the scheduler accounts them, so a commit
- * that never slept would read as free and one that slept would be charged
- * the thread's work since its last wake-up). */
-struct st_usage {
-    uint64_t blocks, cpu_ns;
-};
-
-static struct st_usage thread_usage(void)
+ * that never slept would read as free and one that slept would be charged the
+ * thread's work since its last wake-up. */
+static uint64_t thread_cpu_ns(void)
 {
-    struct st_usage u = { 0, 0 };
-    struct rusage ru;
     struct timespec ts;
-    if (getrusage(RUSAGE_THREAD, &ru) == 0)
-        u.blocks = (uint64_t)ru.ru_oublock;
-    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) == 0)
-        u.cpu_ns = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-    return u;
+    if (clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts) != 0)
+        return 0;
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 int cp_txn_commit(struct cp_txn *t)
@@ -463,15 +450,11 @@ int cp_txn_commit(struct cp_txn *t)
         rc = t->err;
         mdb_txn_abort(t->txn);
     } else {
-        struct st_usage before = thread_usage();
+        uint64_t before = thread_cpu_ns();
         rc = st_code(mdb_txn_commit(t->txn));
-        struct st_usage after = thread_usage();
-        if (after.blocks > before.blocks)
-            atomic_fetch_add_explicit(&t->s->commit_blocks, after.blocks - before.blocks,
-                                      memory_order_relaxed);
-        if (after.cpu_ns > before.cpu_ns)
-            atomic_fetch_add_explicit(&t->s->commit_cpu_ns, after.cpu_ns - before.cpu_ns,
-                                      memory_order_relaxed);
+        uint64_t after = thread_cpu_ns();
+        if (after > before)
+            atomic_fetch_add_explicit(&t->s->commit_cpu_ns, after - before, memory_order_relaxed);
     }
     free(t);
     return rc;

@@ -160,7 +160,6 @@ int cp_outbox_each(struct cp_txn *t, cp_outbox_fn *fn, void *ud);
 /* Environment statistics for `imfusectl stats` (opens its own read transaction). */
 struct cp_store_stats {
     uint64_t map_size, last_pgno, page_size, users, accounts, queued;
-    uint64_t pages_written;     /* pages the commits wrote (data, meta), since start */
     uint64_t commit_cpu_us;     /* CPU time (user + system) spent in commits, since start */
 };
 int cp_store_stats(struct cp_store *s, struct cp_store_stats *st);
