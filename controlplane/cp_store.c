@@ -429,8 +429,6 @@ int cp_txn_begin(struct cp_store *s, bool write, struct cp_txn **out)
     return 0;
 }
 
-/* Blocks this thread has written to storage (the kernel accounts a page when
- * it is dirtied, so before the write-back): the commit's pages, exactly. */
 /* The calling thread's CPU time in ns.  CLOCK_THREAD_CPUTIME_ID is exact;
  * getrusage's times only move when the scheduler accounts them, so a commit
  * that never slept would read as free and one that slept would be charged the

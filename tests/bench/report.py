@@ -550,11 +550,11 @@ def main():
     row("W=50: imfuse CPU/msg ≤ 0.5× BitlBee's", fmt_or(r, "{:.2f}×") + " ({} vs {} µs)".format(
         fmt_or(med(runs, "send W=50", "imfuse", cpu), "{:.1f}"), fmt_or(med(runs, "send W=50", "bitlbee", cpu), "{:.1f}")),
         None if r is None else r <= 0.5)
-    tm = med(runs, TMPFS_LABEL, "imfuse", cpu)
-    if tm is not None and med(runs, "send W=50", "bitlbee", cpu):
+    tm, bee50 = med(runs, TMPFS_LABEL, "imfuse", cpu), med(runs, "send W=50", "bitlbee", cpu)
+    if tm is not None and bee50:
         row("W=50, for comparison: imfuse with its store on tmpfs (not durable) ÷ BitlBee, CPU/msg",
             "{:.2f}× ({:.1f} µs): the rest of the gap is the durable commits (see below)".format(
-                tm / med(runs, "send W=50", "bitlbee", cpu), tm), None)
+                tm / bee50, tm), None)
     r = rmed("send W=50", mps)
     row("W=50: imfuse msgs/s ≥ 1.0× BitlBee's", fmt_or(r, "{:.2f}×"), None if r is None else r >= 1.0)
     imf50 = [x for x in runs if x["label"] == "send W=50" and x["relay"] == "imfuse"]

@@ -123,13 +123,13 @@ def run(main, *args, on_failure=None):
         stop_all()
         for script, cmd in at_end:
             lib(script, cmd, strict=False)
-    if not (rc or failures):
-        for path in work_dirs:
-            shutil.rmtree(path, ignore_errors=True)
     if rc or failures:
         show_daemon_logs()
         if on_failure:
             on_failure()
+    else:
+        for path in work_dirs:
+            shutil.rmtree(path, ignore_errors=True)
     log("%d checks failed%s" % (failures, ", and the run stopped on an exception" if rc else ""))
     sys.exit(1 if (rc or failures) else 0)
 

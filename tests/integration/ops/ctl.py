@@ -29,8 +29,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import (remove_at_end, BUILD, HERE as LIB, Daemon, JsonPeer, account_state, check, lib, lib_out, log,  # noqa: E402
-                     procs, run, stop_at_end)
+from harness import (BUILD, HERE as LIB, Daemon, JsonPeer, account_state, check, lib, lib_out, log,  # noqa: E402
+                     procs, remove_at_end, run, stop_at_end)
 from imclient import Client  # noqa: E402
 from testenv import SERVER_ADDR, server  # noqa: E402
 

@@ -30,7 +30,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import remove_at_end, BUILD, account_state, check, lib, lib_out, log, procs, run, stop_at_end, stop_proc  # noqa: E402
+from harness import (BUILD, account_state, check, lib, lib_out, log, procs, remove_at_end, run,  # noqa: E402
+                     stop_at_end, stop_proc)
 from imclient import Client  # noqa: E402
 from testenv import APPLIANCE_ADDR, hostport, server, wait_port  # noqa: E402
 

@@ -37,8 +37,8 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "..", "lib"))
-from harness import (remove_at_end, BUILD, HERE as LIB, ROOT, Daemon, JsonPeer, account_state, check, lib, log,  # noqa: E402
-                     procs, run, stop_at_end, stop_proc)
+from harness import (BUILD, HERE as LIB, ROOT, Daemon, JsonPeer, account_state, check, lib, log,  # noqa: E402
+                     procs, remove_at_end, run, stop_at_end, stop_proc)
 from imclient import Client  # noqa: E402
 from testenv import SERVER_ADDR, server, wait_port  # noqa: E402
 
