@@ -610,7 +610,10 @@ def xmpp_oneshot(cfg):
                 m.send()
                 out({"ev": "sent"})
             loop = asyncio.get_event_loop()
-            reader = asyncio.StreamReader()
+            # held by self: the protocol holds the reader only weakly, and
+            # this handler's task is held by nobody, so the garbage
+            # collector could destroy both while they wait for a line
+            reader = self.stdin_reader = asyncio.StreamReader()
             await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
             while True:
                 line = await reader.readline()
@@ -1393,6 +1396,8 @@ def phase_incoming(a, c1, c2, A1, A2, U1, bob):
     e2 = c2.wait_event(lambda e: e.get("op") == "message" and e.get("body") == "hello ☺ 1", 30, m2)
     t1 = int(time.time() * 1000)
     check(e1 is not None, "§5.4 a message from bob to alice arrives as a message event")
+    if e1 is None:
+        diagnose_lost(a, c1, bob, "hello ☺ 1", m1)
     check(e2 is not None and e1 is not None and e2.get("seq") == e1.get("seq"),
           "§6 every logged-in connection receives the message (same seq)", (e1, e2))
     if e1:

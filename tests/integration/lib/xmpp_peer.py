@@ -42,8 +42,11 @@ class Peer(slixmpp.ClientXMPP):
             return
         loop = asyncio.get_event_loop()
         reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        asyncio.ensure_future(self.commands(reader))
+        self.stdin_pipe = await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        # The loop holds tasks only weakly: without this reference the
+        # garbage collector may destroy the task while it waits for a line,
+        # and the peer silently stops taking commands.
+        self.commands_task = asyncio.ensure_future(self.commands(reader))
 
     async def commands(self, reader):
         while True:
