@@ -227,6 +227,7 @@ commit_turn(struct cp_core *c)
 {
     bool ok = true;
     uint64_t now = im_mono_ms();
+    cp_client_acks_apply(c, now);
     done_apply(c, now);
     if (c->txn) {
         int rc = cp_txn_commit(c->txn);
@@ -896,6 +897,9 @@ cp_core_run(struct cp_core *c, int sigfd)
             uint64_t since = im_mono_ms() - c->done_since;
             timeout = since >= CP_LAZY_MS ? 0 : (int)(CP_LAZY_MS - since);
         }
+        int ack_ms = more ? -1 : cp_client_acks_wait(c, im_mono_ms());
+        if (ack_ms >= 0 && ack_ms < timeout)
+            timeout = ack_ms;
         int prc;
         if (wait_us && !more) {
             /* A commit gathers more: the dataplane need not wake us, we
@@ -1016,6 +1020,9 @@ cp_core_free(struct cp_core *c)
     free(c->done);
     c->done = NULL;
     c->n_done = c->cap_done = 0;
+    free(c->acks);
+    c->acks = NULL;
+    c->n_acks = c->cap_acks = 0;
     c->n_turn_cids = c->cap_turn_cids = 0;
     for (unsigned i = 0; i < c->n_retry; i++)
         dp_msg_release(&c->retry[i]);

@@ -115,6 +115,12 @@ struct cp_cid {
 #define CP_CID_MAX     200000
 #define CP_STATE_BUCKETS 4096
 
+/* An ack whose removal waits for its turn (cp_client_acks_apply). */
+struct cp_ack_wait {
+    uint64_t uid, seq, id;
+    uint32_t conn, gen;
+};
+
 struct cp_core {
     struct cp_config *cfg;
     struct cp_store *store;
@@ -151,6 +157,9 @@ struct cp_core {
     uint64_t *done;                     /* sent messages whose outbox entries go with a commit */
     size_t n_done, cap_done, n_done_applied;
     uint64_t done_since;                /* mono ms of the oldest pending delete */
+    struct cp_ack_wait *acks;           /* acks whose removals wait (cp_client_acks_apply) */
+    size_t n_acks, cap_acks;
+    uint64_t acks_applied_ms;           /* mono ms when waiting acks last went into a commit */
     uint64_t commits, commit_failures, msgs_committed, outbox_added, outbox_deleted;
     uint64_t plane_oversize;            /* plane messages sent smaller or refused: over the frame limit */
     uint32_t turn_msgs, turn_outbox;    /* counted into the two above if the turn commits */
@@ -196,6 +205,19 @@ void cp_client_ok(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id);
 void cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t id,
                              struct cl_enc *e);
 
+
+/*
+ * Acks (cp_client.c).  Their removals go into a commit at most once per
+ * CP_ACK_MS: at once when the last went in longer ago (an idle appliance),
+ * else with the first commit after that; their oks follow that commit.
+ * cp_client_acks_apply puts them into this turn's transaction when due;
+ * cp_client_acks_wait says in how many ms they are due (0: now), -1 when
+ * none waits.
+ */
+#define CP_ACK_MS  10
+#define CP_ACK_MAX 4096             /* waiting acks that make them due at once */
+void cp_client_acks_apply(struct cp_core *c, uint64_t now_ms);
+int cp_client_acks_wait(const struct cp_core *c, uint64_t now_ms);
 
 /* Client requests (cp_client.c): CPM_CLIENT_REQ, dispatched by the op table. */
 void cp_client_request(struct cp_core *c, struct dp_msg *m);
