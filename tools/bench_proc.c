@@ -284,6 +284,7 @@ bench_ctl_stats(const char *path, struct bench_ctl_stats *st)
     st->store_commit_cpu_us = map_uint(s, "store_commit_cpu_us");
     st->msgs_committed = map_uint(s, "msgs_committed");
     st->store_page_size = map_uint(s, "store_page_size");
+    st->store_bytes_written = map_uint(s, "store_bytes_written");
     st->io_busy_cycles = map_uint(s, "io_busy_cycles");
     st->io_busy_turns = map_uint(s, "io_busy_turns");
     cli_frame_free(r);

@@ -55,6 +55,7 @@ struct bench_ctl_stats {
     uint64_t store_commit_cpu_us;   /* CPU time imfused spent committing */
     uint64_t msgs_committed;
     uint64_t store_page_size;
+    uint64_t store_bytes_written;   /* what the committing thread passed to write calls */
     uint64_t io_busy_cycles;    /* --io dpdk: TSC cycles of the loop turns that did work */
     uint64_t io_busy_turns;     /* ... those turns (0 with the kernel backend) */
 };

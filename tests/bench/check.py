@@ -74,8 +74,8 @@ def main():
             need(isinstance(r.get("store_commits"), NUM) and r["store_commits"] >= 1,
                  "at least one store commit")
             need(isinstance(r.get("commits_per_msg"), NUM) and r["commits_per_msg"] > 0, "commits per message")
-            need(isinstance(r.get("pages_per_commit"), NUM) and r["pages_per_commit"] >= 0,
-                 "pages written per commit")
+            need(isinstance(r.get("pages_per_commit"), NUM) and r["pages_per_commit"] > 0,
+                 "pages written per commit > 0 (imfused's store_bytes_written)")
             need(isinstance(r.get("store_cpu_us_per_msg"), NUM) and r["store_cpu_us_per_msg"] > 0,
                  "CPU time in commits per message > 0 (imfused's store_commit_cpu_us)")
         elif c == "open":
