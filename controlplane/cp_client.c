@@ -1370,14 +1370,7 @@ op_ack(struct req *r)
         cp_client_error(c, r->conn, r->gen, r->id, CL_ERR_BAD_REQUEST, msg);
         return;
     }
-    if (c->n_acks == c->cap_acks) {
-        size_t cap = c->cap_acks ? c->cap_acks * 2 : 64;
-        struct cp_ack_wait *na = realloc(c->acks, cap * sizeof(*na));
-        if (!na)
-            cp_oom(__func__);
-        c->acks = na;
-        c->cap_acks = cap;
-    }
+    c->acks = cp_reserve(c->acks, &c->cap_acks, c->n_acks + 1, sizeof(*c->acks), __func__);
     c->acks[c->n_acks++] = (struct cp_ack_wait){ .uid = r->uid, .seq = seq, .id = r->id,
                                                   .conn = r->conn, .gen = r->gen };
 }

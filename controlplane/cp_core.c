@@ -160,17 +160,25 @@ cp_client_reply_durable(struct cp_core *c, uint32_t conn, uint32_t gen, uint64_t
     a->fail_id = id;
 }
 
+void *
+cp_reserve(void *arr, size_t *cap, size_t need, size_t size, const char *where)
+{
+    if (need <= *cap)
+        return arr;
+    size_t n = *cap ? *cap : 64;
+    while (n < need)
+        n *= 2;
+    void *p = realloc(arr, n * size);
+    if (!p)
+        cp_oom(where);
+    *cap = n;
+    return p;
+}
+
 static void
 retry_push(struct cp_core *c, struct dp_msg *m)
 {
-    if (c->n_retry == c->cap_retry) {
-        unsigned n = c->cap_retry ? c->cap_retry * 2 : 64;
-        struct dp_msg *nr = realloc(c->retry, n * sizeof(*nr));
-        if (!nr)
-            cp_oom(__func__);
-        c->retry = nr;
-        c->cap_retry = n;
-    }
+    c->retry = cp_reserve(c->retry, &c->cap_retry, c->n_retry + 1, sizeof(*c->retry), __func__);
     dp_msg_move(&c->retry[c->n_retry++], m);
 }
 
@@ -188,16 +196,7 @@ done_add(struct cp_core *c, const void *ids, size_t n)
 {
     if (!n)
         return;
-    if (c->n_done + n > c->cap_done) {
-        size_t cap = c->cap_done ? c->cap_done : 1024;
-        while (cap < c->n_done + n)
-            cap *= 2;
-        uint64_t *nd = realloc(c->done, cap * sizeof(*nd));
-        if (!nd)
-            cp_oom(__func__);
-        c->done = nd;
-        c->cap_done = cap;
-    }
+    c->done = cp_reserve(c->done, &c->cap_done, c->n_done + n, sizeof(*c->done), __func__);
     if (!c->n_done)
         c->done_since = im_mono_ms();
     memcpy(c->done + c->n_done, ids, n * sizeof(uint64_t));
@@ -933,10 +932,10 @@ cp_core_run(struct cp_core *c, int sigfd)
         /* messages from the dataplane, retries first (their order matters) */
         if (c->n_retry && im_mono_ms() >= c->retry_at) {
             struct dp_msg *list = c->retry;
-            unsigned nr = c->n_retry;
+            size_t nr = c->n_retry;
             c->retry = NULL;
             c->n_retry = c->cap_retry = 0;
-            for (unsigned i = 0; i < nr; i++) {
+            for (size_t i = 0; i < nr; i++) {
                 handle_up(c, &list[i]);
                 dp_msg_release(&list[i]);
             }
@@ -1024,7 +1023,7 @@ cp_core_free(struct cp_core *c)
     c->acks = NULL;
     c->n_acks = c->cap_acks = 0;
     c->n_turn_cids = c->cap_turn_cids = 0;
-    for (unsigned i = 0; i < c->n_retry; i++)
+    for (size_t i = 0; i < c->n_retry; i++)
         dp_msg_release(&c->retry[i]);
     free(c->retry);
     c->retry = NULL;

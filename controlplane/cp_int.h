@@ -142,7 +142,7 @@ struct cp_core {
     struct cp_after *after_free;        /* reusable items */
     unsigned n_after_free;
     struct dp_msg *retry;            /* messages to process again (failed commit) */
-    unsigned n_retry, cap_retry;
+    size_t n_retry, cap_retry;
     uint64_t retry_at;
 
     struct cp_session *sessions;
@@ -182,6 +182,10 @@ struct cp_core {
  * acknowledged is in the store, so a restart (systemd) loses nothing.
  */
 void cp_oom(const char *where) __attribute__((noreturn));
+
+/* The growing array arr of capacity *cap with room for need elements of
+ * size bytes (the capacity doubles, from 64); out of memory is cp_oom(where). */
+void *cp_reserve(void *arr, size_t *cap, size_t need, size_t size, const char *where);
 
 /* The write transaction of this turn (begun on first use), or NULL with an
  * error logged when LMDB refuses. */
