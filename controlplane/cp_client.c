@@ -1389,10 +1389,10 @@ cp_client_acks_apply(struct cp_core *c, uint64_t now)
     struct cp_txn *t = cp_txn(c);
     for (size_t i = 0; i < c->n_acks; i++) {
         const struct cp_ack_wait *a = &c->acks[i];
-        int rc = t ? queue_del(c, t, a->uid, a->seq) : 0;
+        int rc;
         if (!t)
             cp_client_error(c, a->conn, a->gen, a->id, CL_ERR_INTERNAL, "storage unavailable");
-        else if (rc < 0)
+        else if ((rc = queue_del(c, t, a->uid, a->seq)) < 0)
             cp_client_error(c, a->conn, a->gen, a->id, CL_ERR_INTERNAL, cp_store_strerror(rc));
         else
             cp_client_ok(c, a->conn, a->gen, a->id);

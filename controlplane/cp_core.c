@@ -892,13 +892,17 @@ cp_core_run(struct cp_core *c, int sigfd)
             n += cp_rpc_pollfds(c->rpc, fds + n, IM_ARRAY_SIZE(fds) - n);
 
         int timeout = more ? 0 : CP_IDLE_MS;
-        if (!more && c->n_done) {
-            uint64_t since = im_mono_ms() - c->done_since;
-            timeout = since >= CP_LAZY_MS ? 0 : (int)(CP_LAZY_MS - since);
+        if (!more && (c->n_done || c->n_acks)) {
+            /* deletes and acks that wait for a commit: wake when one is due */
+            uint64_t now = im_mono_ms();
+            if (c->n_done) {
+                uint64_t since = now - c->done_since;
+                timeout = since >= CP_LAZY_MS ? 0 : (int)(CP_LAZY_MS - since);
+            }
+            int ack_ms = cp_client_acks_wait(c, now);
+            if (ack_ms >= 0 && ack_ms < timeout)
+                timeout = ack_ms;
         }
-        int ack_ms = more ? -1 : cp_client_acks_wait(c, im_mono_ms());
-        if (ack_ms >= 0 && ack_ms < timeout)
-            timeout = ack_ms;
         int prc;
         if (wait_us && !more) {
             /* A commit gathers more: the dataplane need not wake us, we

@@ -594,7 +594,7 @@ struct figures {
     double xmpp_cpu_us_per_msg, bench_cpu_us_per_msg;
     double commits, commits_per_msg, pages_per_commit, kernel_write_bytes, kernel_pages_per_commit;
     double store_us_per_msg;    /* imfused's CPU time in its commits, per message */
-    bool have_pages;
+    bool have_pages, have_kernel_pages;
     /* imfused's dataplane: its thread's on-CPU time; with --io dpdk the TSC
      * cycles of its busy loop turns, in us at the TSC's rate over the window */
     double dp_us_per_msg, dp_preempted, dp_user_share;
@@ -657,8 +657,10 @@ compute(const struct bench *b, struct figures *f)
             f->pages_per_commit = (double)(b->st1.store_bytes_written - b->st0.store_bytes_written) /
                                   page / f->commits;
             f->have_pages = true;
-            if (b->cpu0.have_io && b->cpu1.have_io)
+            if (b->cpu0.have_io && b->cpu1.have_io) {
                 f->kernel_pages_per_commit = f->kernel_write_bytes / page / f->commits;
+                f->have_kernel_pages = true;
+            }
         }
     }
 }
@@ -721,8 +723,9 @@ report_json(const struct bench *b, const struct figures *f)
         fprintf(o, ",\"store_commits\":%.0f,\"commits_per_msg\":%.4f,\"msgs_per_commit\":%.2f",
                 f->commits, f->commits_per_msg, f->commits > 0 ? (double)b->got / f->commits : 0.0);
         if (f->have_pages)
-            fprintf(o, ",\"pages_per_commit\":%.2f,\"kernel_pages_per_commit\":%.2f",
-                    f->pages_per_commit, f->kernel_pages_per_commit);
+            fprintf(o, ",\"pages_per_commit\":%.2f", f->pages_per_commit);
+        if (f->have_kernel_pages)
+            fprintf(o, ",\"kernel_pages_per_commit\":%.2f", f->kernel_pages_per_commit);
         fprintf(o, ",\"store_cpu_us_per_msg\":%.2f", f->store_us_per_msg);
     }
     if (b->have_dp)
@@ -783,8 +786,9 @@ report_text(const struct bench *b, const struct figures *f)
         fprintf(o, "  store: %.0f commits = %.4f per message (%.1f messages per commit)",
                 f->commits, f->commits_per_msg, f->commits > 0 ? (double)b->got / f->commits : 0.0);
         if (f->have_pages)
-            fprintf(o, ", %.2f pages written per commit (the kernel charged %.2f: the file system's "
-                    "blocks too)", f->pages_per_commit, f->kernel_pages_per_commit);
+            fprintf(o, ", %.2f pages written per commit", f->pages_per_commit);
+        if (f->have_kernel_pages)
+            fprintf(o, " (the kernel charged %.2f: the file system's blocks too)", f->kernel_pages_per_commit);
         fprintf(o, "\n  store CPU: %.2f us/msg in commits\n", f->store_us_per_msg);
     }
     if (b->have_dp)
